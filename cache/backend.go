@@ -1,0 +1,47 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// ErrNotFound is returned (wrapped) by a Backend when an object does not exist.
+// Test for it with errors.Is.
+var ErrNotFound = errors.New("cache: object not found")
+
+// ObjectInfo describes one object of a Backend.
+type ObjectInfo struct {
+	// Key is the object's name relative to the cache root, such as
+	// "nix-cache-info", "<hash>.narinfo" or "nar/<filehash>.nar.zst".
+	Key string
+	// Size is the object's length in bytes.
+	Size int64
+	// ModTime is when the object was last written, when the backend knows it.
+	ModTime time.Time
+}
+
+// Backend is the narrow storage interface a binary cache lives on: a flat
+// namespace of immutable objects addressed by slash-separated keys.
+//
+// Implementations must be safe for concurrent use, and a reader must never see
+// a half-written object: Put either makes the whole object visible at once or
+// leaves the key as it was.
+type Backend interface {
+	// Stat returns the object's metadata, or an error wrapping ErrNotFound.
+	Stat(ctx context.Context, key string) (ObjectInfo, error)
+	// Get opens the object for reading, or returns an error wrapping ErrNotFound.
+	Get(ctx context.Context, key string) (io.ReadCloser, error)
+	// Put stores exactly size bytes read from r under key, replacing any
+	// object already there. If r yields fewer or more than size bytes, Put
+	// fails and stores nothing. If r also implements io.ReaderAt, the backend
+	// may read it in parallel sections.
+	Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) error
+	// Delete removes the object. Deleting a missing object returns an error
+	// wrapping ErrNotFound.
+	Delete(ctx context.Context, key string) error
+	// List calls fn for every object whose key starts with prefix, in no
+	// particular order, stopping at the first error fn returns.
+	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
+}

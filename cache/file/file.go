@@ -1,0 +1,299 @@
+// Package file is a cache.Backend on a local directory: the layout Nix
+// writes and reads for a file:///dir binary cache (nix-cache-info,
+// <hash>.narinfo, nar/<filehash>.nar.<ext>).
+//
+// Importing the package registers the "file" store URL scheme with
+// cache.Register.
+package file
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nixcache/nixcache/cache"
+)
+
+// TempPrefix starts the name of every temporary file Put writes before
+// renaming it into place. List never reports such files, and keys whose last
+// segment starts with it are invalid.
+const TempPrefix = ".nixcache-tmp-"
+
+// ObjectMode is the permission of stored objects: world-readable, as Nix
+// (and a web server in front of the directory) must read them.
+const ObjectMode fs.FileMode = 0o644
+
+// DirMode is the permission of directories Put creates.
+const DirMode fs.FileMode = 0o755
+
+func init() {
+	cache.Register("file", func(ctx context.Context, u *cache.URL) (cache.Backend, error) {
+		return FromURL(u)
+	})
+}
+
+// Backend stores each object as a file under a root directory. Put is
+// atomic: the bytes go to a temporary file in the target's directory, which
+// is synced and renamed into place, and then the directory is synced.
+type Backend struct {
+	root string
+}
+
+var _ cache.Backend = (*Backend)(nil)
+
+// New returns a backend rooted at dir, creating it (and parents) if needed.
+// dir must be absolute, as Nix requires for file:// stores.
+func New(dir string) (*Backend, error) {
+	if !filepath.IsAbs(dir) {
+		return nil, fmt.Errorf("file: cache directory %q must be absolute", dir)
+	}
+	dir = filepath.Clean(dir)
+	if err := os.MkdirAll(dir, DirMode); err != nil {
+		return nil, fmt.Errorf("file: create cache directory: %w", err)
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("file: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("file: cache root %q is not a directory", dir)
+	}
+	return &Backend{root: dir}, nil
+}
+
+// FromURL opens the backend for a parsed file:// store URL. A file:// URL has
+// no backend-specific parameters.
+func FromURL(u *cache.URL) (*Backend, error) {
+	if u.Scheme != "file" {
+		return nil, fmt.Errorf("file: store URL scheme is %q, not file", u.Scheme)
+	}
+	for k := range u.Params {
+		return nil, fmt.Errorf("file: store URL %q: unknown parameter %q", u.String(), k)
+	}
+	return New(u.Path)
+}
+
+// Root returns the cache directory.
+func (b *Backend) Root() string { return b.root }
+
+func (b *Backend) path(key string) (string, error) {
+	if err := cache.ValidateKey(key); err != nil {
+		return "", fmt.Errorf("file: %w", err)
+	}
+	if strings.HasPrefix(key[strings.LastIndexByte(key, '/')+1:], TempPrefix) {
+		return "", fmt.Errorf("file: %w %q: names starting with %q are reserved for temporary files", cache.ErrInvalidKey, key, TempPrefix)
+	}
+	return filepath.Join(b.root, filepath.FromSlash(key)), nil
+}
+
+func notFound(key string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errIsDir) {
+		return fmt.Errorf("file: %q: %w", key, cache.ErrNotFound)
+	}
+	return fmt.Errorf("file: %q: %w", key, err)
+}
+
+var errIsDir = errors.New("is a directory")
+
+// Stat returns the size and modification time of the object.
+func (b *Backend) Stat(ctx context.Context, key string) (cache.ObjectInfo, error) {
+	p, err := b.path(key)
+	if err != nil {
+		return cache.ObjectInfo{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return cache.ObjectInfo{}, err
+	}
+	st, err := os.Stat(p)
+	if err == nil && !st.Mode().IsRegular() {
+		err = errIsDir
+	}
+	if err != nil {
+		return cache.ObjectInfo{}, notFound(key, err)
+	}
+	return cache.ObjectInfo{Key: key, Size: st.Size(), ModTime: st.ModTime()}, nil
+}
+
+// Get opens the object for reading.
+func (b *Backend) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	p, err := b.path(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, notFound(key, err)
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		if err == nil {
+			err = errIsDir
+		}
+		return nil, notFound(key, err)
+	}
+	return f, nil
+}
+
+// Put writes exactly size bytes from r to key atomically: to a temporary
+// file in the same directory, checked for length, fsynced, renamed over key,
+// and the directory fsynced. Missing directories (such as nar/) are created.
+// On any error, including a reader that yields fewer or more than size bytes
+// (cache.ErrSizeMismatch) or a cancelled ctx, key keeps its old content.
+func (b *Backend) Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) (err error) {
+	p, err := b.path(key)
+	if err != nil {
+		return err
+	}
+	if size < 0 {
+		return fmt.Errorf("file: put %q: negative size %d", key, size)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("file: put %q: %w", key, err)
+	}
+	dir := filepath.Dir(p)
+	if err := os.MkdirAll(dir, DirMode); err != nil {
+		return fmt.Errorf("file: put %q: %w", key, err)
+	}
+	f, err := os.CreateTemp(dir, TempPrefix+"*")
+	if err != nil {
+		return fmt.Errorf("file: put %q: %w", key, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err := f.Chmod(ObjectMode); err != nil {
+		return fmt.Errorf("file: put %q: %w", key, err)
+	}
+	n, err := io.Copy(f, &ctxReader{ctx: ctx, r: cache.ExactReader(r, size)})
+	if err != nil {
+		return fmt.Errorf("file: put %q: after %d bytes: %w", key, n, err)
+	}
+	if n != size {
+		return fmt.Errorf("file: put %q: %w: wrote %d of %d bytes", key, cache.ErrSizeMismatch, n, size)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("file: put %q: sync: %w", key, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("file: put %q: close: %w", key, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("file: put %q: %w", key, err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return fmt.Errorf("file: put %q: %w", key, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("file: put %q: sync directory: %w", key, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Delete removes the object and syncs its directory. Empty directories are
+// left in place.
+func (b *Backend) Delete(ctx context.Context, key string) error {
+	p, err := b.path(key)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if st, err := os.Lstat(p); err != nil || !st.Mode().IsRegular() {
+		if err == nil {
+			err = errIsDir
+		}
+		return notFound(key, err)
+	}
+	if err := os.Remove(p); err != nil {
+		return notFound(key, err)
+	}
+	if err := syncDir(filepath.Dir(p)); err != nil {
+		return fmt.Errorf("file: delete %q: sync directory: %w", key, err)
+	}
+	return nil
+}
+
+// List calls fn for every regular file under the root whose key starts with
+// prefix, skipping temporary files.
+func (b *Backend) List(ctx context.Context, prefix string, fn func(cache.ObjectInfo) error) error {
+	// Walk only the deepest directory the prefix names.
+	start := b.root
+	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
+		start = filepath.Join(b.root, filepath.FromSlash(prefix[:i]))
+		if start != b.root && !strings.HasPrefix(start, b.root+string(filepath.Separator)) {
+			return fmt.Errorf("file: list %q: %w", prefix, cache.ErrInvalidKey)
+		}
+	}
+	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == start && errors.Is(err, fs.ErrNotExist) {
+				return fs.SkipAll
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(b.root, p)
+		if err != nil {
+			return err
+		}
+		key := filepath.ToSlash(rel)
+		if d.IsDir() {
+			if p != start && !strings.HasPrefix(key+"/", prefix) && !strings.HasPrefix(prefix, key+"/") {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() || strings.HasPrefix(d.Name(), TempPrefix) || !strings.HasPrefix(key, prefix) {
+			return nil
+		}
+		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // deleted while listing
+		}
+		if err != nil {
+			return err
+		}
+		return fn(cache.ObjectInfo{Key: key, Size: info.Size(), ModTime: info.ModTime()})
+	})
+	if err != nil {
+		return fmt.Errorf("file: list %q: %w", prefix, err)
+	}
+	return nil
+}
+
+// ctxReader stops a copy when ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

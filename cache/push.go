@@ -1,0 +1,517 @@
+package cache
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nixcache/nixcache/cache/localstore"
+	"github.com/nixcache/nixcache/nar"
+	"github.com/nixcache/nixcache/narinfo"
+	"github.com/nixcache/nixcache/storepath"
+	"github.com/nixcache/nixcache/storepath/nixhash"
+)
+
+// ErrNarMismatch is returned (wrapped) when the NAR dumped from a store path
+// does not have the NarHash or NarSize the store database records for it.
+// Such a path is never published: Nix would refuse to substitute it. Repair
+// the store (nix-store --verify --check-contents --repair) and push again.
+var ErrNarMismatch = errors.New("cache: NAR does not match the store database")
+
+// ErrReferenceMissing is returned (wrapped) when a path's narinfo cannot be
+// published because one of its references is neither in the cache nor
+// uploaded by this push. Nix requires every reference of a valid path to be
+// valid in the same cache.
+var ErrReferenceMissing = errors.New("cache: reference not in the cache")
+
+// Source is where Push reads store paths from; *localstore.Store implements it.
+type Source interface {
+	// PathInfo returns what the store database knows about a valid path.
+	PathInfo(ctx context.Context, p storepath.Path) (*localstore.PathInfo, error)
+	// Closure returns the paths and everything they reference, references
+	// before referrers.
+	Closure(ctx context.Context, paths []storepath.Path) ([]storepath.Path, error)
+}
+
+// PushOptions tunes one Push.
+type PushOptions struct {
+	// Jobs is how many paths are dumped, compressed and uploaded at once
+	// (default 4). Compression itself also uses every core.
+	Jobs int
+	// CheckJobs is how many "<hash>.narinfo exists?" checks run at once
+	// (default 16).
+	CheckJobs int
+	// TempDir holds the compressed NARs between compression and upload
+	// (default os.TempDir()). Files are removed as soon as they are uploaded.
+	TempDir string
+	// Progress, if set, receives events from several goroutines.
+	Progress func(Event)
+	// NoClosure pushes only the given paths, not what they reference. Their
+	// references must already be in the cache, or be among the paths.
+	NoClosure bool
+}
+
+func (o *PushOptions) jobs() int {
+	if o.Jobs > 0 {
+		return o.Jobs
+	}
+	return 4
+}
+
+func (o *PushOptions) checkJobs() int {
+	if o.CheckJobs > 0 {
+		return o.CheckJobs
+	}
+	return 16
+}
+
+// PathError is one store path's failure in a Push or Verify.
+type PathError struct {
+	Path storepath.Path
+	Err  error
+}
+
+// Error names the store path and the cause.
+func (e *PathError) Error() string { return fmt.Sprintf("%s: %v", e.Path, e.Err) }
+
+// Unwrap returns the cause.
+func (e *PathError) Unwrap() error { return e.Err }
+
+// Summary is what a Push did.
+type Summary struct {
+	// Closure is the number of paths considered (the closure of the request).
+	Closure int
+	// Uploaded paths now have their narinfo in the cache thanks to this push.
+	Uploaded int
+	// Skipped paths already had a narinfo.
+	Skipped int
+	// Failed paths were not published; see the error Push returned.
+	Failed int
+	// NarBytes is the uncompressed NAR size of the uploaded paths.
+	NarBytes uint64
+	// FileBytes is the compressed size of the uploaded paths' NAR files.
+	FileBytes uint64
+	// Duration is the wall-clock time of the Push.
+	Duration time.Duration
+}
+
+// String is a one-line summary, as the push command prints it.
+func (s *Summary) String() string {
+	return fmt.Sprintf("uploaded %d, skipped %d, failed %d of %d paths; NAR %s, compressed %s; %s",
+		s.Uploaded, s.Skipped, s.Failed, s.Closure, humanBytes(s.NarBytes), humanBytes(s.FileBytes),
+		s.Duration.Round(time.Millisecond))
+}
+
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// pushItem is one path of a push and its publication state.
+type pushItem struct {
+	path    storepath.Path
+	info    *localstore.PathInfo
+	present bool
+	done    chan struct{} // closed when the narinfo is stored (or on failure)
+	err     error         // set before done is closed
+}
+
+// Push uploads the closure of paths from src to the cache, following Nix's
+// binary cache rules:
+//
+//   - paths whose "<hashpart>.narinfo" exists are skipped;
+//   - each missing path is dumped as a NAR in one streaming pass, hashed
+//     (NarHash/NarSize), compressed and hashed again (FileHash/FileSize)
+//     into a temporary file, never held in memory;
+//   - a NAR whose hash or size differs from the store database is refused;
+//   - the NAR goes to "nar/<FileHash nix32>.nar<ext>" (skipped when an
+//     object of that size is there), then the optional "<hashpart>.ls";
+//   - the narinfo, signed with every secret key and keeping the store's own
+//     signatures, is stored last, and only after the narinfos of all its
+//     references are in the cache. A narinfo is the commit point: an
+//     interrupted push never leaves a narinfo without its NAR or references.
+//
+// Push writes "nix-cache-info" if it is absent. It returns a Summary and, if
+// any path failed, an error joining one *PathError per failed path.
+func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, opts PushOptions) (*Summary, error) {
+	start := time.Now()
+	sum := &Summary{}
+	if len(paths) == 0 {
+		return sum, nil
+	}
+	closure := paths
+	if !opts.NoClosure {
+		var err error
+		closure, err = src.Closure(ctx, paths)
+		if err != nil {
+			return sum, fmt.Errorf("cache: closure of %v: %w", paths, err)
+		}
+	}
+	sum.Closure = len(closure)
+	if err := c.EnsureCacheInfo(ctx, closure[0].Dir()); err != nil {
+		return sum, err
+	}
+	emit := func(e Event) {
+		if opts.Progress != nil {
+			opts.Progress(e)
+		}
+	}
+
+	items := make(map[storepath.Path]*pushItem, len(closure))
+	list := make([]*pushItem, 0, len(closure))
+	for _, p := range closure {
+		if _, dup := items[p]; dup {
+			continue
+		}
+		it := &pushItem{path: p, done: make(chan struct{})}
+		items[p] = it
+		list = append(list, it)
+	}
+
+	// Phase 1: which paths are already in the cache (bounded, concurrent),
+	// and store info for the missing ones.
+	if err := forEach(ctx, list, opts.checkJobs(), func(it *pushItem) error {
+		ok, err := c.hasNarInfo(ctx, it.path)
+		if err != nil {
+			return &PathError{it.path, err}
+		}
+		if ok {
+			it.present = true
+			return nil
+		}
+		info, err := src.PathInfo(ctx, it.path)
+		if err != nil {
+			return &PathError{it.path, fmt.Errorf("store path info: %w", err)}
+		}
+		it.info = info
+		return nil
+	}); err != nil {
+		return sum, err
+	}
+	var missing []*pushItem
+	for _, it := range list {
+		if it.present {
+			close(it.done)
+			sum.Skipped++
+			emit(Event{Kind: EventSkipped, Path: it.path})
+		} else {
+			missing = append(missing, it)
+			emit(Event{Kind: EventQueued, Path: it.path, NarSize: it.info.NarSize})
+		}
+	}
+	// Largest NARs first: they take longest, and narinfos wait for references.
+	sort.SliceStable(missing, func(i, j int) bool { return missing[i].info.NarSize > missing[j].info.NarSize })
+
+	// Phase 2: NARs on Jobs workers; each narinfo is published by its own
+	// goroutine once its NAR and its references' narinfos are stored.
+	var (
+		mu      sync.Mutex
+		errs    []error
+		publish sync.WaitGroup
+		workers sync.WaitGroup
+	)
+	fail := func(it *pushItem, err error) {
+		pe := &PathError{it.path, err}
+		it.err = pe
+		close(it.done)
+		mu.Lock()
+		errs = append(errs, pe)
+		sum.Failed++
+		mu.Unlock()
+		emit(Event{Kind: EventFailed, Path: it.path, NarSize: it.info.NarSize, Err: err})
+	}
+	metaSem := make(chan struct{}, opts.checkJobs())
+	queue := make(chan *pushItem)
+	for range min(opts.jobs(), max(len(missing), 1)) {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for it := range queue {
+				emit(Event{Kind: EventStarted, Path: it.path, NarSize: it.info.NarSize})
+				up, err := c.uploadNAR(ctx, it, opts, emit)
+				if err != nil {
+					fail(it, err)
+					continue
+				}
+				publish.Add(1)
+				go func() {
+					defer publish.Done()
+					if err := c.publishNarInfo(ctx, it, up, items, metaSem); err != nil {
+						fail(it, err)
+						return
+					}
+					close(it.done)
+					mu.Lock()
+					sum.Uploaded++
+					sum.NarBytes += up.narSize
+					sum.FileBytes += up.fileSize
+					mu.Unlock()
+					emit(Event{Kind: EventUploaded, Path: it.path, NarSize: it.info.NarSize, Bytes: up.narSize, FileSize: up.fileSize})
+				}()
+			}
+		}()
+	}
+	for _, it := range missing {
+		queue <- it
+	}
+	close(queue)
+	workers.Wait()
+	publish.Wait()
+	sum.Duration = time.Since(start)
+	return sum, errors.Join(errs...)
+}
+
+// forEach runs fn on every item with at most n at once and returns the
+// first error (after all started calls finished).
+func forEach[T any](ctx context.Context, items []T, n int, fn func(T) error) error {
+	sem := make(chan struct{}, n)
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	for _, it := range items {
+		if err := ctx.Err(); err != nil {
+			once.Do(func() { first = err })
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := fn(it); err != nil {
+				once.Do(func() { first = err })
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+// hasNarInfo reports whether "<hashpart>.narinfo" exists in the cache.
+func (c *Cache) hasNarInfo(ctx context.Context, p storepath.Path) (bool, error) {
+	_, err := c.Backend.Stat(ctx, NarInfoKey(p))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, ErrNotFound):
+		return false, nil
+	default:
+		return false, fmt.Errorf("cache: stat %s: %w", NarInfoKey(p), err)
+	}
+}
+
+// NarInfoKey is the cache key of a path's narinfo: "<hashpart>.narinfo".
+func NarInfoKey(p storepath.Path) string { return p.HashPart() + ".narinfo" }
+
+// ListingKey is the cache key of a path's NAR listing: "<hashpart>.ls".
+func ListingKey(p storepath.Path) string { return p.HashPart() + ".ls" }
+
+// uploaded is the result of the NAR half of a path's upload.
+type uploaded struct {
+	url         string
+	compression string
+	fileHash    nixhash.Hash
+	fileSize    uint64
+	narHash     nixhash.Hash
+	narSize     uint64
+}
+
+// ctxWriter fails writes once ctx is done, so a long dump stops promptly.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
+}
+
+// uploadNAR dumps, hashes, compresses and stores one path's NAR (and .ls).
+func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, emit func(Event)) (*uploaded, error) {
+	method := c.opts.Compression.Method
+	if method == "" {
+		method = DefaultCompression
+	}
+	copts := c.opts.Compression
+	copts.Method = method
+	ext := narinfo.CompressionExtension(method)
+
+	tmp, err := os.CreateTemp(opts.TempDir, "nixcache-*.nar"+ext)
+	if err != nil {
+		return nil, fmt.Errorf("temporary file: %w", err)
+	}
+	defer func() {
+		tmp.Close()
+		os.Remove(tmp.Name())
+	}()
+
+	fileHasher := nixhash.NewHasher(nixhash.SHA256)
+	bw := bufio.NewWriterSize(tmp, 256<<10)
+	comp, err := NewCompressor(io.MultiWriter(bw, fileHasher), copts)
+	if err != nil {
+		return nil, err
+	}
+	narHasher := nixhash.NewHasher(nixhash.SHA256)
+	prog := &progressWriter{step: 4 << 20, report: func(n uint64) {
+		emit(Event{Kind: EventBytes, Path: it.path, NarSize: it.info.NarSize, Bytes: n})
+	}}
+	sinks := []io.Writer{narHasher, comp, prog}
+
+	// The .ls listing is parsed from the same stream on a goroutine.
+	var (
+		lsPipe *io.PipeWriter
+		lsDone chan struct{}
+		lsJSON []byte
+		lsErr  error
+	)
+	if c.opts.WriteNARListing {
+		pr, pw := io.Pipe()
+		lsPipe, lsDone = pw, make(chan struct{})
+		sinks = append(sinks, pw)
+		go func() {
+			defer close(lsDone)
+			l, err := nar.List(pr)
+			if err == nil {
+				lsJSON, err = l.MarshalJSON() // not json.Marshal: it would escape <>& unlike Nix
+			}
+			lsErr = err
+			pr.CloseWithError(err)
+			_, _ = io.Copy(io.Discard, pr) // never block the dump
+		}()
+	}
+
+	dumpErr := nar.DumpPath(ctxWriter{ctx, io.MultiWriter(sinks...)}, string(it.path))
+	closeErr := comp.Close()
+	if lsPipe != nil {
+		lsPipe.CloseWithError(dumpErr)
+		<-lsDone
+	}
+	if dumpErr != nil {
+		return nil, fmt.Errorf("dump NAR: %w", dumpErr)
+	}
+	if closeErr != nil {
+		return nil, fmt.Errorf("compress NAR (%s): %w", method, closeErr)
+	}
+	if err := bw.Flush(); err != nil {
+		return nil, fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	if lsPipe != nil && lsErr != nil {
+		return nil, fmt.Errorf("NAR listing: %w", lsErr)
+	}
+
+	up := &uploaded{
+		compression: method,
+		narHash:     narHasher.SumHash(),
+		narSize:     uint64(narHasher.Len()),
+		fileHash:    fileHasher.SumHash(),
+		fileSize:    uint64(fileHasher.Len()),
+	}
+	if up.narHash != it.info.NarHash || up.narSize != it.info.NarSize {
+		return nil, fmt.Errorf("%w: dumped NarHash %s NarSize %d, database NarHash %s NarSize %d",
+			ErrNarMismatch, up.narHash, up.narSize, it.info.NarHash, it.info.NarSize)
+	}
+	up.url = "nar/" + up.fileHash.RawBase32() + ".nar" + ext
+
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if oi, err := c.Backend.Stat(ctx, up.url); err == nil && oi.Size == int64(up.fileSize) {
+		// Same content already there (NAR files are named by their hash).
+	} else if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("stat %s: %w", up.url, err)
+	} else {
+		r := io.NewSectionReader(tmp, 0, int64(up.fileSize))
+		if err := c.Backend.Put(ctx, up.url, r, int64(up.fileSize), nar.MIMEType); err != nil {
+			return nil, fmt.Errorf("upload %s: %w", up.url, err)
+		}
+	}
+	if lsJSON != nil {
+		if err := c.Backend.Put(ctx, ListingKey(it.path), bytes.NewReader(lsJSON), int64(len(lsJSON)), "application/json"); err != nil {
+			return nil, fmt.Errorf("upload %s: %w", ListingKey(it.path), err)
+		}
+	}
+	return up, nil
+}
+
+// publishNarInfo waits for the narinfos of it's references, then signs and
+// stores it's narinfo.
+func (c *Cache) publishNarInfo(ctx context.Context, it *pushItem, up *uploaded, items map[storepath.Path]*pushItem, sem chan struct{}) error {
+	for _, ref := range it.info.References {
+		if ref == it.path {
+			continue
+		}
+		if dep, ok := items[ref]; ok {
+			select {
+			case <-dep.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			if dep.err != nil {
+				return fmt.Errorf("%w: %s was not uploaded", ErrReferenceMissing, ref)
+			}
+			continue
+		}
+		ok, err := c.hasNarInfo(ctx, ref)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: %s", ErrReferenceMissing, ref)
+		}
+	}
+	ni := &narinfo.NarInfo{
+		StorePath:   it.path,
+		URL:         up.url,
+		Compression: up.compression,
+		FileHash:    up.fileHash,
+		FileSize:    up.fileSize,
+		NarHash:     up.narHash,
+		NarSize:     up.narSize,
+		References:  append([]storepath.Path(nil), it.info.References...),
+		Deriver:     it.info.Deriver,
+		Sigs:        append(nil, it.info.Sigs...),
+		CA:          it.info.CA,
+	}
+	for _, k := range c.opts.SecretKeys {
+		if err := ni.Sign(k); err != nil {
+			return fmt.Errorf("sign with %s: %w", k.Name(), err)
+		}
+	}
+	text, err := ni.MarshalText()
+	if err != nil {
+		return fmt.Errorf("narinfo: %w", err)
+	}
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-sem }()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	key := NarInfoKey(it.path)
+	if err := c.Backend.Put(ctx, key, bytes.NewReader(text), int64(len(text)), narinfo.MIMEType); err != nil {
+		return fmt.Errorf("upload %s: %w", key, err)
+	}
+	return nil
+}

@@ -1,0 +1,526 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nixcache/nixcache/storepath"
+)
+
+// PushResult is what a Pusher reports about one successful push.
+type PushResult struct {
+	// Uploaded is the number of store paths whose narinfo was written
+	// (paths already in the cache are not counted).
+	Uploaded int
+	// Bytes is the number of NAR bytes uploaded (uncompressed).
+	Bytes int64
+}
+
+// Pusher uploads the closures of store paths to a binary cache. Push must
+// return nil only once every path's narinfo (and so, by the cache's
+// invariant, the narinfos and NARs of its whole closure) is in the cache.
+// It must be safe for concurrent use.
+type Pusher interface {
+	Push(ctx context.Context, paths []storepath.Path) (PushResult, error)
+}
+
+// PushFunc adapts a function to the Pusher interface.
+type PushFunc func(ctx context.Context, paths []storepath.Path) (PushResult, error)
+
+// Push calls f.
+func (f PushFunc) Push(ctx context.Context, paths []storepath.Path) (PushResult, error) {
+	return f(ctx, paths)
+}
+
+// DrainOptions configures a Drainer. Zero values mean the defaults below.
+type DrainOptions struct {
+	// Jobs is the number of pushes in flight at once (default 2).
+	Jobs int
+	// BatchSize is the most paths handed to one Push call (default 32). A
+	// failing batch is split: each of its paths is retried alone, so one bad
+	// path never holds back the others.
+	BatchSize int
+	// PollInterval is how often the queue directory is checked for new
+	// entries (default 250ms).
+	PollInterval time.Duration
+	// MinBackoff and MaxBackoff bound the exponential backoff, with jitter,
+	// between attempts for a failing path (defaults 1s and 5m).
+	MinBackoff, MaxBackoff time.Duration
+	// ExitWhenEmpty makes Run return nil once the queue is empty and nothing
+	// is in flight.
+	ExitWhenEmpty bool
+	// ShutdownGrace is how long in-flight pushes may run on after the
+	// context is cancelled before they are cancelled too (default 1m).
+	ShutdownGrace time.Duration
+	// StatusInterval is how often DIR/status.json is rewritten (default 1s).
+	StatusInterval time.Duration
+	// Logger receives structured logs (default slog.Default()).
+	Logger *slog.Logger
+	// Exists reports whether a store path is still present (default: lstat).
+	// A queued path that is gone is dropped from the queue with a log line.
+	Exists func(storepath.Path) bool
+}
+
+func (o *DrainOptions) defaults() {
+	if o.Jobs <= 0 {
+		o.Jobs = 2
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 32
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = 250 * time.Millisecond
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = time.Second
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = max(5*time.Minute, o.MinBackoff)
+	}
+	if o.ShutdownGrace <= 0 {
+		o.ShutdownGrace = time.Minute
+	}
+	if o.StatusInterval <= 0 {
+		o.StatusInterval = time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Exists == nil {
+		o.Exists = func(p storepath.Path) bool {
+			_, err := os.Lstat(string(p))
+			return !errors.Is(err, fs.ErrNotExist)
+		}
+	}
+}
+
+// Stats are a Drainer's counters, also written to DIR/status.json.
+type Stats struct {
+	PID          int           `json:"pid"`
+	Started      time.Time     `json:"started"`
+	Updated      time.Time     `json:"updated"`
+	Queued       int           `json:"queued"`    // entries waiting (not in flight), including failing ones
+	InFlight     int           `json:"in_flight"` // paths in a Push call now
+	Uploaded     int64         `json:"uploaded"`  // queued paths confirmed in the cache since start
+	Failures     int64         `json:"failures"`  // failed attempts since start
+	Failing      int           `json:"failing"`   // paths waiting for a retry after a failure
+	Dropped      int64         `json:"dropped"`   // paths dropped because they left the store
+	Bytes        int64         `json:"bytes"`     // NAR bytes uploaded since start
+	Narinfos     int64         `json:"narinfos"`  // narinfos written since start (closures included)
+	Stopping     bool          `json:"stopping,omitempty"`
+	FailingPaths []FailingPath `json:"failing_paths,omitempty"`
+}
+
+// FailingPath describes a path in backoff.
+type FailingPath struct {
+	Path      storepath.Path `json:"path"`
+	Attempts  int            `json:"attempts"`
+	NextTry   time.Time      `json:"next_try"`
+	LastError string         `json:"last_error"`
+}
+
+type item struct {
+	path     storepath.Path
+	queued   time.Time
+	attempts int
+	next     time.Time
+	solo     bool
+	inFlight bool
+	lastErr  string
+}
+
+type result struct {
+	batch []*item
+	res   PushResult
+	err   error
+	took  time.Duration
+}
+
+// Drainer uploads the entries of a Queue through a Pusher until its context
+// is cancelled. Create it with NewDrainer and start it with Run.
+type Drainer struct {
+	q    *Queue
+	p    Pusher
+	opts DrainOptions
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	stats Stats
+	items map[string]*item
+}
+
+// NewDrainer returns a Drainer for q that uploads through p.
+func NewDrainer(q *Queue, p Pusher, opts DrainOptions) *Drainer {
+	opts.defaults()
+	return &Drainer{q: q, p: p, opts: opts, log: opts.Logger, items: map[string]*item{}}
+}
+
+// Run is a shorthand for NewDrainer(q, p, opts).Run(ctx).
+func Run(ctx context.Context, q *Queue, p Pusher, opts DrainOptions) error {
+	return NewDrainer(q, p, opts).Run(ctx)
+}
+
+// Run drains the queue: it takes the queue's daemon lock, picks up new entries
+// within PollInterval, pushes up to Jobs batches at once, removes an entry
+// only after its push succeeded, backs off per failing path, and drops paths
+// that left the store. When ctx is cancelled it stops starting pushes, waits
+// for those in flight (at most ShutdownGrace), writes the status file and
+// returns nil. Entries not yet uploaded stay queued for the next run.
+func (d *Drainer) Run(ctx context.Context) error {
+	unlock, err := d.q.Lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if removed, err := d.q.Clean(10 * time.Minute); err != nil {
+		return err
+	} else if len(removed) > 0 {
+		d.log.Warn("removed stale or malformed queue entries", "queue", d.q.Dir(), "names", removed)
+	}
+	if err := d.q.RepairRoots(); err != nil {
+		d.log.Warn("cannot register GC roots for queued paths", "err", err)
+	}
+	now := time.Now()
+	d.mu.Lock()
+	d.stats = Stats{PID: os.Getpid(), Started: now}
+	d.mu.Unlock()
+
+	// In-flight pushes outlive ctx by at most ShutdownGrace.
+	pushCtx, cancelPush := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelPush()
+	results := make(chan result)
+	inFlight := 0
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	poll := time.NewTicker(d.opts.PollInterval)
+	defer poll.Stop()
+	var lastStatus time.Time
+	var grace <-chan time.Time
+	stopping := false
+	var lastMod time.Time
+	var lastFull time.Time
+
+	for {
+		if !stopping {
+			if ctx.Err() != nil {
+				stopping = true
+				d.mu.Lock()
+				d.stats.Stopping = true
+				d.mu.Unlock()
+				d.log.Info("stopping: waiting for in-flight uploads", "in_flight", inFlight)
+				grace = time.After(d.opts.ShutdownGrace)
+			} else {
+				// Rescan when the directory changed, and in full every 5 s
+				// in case a change fell within the mtime granularity.
+				if fi, err := os.Stat(d.q.entries); err != nil {
+					d.log.Error("cannot read queue directory", "dir", d.q.entries, "err", err)
+				} else if !fi.ModTime().Equal(lastMod) || time.Since(lastFull) > 5*time.Second {
+					lastMod, lastFull = fi.ModTime(), time.Now()
+					d.scan()
+				}
+				for inFlight < d.opts.Jobs {
+					batch := d.nextBatch(time.Now())
+					if len(batch) == 0 {
+						break
+					}
+					inFlight++
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						results <- d.push(pushCtx, batch)
+					}()
+				}
+			}
+		}
+		if time.Since(lastStatus) >= d.opts.StatusInterval {
+			d.writeStatus()
+			lastStatus = time.Now()
+		}
+		if stopping && inFlight == 0 {
+			d.writeStatus()
+			return nil
+		}
+		if !stopping && d.opts.ExitWhenEmpty && inFlight == 0 && d.queuedCount() == 0 {
+			// Confirm with a fresh full scan before leaving.
+			d.scan()
+			if d.queuedCount() == 0 {
+				d.log.Info("queue empty; exiting")
+				d.writeStatus()
+				return nil
+			}
+		}
+		select {
+		case r := <-results:
+			inFlight--
+			d.finish(r)
+		case <-poll.C:
+		case <-ctx.Done():
+			if stopping {
+				// Wait only for results or the grace timeout.
+				select {
+				case r := <-results:
+					inFlight--
+					d.finish(r)
+				case <-grace:
+					d.log.Warn("shutdown grace expired; cancelling in-flight uploads", "in_flight", inFlight)
+					cancelPush()
+					grace = nil
+				}
+			}
+		}
+	}
+}
+
+// scan merges the directory listing into the in-memory items.
+func (d *Drainer) scan() {
+	entries, err := d.q.Pending()
+	if err != nil {
+		d.log.Error("cannot list queue", "err", err)
+		return
+	}
+	seen := make(map[string]bool, len(entries))
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, e := range entries {
+		name := e.Path.Base()
+		seen[name] = true
+		if _, ok := d.items[name]; !ok {
+			d.items[name] = &item{path: e.Path, queued: e.Queued}
+		}
+	}
+	for name, it := range d.items {
+		if !seen[name] && !it.inFlight {
+			delete(d.items, name)
+		}
+	}
+}
+
+func (d *Drainer) queuedCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.items)
+}
+
+// nextBatch picks the oldest ready items: one solo item alone, or up to
+// BatchSize others.
+func (d *Drainer) nextBatch(now time.Time) []*item {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var ready []*item
+	for _, it := range d.items {
+		if !it.inFlight && !it.next.After(now) {
+			ready = append(ready, it)
+		}
+	}
+	if len(ready) == 0 {
+		return nil
+	}
+	sort.Slice(ready, func(i, j int) bool {
+		if !ready[i].queued.Equal(ready[j].queued) {
+			return ready[i].queued.Before(ready[j].queued)
+		}
+		return ready[i].path < ready[j].path
+	})
+	var batch []*item
+	if ready[0].solo {
+		batch = ready[:1]
+	} else {
+		for _, it := range ready {
+			if it.solo {
+				continue
+			}
+			batch = append(batch, it)
+			if len(batch) == d.opts.BatchSize {
+				break
+			}
+		}
+	}
+	for _, it := range batch {
+		it.inFlight = true
+	}
+	d.stats.InFlight += len(batch)
+	return batch
+}
+
+func (d *Drainer) push(ctx context.Context, batch []*item) result {
+	paths := make([]storepath.Path, len(batch))
+	for i, it := range batch {
+		paths[i] = it.path
+	}
+	start := time.Now()
+	var res PushResult
+	err := func() (err error) {
+		defer func() {
+			if v := recover(); v != nil {
+				err = fmt.Errorf("queue: push panicked: %v", v)
+			}
+		}()
+		res, err = d.p.Push(ctx, paths)
+		return err
+	}()
+	return result{batch: batch, res: res, err: err, took: time.Since(start)}
+}
+
+func (d *Drainer) finish(r result) {
+	d.mu.Lock()
+	d.stats.InFlight -= len(r.batch)
+	d.mu.Unlock()
+	if r.err == nil {
+		var doneErr error
+		for _, it := range r.batch {
+			if err := d.q.Done(it.path); err != nil {
+				doneErr = errors.Join(doneErr, err)
+			}
+		}
+		d.mu.Lock()
+		for _, it := range r.batch {
+			delete(d.items, it.path.Base())
+		}
+		d.stats.Uploaded += int64(len(r.batch))
+		d.stats.Bytes += r.res.Bytes
+		d.stats.Narinfos += int64(r.res.Uploaded)
+		d.mu.Unlock()
+		for _, it := range r.batch {
+			d.log.Info("uploaded", "path", string(it.path), "attempt", it.attempts+1)
+		}
+		d.log.Debug("push finished", "paths", len(r.batch), "narinfos", r.res.Uploaded, "bytes", r.res.Bytes, "took", r.took)
+		if doneErr != nil {
+			d.log.Error("cannot remove queue entries", "err", doneErr)
+		}
+		return
+	}
+	now := time.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stats.Failures++
+	for _, it := range r.batch {
+		it.inFlight = false
+		if !d.opts.Exists(it.path) {
+			d.log.Warn("dropping queued path: no longer in the store", "path", string(it.path))
+			if err := d.q.Done(it.path); err != nil {
+				d.log.Error("cannot remove queue entry", "path", string(it.path), "err", err)
+			}
+			delete(d.items, it.path.Base())
+			d.stats.Dropped++
+			continue
+		}
+		if len(r.batch) > 1 {
+			// Isolate: retry each path of the batch alone, now.
+			it.solo = true
+			continue
+		}
+		it.attempts++
+		it.lastErr = r.err.Error()
+		delay := d.backoff(it.attempts)
+		it.next = now.Add(delay)
+		d.log.Warn("upload failed; will retry", "path", string(it.path), "attempt", it.attempts, "retry_in", delay.Round(time.Millisecond), "err", r.err)
+	}
+	if len(r.batch) > 1 {
+		d.log.Warn("batch upload failed; retrying its paths one by one", "paths", len(r.batch), "err", r.err)
+	}
+}
+
+// backoff is MinBackoff*2^(attempt-1), capped at MaxBackoff, with jitter in
+// [d/2, d).
+func (d *Drainer) backoff(attempt int) time.Duration {
+	b := d.opts.MinBackoff
+	for i := 1; i < attempt && b < d.opts.MaxBackoff; i++ {
+		b *= 2
+	}
+	b = min(b, d.opts.MaxBackoff)
+	return b/2 + rand.N(b/2+1)
+}
+
+// Stats returns a snapshot of the counters.
+func (d *Drainer) Stats() Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.stats
+	s.Updated = time.Now()
+	s.Queued, s.Failing = 0, 0
+	for _, it := range d.items {
+		if !it.inFlight {
+			s.Queued++
+		}
+		if it.attempts > 0 {
+			s.Failing++
+			if len(s.FailingPaths) < 100 {
+				s.FailingPaths = append(s.FailingPaths, FailingPath{Path: it.path, Attempts: it.attempts, NextTry: it.next, LastError: it.lastErr})
+			}
+		}
+	}
+	sort.Slice(s.FailingPaths, func(i, j int) bool { return s.FailingPaths[i].Path < s.FailingPaths[j].Path })
+	return s
+}
+
+func (d *Drainer) writeStatus() {
+	b, err := json.MarshalIndent(d.Stats(), "", "  ")
+	if err == nil {
+		err = writeFileAtomic(filepath.Join(d.q.dir, StatusFile), append(b, '\n'))
+	}
+	if err != nil {
+		d.log.Warn("cannot write status file", "err", err)
+	}
+}
+
+// ReadStatus reads the status file the daemon last wrote in the queue
+// directory. It wraps fs.ErrNotExist when no daemon has run yet.
+func (q *Queue) ReadStatus() (*Stats, error) {
+	path := filepath.Join(q.dir, StatusFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("queue: read status %s: %w", path, err)
+	}
+	var s Stats
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("queue: parse status %s: %w", path, err)
+	}
+	return &s, nil
+}
+
+// WriteMetrics writes the Drainer's counters in the Prometheus text
+// exposition format (version 0.0.4).
+func (d *Drainer) WriteMetrics(w io.Writer) error {
+	s := d.Stats()
+	metrics := []struct {
+		name, typ, help string
+		v               float64
+	}{
+		{"nixcache_queue_queued_paths", "gauge", "Store paths waiting in the queue.", float64(s.Queued)},
+		{"nixcache_queue_in_flight_paths", "gauge", "Store paths being uploaded now.", float64(s.InFlight)},
+		{"nixcache_queue_failing_paths", "gauge", "Store paths waiting for a retry after a failure.", float64(s.Failing)},
+		{"nixcache_queue_uploaded_paths_total", "counter", "Queued store paths confirmed in the cache.", float64(s.Uploaded)},
+		{"nixcache_queue_narinfos_total", "counter", "Narinfos written, closures included.", float64(s.Narinfos)},
+		{"nixcache_queue_failures_total", "counter", "Failed upload attempts.", float64(s.Failures)},
+		{"nixcache_queue_dropped_paths_total", "counter", "Queued paths dropped because they left the store.", float64(s.Dropped)},
+		{"nixcache_queue_uploaded_bytes_total", "counter", "NAR bytes uploaded.", float64(s.Bytes)},
+		{"nixcache_queue_start_time_seconds", "gauge", "Unix time the drainer started.", float64(s.Started.Unix())},
+	}
+	for _, m := range metrics {
+		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %g\n", m.name, m.help, m.name, m.typ, m.name, m.v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// MetricsHandler serves WriteMetrics over HTTP (for a /metrics endpoint).
+func (d *Drainer) MetricsHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		_ = d.WriteMetrics(w)
+	})
+}

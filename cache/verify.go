@@ -1,0 +1,179 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+
+	"github.com/nixcache/nixcache/narinfo"
+	"github.com/nixcache/nixcache/signature"
+	"github.com/nixcache/nixcache/storepath"
+	"github.com/nixcache/nixcache/storepath/nixhash"
+)
+
+// Errors Verify reports for a bad path (wrapped in a *PathError).
+var (
+	// ErrNarHashMismatch: the decompressed NAR's hash is not the narinfo's NarHash.
+	ErrNarHashMismatch = errors.New("cache: NAR hash mismatch")
+	// ErrNarSizeMismatch: the decompressed NAR's size is not the narinfo's NarSize.
+	ErrNarSizeMismatch = errors.New("cache: NAR size mismatch")
+	// ErrFileHashMismatch: the NAR file's hash or size is not the narinfo's FileHash/FileSize.
+	ErrFileHashMismatch = errors.New("cache: NAR file hash or size mismatch")
+	// ErrUntrusted: no signature of the narinfo verifies with a trusted key.
+	ErrUntrusted = errors.New("cache: narinfo not signed by a trusted key")
+	// ErrBadNarInfo: the narinfo cannot be parsed, or names another store path than its key.
+	ErrBadNarInfo = errors.New("cache: bad narinfo")
+)
+
+// VerifyOptions tunes Verify.
+type VerifyOptions struct {
+	// TrustedKeys: a narinfo must carry a valid signature from one of them
+	// (Nix's trusted-public-keys). With none, signatures are not checked.
+	TrustedKeys []signature.PublicKey
+	// Jobs is how many paths are checked at once (default 4).
+	Jobs int
+	// Result, if set, is called (from several goroutines) for every path
+	// checked, with a nil error when the path is good.
+	Result func(p storepath.Path, err error)
+}
+
+// VerifyNarInfo checks one narinfo of the cache the way a substituting Nix
+// would: it must parse, be stored under its path's hash part, carry a
+// signature from a trusted key, and its NAR file must exist, match
+// FileHash/FileSize, and decompress to exactly NarSize bytes with NarHash.
+func (c *Cache) VerifyNarInfo(ctx context.Context, key string, trusted []signature.PublicKey) (*narinfo.NarInfo, error) {
+	rc, err := c.Backend.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", key, err)
+	}
+	data, err := io.ReadAll(io.LimitReader(rc, 16<<20))
+	rc.Close()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", key, err)
+	}
+	ni, err := narinfo.Parse(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrBadNarInfo, key, err)
+	}
+	if NarInfoKey(ni.StorePath) != key {
+		return ni, fmt.Errorf("%w: %s holds StorePath %s", ErrBadNarInfo, key, ni.StorePath)
+	}
+	if len(trusted) > 0 {
+		if err := ni.Verify(trusted); err != nil {
+			return ni, fmt.Errorf("%w: %w", ErrUntrusted, err)
+		}
+	}
+	url := ni.URL
+	if i := strings.IndexByte(url, '?'); i >= 0 {
+		url = url[:i]
+	}
+	if strings.Contains(url, "://") {
+		return ni, fmt.Errorf("%w: absolute NAR URL %q not supported", ErrBadNarInfo, ni.URL)
+	}
+	body, err := c.Backend.Get(ctx, url)
+	if err != nil {
+		return ni, fmt.Errorf("read NAR %s: %w", url, err)
+	}
+	defer body.Close()
+	var fileHasher *nixhash.Hasher
+	var in io.Reader = body
+	if !ni.FileHash.IsZero() {
+		fileHasher = nixhash.NewHasher(ni.FileHash.Algorithm())
+		in = io.TeeReader(body, fileHasher)
+	}
+	dec, err := NewDecompressor(in, ni.Compression)
+	if err != nil {
+		return ni, err
+	}
+	defer dec.Close()
+	algo := ni.NarHash.Algorithm()
+	if !algo.IsValid() {
+		return ni, fmt.Errorf("%w: %s has no NarHash", ErrBadNarInfo, key)
+	}
+	narHasher := nixhash.NewHasher(algo)
+	if _, err := io.Copy(ctxWriter{ctx, narHasher}, dec); err != nil {
+		return ni, fmt.Errorf("decompress NAR %s (%s): %w", url, ni.Compression, err)
+	}
+	if fileHasher != nil {
+		// Read any trailing bytes the decompressor did not need.
+		if _, err := io.Copy(io.Discard, in); err != nil {
+			return ni, fmt.Errorf("read NAR %s: %w", url, err)
+		}
+	}
+	if n := uint64(narHasher.Len()); n != ni.NarSize {
+		return ni, fmt.Errorf("%w: NarSize %d, NAR has %d bytes", ErrNarSizeMismatch, ni.NarSize, n)
+	}
+	if h := narHasher.SumHash(); h != ni.NarHash {
+		return ni, fmt.Errorf("%w: NarHash %s, NAR hashes to %s", ErrNarHashMismatch, ni.NarHash, h)
+	}
+	if fileHasher != nil {
+		if h := fileHasher.SumHash(); h != ni.FileHash {
+			return ni, fmt.Errorf("%w: FileHash %s, %s hashes to %s", ErrFileHashMismatch, ni.FileHash, url, h)
+		}
+		if ni.FileSize != 0 && uint64(fileHasher.Len()) != ni.FileSize {
+			return ni, fmt.Errorf("%w: FileSize %d, %s has %d bytes", ErrFileHashMismatch, ni.FileSize, url, fileHasher.Len())
+		}
+	}
+	return ni, nil
+}
+
+// Verify checks the given paths (or, with none, every narinfo the backend
+// lists) with VerifyNarInfo. It returns the number of paths checked and an
+// error joining one *PathError per bad path.
+func (c *Cache) Verify(ctx context.Context, paths []storepath.Path, opts VerifyOptions) (int, error) {
+	type job struct {
+		key  string
+		path storepath.Path
+	}
+	var jobs []job
+	if len(paths) > 0 {
+		for _, p := range paths {
+			jobs = append(jobs, job{NarInfoKey(p), p})
+		}
+	} else {
+		err := c.Backend.List(ctx, "", func(oi ObjectInfo) error {
+			if strings.HasSuffix(oi.Key, ".narinfo") && !strings.Contains(oi.Key, "/") {
+				jobs = append(jobs, job{key: oi.Key})
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, fmt.Errorf("cache: list narinfos: %w", err)
+		}
+	}
+	jobsN := opts.Jobs
+	if jobsN <= 0 {
+		jobsN = 4
+	}
+	var (
+		mu   sync.Mutex
+		errs []error
+	)
+	err := forEach(ctx, jobs, jobsN, func(j job) error {
+		ni, err := c.VerifyNarInfo(ctx, j.key, opts.TrustedKeys)
+		p := j.path
+		if p == "" && ni != nil {
+			p = ni.StorePath
+		}
+		if p == "" {
+			p = storepath.Path(strings.TrimSuffix(j.key, ".narinfo"))
+		}
+		if opts.Result != nil {
+			opts.Result(p, err)
+		}
+		if err != nil {
+			mu.Lock()
+			errs = append(errs, &PathError{p, err})
+			mu.Unlock()
+		}
+		return nil
+	})
+	if err != nil {
+		return len(jobs), err
+	}
+	return len(jobs), errors.Join(errs...)
+}

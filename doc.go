@@ -1,0 +1,26 @@
+// Package nixcache is a Go library for writing Nix binary caches, and the
+// commands built on it: a Nix post-build hook that signs and uploads every
+// path Nix builds, and an upload daemon that drains a durable queue so the
+// hook never blocks or fails a build.
+//
+// The packages compose from the bottom up:
+//
+//   - [github.com/nixcache/nixcache/storepath]: store directories and store
+//     paths, validated exactly as Nix does; with nixbase32 (Nix's base-32
+//     encoding) and nixhash (hash values in every form Nix prints) below it.
+//   - [github.com/nixcache/nixcache/nar]: the Nix ARchive format: a streaming
+//     Writer and Reader in the style of archive/tar, DumpPath (byte-identical
+//     to nix-store --dump), Restore, and .ls listings.
+//   - [github.com/nixcache/nixcache/signature]: Nix ed25519 key files,
+//     detached signatures, verification against trusted keys.
+//   - [github.com/nixcache/nixcache/narinfo]: .narinfo files, byte-identical
+//     to what Nix writes, their fingerprint, signing, and nix-cache-info.
+//   - [github.com/nixcache/nixcache/cache]: a narrow storage Backend
+//     interface with a local directory backend (cache/file) and an S3 backend
+//     (cache/s3); store URLs written as Nix users write them; the upload
+//     pipeline that pushes closures (NAR dump, hash, compress, upload, sign,
+//     publish the narinfo last); what the local Nix store knows
+//     (cache/localstore); and the durable upload queue (cache/queue).
+//
+// The commands under examples/ are thin mains over these packages.
+package nixcache

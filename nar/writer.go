@@ -1,0 +1,430 @@
+package nar
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+)
+
+// appendStr appends s as a NAR string: u64le length, bytes, zero padding.
+func appendStr(b []byte, s string) []byte {
+	b = binary.LittleEndian.AppendUint64(b, uint64(len(s)))
+	b = append(b, s...)
+	var zero [8]byte
+	return append(b, zero[:padLen(uint64(len(s)))]...)
+}
+
+func tokens(ss ...string) []byte {
+	var b []byte
+	for _, s := range ss {
+		b = appendStr(b, s)
+	}
+	return b
+}
+
+// Pre-encoded token sequences.
+var (
+	tokMagic       = tokens("nix-archive-1")
+	tokRegular     = tokens("(", "type", "regular")
+	tokExecutable  = tokens("executable", "")
+	tokContents    = tokens("contents")
+	tokSymlink     = tokens("(", "type", "symlink", "target")
+	tokDirectory   = tokens("(", "type", "directory")
+	tokEntryName   = tokens("entry", "(", "name")
+	tokNode        = tokens("node")
+	tokClose       = tokens(")")
+	tokCloseClose  = tokens(")", ")")
+	zeroPad        [8]byte
+	writeBufSize   = 64 << 10
+	directWriteMin = 32 << 10
+)
+
+type wdir struct {
+	name    string // entry name; "" for the root
+	last    string // name of the last entry written in this directory
+	hasLast bool
+	node    *Node // listing node, when listing is enabled
+}
+
+// Writer writes a NAR to an underlying io.Writer. Call WriteHeader for each
+// object in NAR order (directory entries sorted byte-wise by name, a
+// directory before its entries), Write for a regular file's contents, then
+// Close. Output is buffered: token bytes and small files accumulate in one
+// internal buffer that reaches the underlying writer in large writes, while
+// large Writes go straight through. The first error is sticky: every later
+// call returns it.
+//
+// Missing parent directories are created implicitly: a first header with
+// Path "a/b" makes the root and "a" directories, as if their headers had
+// been written. Writing a directory's header explicitly after one of its
+// entries is then an ErrDuplicate. A Header with Path "" describes the root,
+// and must come first if written.
+type Writer struct {
+	w       io.Writer
+	buf     []byte
+	off     int64 // bytes handed to w
+	err     error
+	started bool
+	stack   []wdir // open directories; stack[0] is the root
+	comps   []string
+
+	inFile    bool
+	remaining int64
+	fileSize  int64
+
+	listing *Listing
+}
+
+// NewWriter returns a Writer that writes a NAR to w. Nothing is written
+// until the first WriteHeader. Close does not close w.
+func NewWriter(w io.Writer) *Writer {
+	return &Writer{w: w, buf: make([]byte, 0, writeBufSize)}
+}
+
+// EnableListing makes the Writer record a .ls listing of what it writes,
+// with the narOffset of each regular file, available from Listing after
+// Close. Call it before the first WriteHeader.
+func (w *Writer) EnableListing() {
+	if !w.started {
+		w.listing = &Listing{}
+	}
+}
+
+// Listing returns the listing recorded since EnableListing, or nil when
+// listing was not enabled. It is complete once Close has returned nil.
+func (w *Writer) Listing() *Listing { return w.listing }
+
+// Offset returns the number of bytes of NAR written so far, buffered or not.
+// Right after WriteHeader of a regular file it is the offset of the file's
+// first content byte, the narOffset of .ls listings.
+func (w *Writer) Offset() int64 { return w.off + int64(len(w.buf)) }
+
+func (w *Writer) fail(err error) error {
+	if w.err == nil {
+		w.err = err
+	}
+	return w.err
+}
+
+func (w *Writer) flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	n, err := w.w.Write(w.buf)
+	w.off += int64(n)
+	if err == nil && n < len(w.buf) {
+		err = io.ErrShortWrite
+	}
+	w.buf = w.buf[:0]
+	if err != nil {
+		return w.fail(fmt.Errorf("nar: write: %w", err))
+	}
+	return nil
+}
+
+func (w *Writer) put(b []byte) {
+	w.buf = append(w.buf, b...)
+}
+
+func (w *Writer) putStr(s string) {
+	w.buf = appendStr(w.buf, s)
+}
+
+// finishFile closes a regular file whose contents are complete.
+func (w *Writer) finishFile() error {
+	if !w.inFile {
+		return nil
+	}
+	if w.remaining > 0 {
+		return w.fail(fmt.Errorf("nar: %d of %d content bytes missing: %w", w.remaining, w.fileSize, ErrWriteTooShort))
+	}
+	w.inFile = false
+	w.put(zeroPad[:padLen(uint64(w.fileSize))])
+	if len(w.stack) > 0 {
+		w.put(tokCloseClose)
+	} else {
+		w.put(tokClose)
+	}
+	return nil
+}
+
+// splitPath splits p into w.comps without allocating new strings.
+func (w *Writer) splitPath(p string) error {
+	w.comps = w.comps[:0]
+	if p == "" {
+		return nil
+	}
+	for {
+		i := 0
+		for i < len(p) && p[i] != '/' {
+			i++
+		}
+		name := p[:i]
+		if err := ValidateName(name); err != nil {
+			return fmt.Errorf("nar: header path %q: name %q: %w", p, name, err)
+		}
+		w.comps = append(w.comps, name)
+		if i == len(p) {
+			return nil
+		}
+		p = p[i+1:]
+	}
+}
+
+// WriteHeader starts the object described by h, finishing the previous one.
+// Only h.Path, h.Type, h.Executable, h.Size and h.LinkTarget are used.
+func (w *Writer) WriteHeader(h *Header) error {
+	if w.err != nil {
+		return w.err
+	}
+	if err := w.finishFile(); err != nil {
+		return err
+	}
+	switch h.Type {
+	case TypeRegular:
+		if h.Size < 0 {
+			return w.fail(fmt.Errorf("nar: header %q: negative size %d: %w", h.Path, h.Size, ErrInvalidHeader))
+		}
+	case TypeSymlink:
+		if err := validateTarget(h.LinkTarget); err != nil {
+			return w.fail(fmt.Errorf("nar: header %q: target of length %d: %w", h.Path, len(h.LinkTarget), err))
+		}
+	case TypeDirectory:
+	default:
+		return w.fail(fmt.Errorf("nar: header %q: type %d: %w", h.Path, h.Type, ErrInvalidHeader))
+	}
+	if err := w.splitPath(h.Path); err != nil {
+		return w.fail(err)
+	}
+	comps := w.comps
+	if !w.started {
+		w.started = true
+		w.put(tokMagic)
+		if len(comps) == 0 {
+			w.node(h, nil)
+			return w.maybeFlush()
+		}
+		var n *Node
+		if w.listing != nil {
+			n = &Node{Type: TypeDirectory, Entries: map[string]*Node{}}
+			w.listing.Root = n
+		}
+		w.put(tokDirectory)
+		w.stack = append(w.stack, wdir{node: n})
+	} else if len(w.stack) == 0 {
+		return w.fail(fmt.Errorf("nar: header %q after a non-directory root: %w", h.Path, ErrInvalidHeader))
+	} else if len(comps) == 0 {
+		return w.fail(fmt.Errorf("nar: second root header: %w", ErrDuplicate))
+	}
+	// Find how many leading components name open directories.
+	k := 0
+	for k < len(w.stack)-1 && k < len(comps) && w.stack[k+1].name == comps[k] {
+		k++
+	}
+	if k == len(comps) {
+		return w.fail(fmt.Errorf("nar: header %q: %w", h.Path, ErrDuplicate))
+	}
+	if p := &w.stack[k]; p.hasLast {
+		switch name := comps[k]; {
+		case name == p.last && k < len(comps)-1:
+			return w.fail(fmt.Errorf("nar: header %q: %q is not a directory: %w", h.Path, name, ErrInvalidHeader))
+		case name == p.last:
+			return w.fail(fmt.Errorf("nar: header %q: %w", h.Path, ErrDuplicate))
+		case name < p.last:
+			return w.fail(fmt.Errorf("nar: header %q: name %q after %q: %w", h.Path, name, p.last, ErrUnsorted))
+		}
+	}
+	for len(w.stack) > k+1 {
+		w.stack = w.stack[:len(w.stack)-1]
+		w.put(tokCloseClose)
+	}
+	for _, name := range comps[k : len(comps)-1] {
+		p := &w.stack[len(w.stack)-1]
+		p.last, p.hasLast = name, true
+		w.put(tokEntryName)
+		w.putStr(name)
+		w.put(tokNode)
+		w.put(tokDirectory)
+		var n *Node
+		if p.node != nil {
+			n = &Node{Type: TypeDirectory, Entries: map[string]*Node{}}
+			p.node.Entries[name] = n
+		}
+		w.stack = append(w.stack, wdir{name: name, node: n})
+	}
+	name := comps[len(comps)-1]
+	p := &w.stack[len(w.stack)-1]
+	p.last, p.hasLast = name, true
+	w.put(tokEntryName)
+	w.putStr(name)
+	w.put(tokNode)
+	w.node(h, p)
+	return w.maybeFlush()
+}
+
+// node writes the object h; parent is nil for the root.
+func (w *Writer) node(h *Header, parent *wdir) {
+	var n *Node
+	if w.listing != nil {
+		n = &Node{Type: h.Type}
+		if parent == nil {
+			w.listing.Root = n
+		} else {
+			parent.node.Entries[parent.last] = n
+		}
+	}
+	switch h.Type {
+	case TypeRegular:
+		w.put(tokRegular)
+		if h.Executable {
+			w.put(tokExecutable)
+		}
+		w.put(tokContents)
+		w.buf = binary.LittleEndian.AppendUint64(w.buf, uint64(h.Size))
+		w.inFile, w.remaining, w.fileSize = true, h.Size, h.Size
+		if n != nil {
+			n.Size, n.Executable, n.NarOffset = h.Size, h.Executable, w.Offset()
+		}
+	case TypeSymlink:
+		w.put(tokSymlink)
+		w.putStr(h.LinkTarget)
+		if parent != nil {
+			w.put(tokCloseClose)
+		} else {
+			w.put(tokClose)
+		}
+		if n != nil {
+			n.Target = h.LinkTarget
+		}
+	case TypeDirectory:
+		w.put(tokDirectory)
+		if n != nil {
+			n.Entries = map[string]*Node{}
+		}
+		name := ""
+		if parent != nil {
+			name = parent.last
+		}
+		w.stack = append(w.stack, wdir{name: name, node: n})
+	}
+}
+
+func (w *Writer) maybeFlush() error {
+	if len(w.buf) >= writeBufSize {
+		return w.flush()
+	}
+	return nil
+}
+
+// Write writes contents of the current regular file. Writing more than the
+// header's Size bytes, or writing after a non-regular header, returns
+// ErrWriteTooLong.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if !w.inFile {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, w.fail(fmt.Errorf("nar: write of %d bytes outside a regular file: %w", len(p), ErrWriteTooLong))
+	}
+	var tooLong bool
+	if int64(len(p)) > w.remaining {
+		p, tooLong = p[:w.remaining], true
+	}
+	n := len(p)
+	if n >= directWriteMin {
+		if err := w.flush(); err != nil {
+			return 0, err
+		}
+		m, err := w.w.Write(p)
+		w.off += int64(m)
+		w.remaining -= int64(m)
+		if err == nil && m < n {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			return m, w.fail(fmt.Errorf("nar: write: %w", err))
+		}
+	} else {
+		for len(p) > 0 {
+			c := min(len(p), writeBufSize-len(w.buf))
+			w.buf = append(w.buf, p[:c]...)
+			p = p[c:]
+			if len(w.buf) >= writeBufSize {
+				if err := w.flush(); err != nil {
+					return n - len(p) - c, err
+				}
+			}
+		}
+		w.remaining -= int64(n)
+	}
+	if tooLong {
+		return n, w.fail(fmt.Errorf("nar: file of size %d: %w", w.fileSize, ErrWriteTooLong))
+	}
+	return n, nil
+}
+
+// ReadFrom copies the current regular file's contents from r, reading
+// exactly the remaining Size bytes straight into the internal buffer when
+// they fit. It returns io.ErrUnexpectedEOF if r ends early.
+func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if !w.inFile {
+		return 0, w.fail(fmt.Errorf("nar: copy outside a regular file: %w", ErrWriteTooLong))
+	}
+	var total int64
+	for w.remaining > 0 {
+		if len(w.buf) == cap(w.buf) {
+			if err := w.flush(); err != nil {
+				return total, err
+			}
+		}
+		c := int(min(int64(cap(w.buf)-len(w.buf)), w.remaining))
+		m, err := io.ReadFull(r, w.buf[len(w.buf):len(w.buf)+c])
+		w.buf = w.buf[:len(w.buf)+m]
+		total += int64(m)
+		w.remaining -= int64(m)
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return total, err
+		}
+	}
+	return total, w.maybeFlush()
+}
+
+// Close finishes the archive, closing every open directory, and flushes
+// the buffer. It does not close the underlying writer. An archive needs a
+// root: Close before any WriteHeader returns ErrInvalidHeader.
+func (w *Writer) Close() error {
+	if w.err == ErrClosed {
+		return nil
+	}
+	if w.err != nil {
+		return w.err
+	}
+	if err := w.finishFile(); err != nil {
+		return err
+	}
+	if !w.started {
+		return w.fail(fmt.Errorf("nar: close of an empty archive: %w", ErrInvalidHeader))
+	}
+	for len(w.stack) > 1 {
+		w.stack = w.stack[:len(w.stack)-1]
+		w.put(tokCloseClose)
+	}
+	if len(w.stack) == 1 {
+		w.stack = w.stack[:0]
+		w.put(tokClose)
+	}
+	if err := w.flush(); err != nil {
+		return err
+	}
+	w.err = ErrClosed
+	return nil
+}

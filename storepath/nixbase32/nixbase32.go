@@ -1,0 +1,132 @@
+// Package nixbase32 implements Nix's base-32 encoding ("nix32"), the form of
+// store path hash parts and of hashes in .narinfo files.
+//
+// Nix's base 32 is not RFC 4648: its alphabet is
+// "0123456789abcdfghijklmnpqrsvwxyz" (no e, o, u or t), and it writes the
+// most significant 5-bit group first, where bit b of the input is bit b%8 of
+// byte b/8 (least significant bit first). An n-byte input encodes to
+// ceil(8n/5) characters; the unused high bits of the first character must be
+// zero, and decoding rejects inputs where they are not.
+package nixbase32
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Alphabet is Nix's base-32 alphabet, in digit order.
+const Alphabet = "0123456789abcdfghijklmnpqrsvwxyz"
+
+// ErrInvalid is wrapped by every decoding error.
+var ErrInvalid = errors.New("nixbase32: invalid encoding")
+
+var decodeMap = func() (m [256]byte) {
+	for i := range m {
+		m[i] = 0xff
+	}
+	for i := 0; i < len(Alphabet); i++ {
+		m[Alphabet[i]] = byte(i)
+	}
+	return m
+}()
+
+// EncodedLen returns the length of the encoding of n bytes: ceil(8n/5).
+func EncodedLen(n int) int {
+	if n <= 0 {
+		return 0
+	}
+	return (n*8-1)/5 + 1
+}
+
+// DecodedLen returns the number of bytes that n characters decode to:
+// floor(5n/8). Not every n is a valid encoded length; see [ValidLen].
+func DecodedLen(n int) int {
+	if n <= 0 {
+		return 0
+	}
+	return n * 5 / 8
+}
+
+// ValidLen reports whether n characters can be the encoding of some input.
+func ValidLen(n int) bool {
+	return n >= 0 && EncodedLen(DecodedLen(n)) == n
+}
+
+// Is reports whether c is a character of the alphabet.
+func Is(c byte) bool { return decodeMap[c] != 0xff }
+
+// Encode writes the encoding of src to dst, which must have room for
+// EncodedLen(len(src)) bytes.
+func Encode(dst, src []byte) {
+	n := EncodedLen(len(src))
+	_ = dst[:n] // bounds check once
+	for k := 0; k < n; k++ {
+		b := (n - 1 - k) * 5
+		i, j := b/8, uint(b%8)
+		c := src[i] >> j
+		if i+1 < len(src) {
+			c |= src[i+1] << (8 - j)
+		}
+		dst[k] = Alphabet[c&0x1f]
+	}
+}
+
+// EncodeToString returns the encoding of src.
+func EncodeToString(src []byte) string {
+	dst := make([]byte, EncodedLen(len(src)))
+	Encode(dst, src)
+	return string(dst)
+}
+
+// Decode decodes src into dst, which must have room for DecodedLen(len(src))
+// bytes, and returns the number of bytes written. It rejects characters
+// outside the alphabet, impossible lengths, and non-zero padding bits.
+func Decode(dst, src []byte) (int, error) {
+	n := DecodedLen(len(src))
+	if !ValidLen(len(src)) {
+		return 0, fmt.Errorf("%w: length %d is not the encoding of whole bytes", ErrInvalid, len(src))
+	}
+	if len(dst) < n {
+		return 0, fmt.Errorf("nixbase32: destination too short: %d < %d", len(dst), n)
+	}
+	clear(dst[:n])
+	for k := 0; k < len(src); k++ {
+		d := decodeMap[src[k]]
+		if d == 0xff {
+			return 0, fmt.Errorf("%w: character %q at offset %d", ErrInvalid, src[k], k)
+		}
+		b := (len(src) - 1 - k) * 5
+		i, j := b/8, uint(b%8)
+		dst[i] |= d << j
+		carry := d >> (8 - j)
+		if i+1 < n {
+			dst[i+1] |= carry
+		} else if carry != 0 {
+			return 0, fmt.Errorf("%w: non-zero padding bits in %q", ErrInvalid, src)
+		}
+	}
+	return n, nil
+}
+
+// DecodeString returns the bytes encoded by s.
+func DecodeString(s string) ([]byte, error) {
+	dst := make([]byte, DecodedLen(len(s)))
+	n, err := Decode(dst, []byte(s))
+	if err != nil {
+		return nil, err
+	}
+	return dst[:n], nil
+}
+
+// ValidateString returns an error unless s is a valid encoding.
+func ValidateString(s string) error {
+	var buf [64]byte
+	dst := buf[:0]
+	if DecodedLen(len(s)) > len(buf) {
+		dst = make([]byte, DecodedLen(len(s)))
+	} else {
+		dst = buf[:DecodedLen(len(s))]
+	}
+	_, err := Decode(dst, []byte(s))
+	return err
+}

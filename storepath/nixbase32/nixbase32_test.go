@@ -1,0 +1,137 @@
+package nixbase32
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/nixcache/nixcache/internal/testenv"
+)
+
+func TestVectors(t *testing.T) {
+	tests := []struct {
+		hex string
+		enc string
+	}{
+		{"", ""},
+		{"1f", "0z"},
+		{"8a12321522fd91efbd60ebb2481af88580f61600", "00bgd045z0d4icpbc2yyz4gx48ak44la"},
+	}
+	for _, tt := range tests {
+		raw, _ := hex.DecodeString(tt.hex)
+		if got := EncodeToString(raw); got != tt.enc {
+			t.Errorf("EncodeToString(%s) = %q, want %q", tt.hex, got, tt.enc)
+		}
+		dec, err := DecodeString(tt.enc)
+		if err != nil || !bytes.Equal(dec, raw) {
+			t.Errorf("DecodeString(%q) = %x, %v; want %s", tt.enc, dec, err, tt.hex)
+		}
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	for _, s := range []string{"0", "z", "zz", "c0", "0t", "0e", "0o", "0u", "0A", "000", "0 ", "\x00\x00"} {
+		if _, err := DecodeString(s); !errors.Is(err, ErrInvalid) {
+			t.Errorf("DecodeString(%q) error = %v, want ErrInvalid", s, err)
+		}
+		if err := ValidateString(s); err == nil {
+			t.Errorf("ValidateString(%q) = nil", s)
+		}
+	}
+}
+
+// TestAgainstNix checks encoding against nix-hash --to-base32 for every
+// digest size Nix uses.
+func TestAgainstNix(t *testing.T) {
+	testenv.RequireNix(t)
+	for _, c := range []struct {
+		typ  string
+		size int
+	}{{"md5", 16}, {"sha1", 20}, {"sha256", 32}, {"sha512", 64}} {
+		var hexes []string
+		var raws [][]byte
+		for i := 0; i < 8; i++ {
+			b := make([]byte, c.size)
+			rand.Read(b)
+			if i == 0 {
+				clear(b)
+			} else if i == 1 {
+				for j := range b {
+					b[j] = 0xff
+				}
+			}
+			raws = append(raws, b)
+			hexes = append(hexes, hex.EncodeToString(b))
+		}
+		out, err := exec.Command("nix-hash", append([]string{"--type", c.typ, "--to-base32"}, hexes...)...).Output()
+		if err != nil {
+			t.Fatalf("nix-hash: %v", err)
+		}
+		lines := strings.Fields(string(out))
+		if len(lines) != len(raws) {
+			t.Fatalf("nix-hash printed %d lines, want %d", len(lines), len(raws))
+		}
+		for i, want := range lines {
+			if got := EncodeToString(raws[i]); got != want {
+				t.Errorf("%s %x: got %q, nix says %q", c.typ, raws[i], got, want)
+			}
+			dec, err := DecodeString(want)
+			if err != nil || !bytes.Equal(dec, raws[i]) {
+				t.Errorf("decode %q = %x, %v", want, dec, err)
+			}
+		}
+	}
+}
+
+func FuzzDecodeString(f *testing.F) {
+	for _, s := range []string{"", "0z", "00bgd045z0d4icpbc2yyz4gx48ak44la", "zz", "c0", "0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		b, err := DecodeString(s)
+		if err != nil {
+			return
+		}
+		if enc := EncodeToString(b); enc != s {
+			t.Fatalf("round trip %q -> %x -> %q", s, b, enc)
+		}
+	})
+}
+
+func FuzzEncode(f *testing.F) {
+	f.Add([]byte{})
+	f.Add([]byte{0x1f})
+	f.Add(bytes.Repeat([]byte{0xff}, 32))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s := EncodeToString(b)
+		if len(s) != EncodedLen(len(b)) {
+			t.Fatalf("length %d, want %d", len(s), EncodedLen(len(b)))
+		}
+		dec, err := DecodeString(s)
+		if err != nil || !bytes.Equal(dec, b) {
+			t.Fatalf("round trip %x -> %q -> %x, %v", b, s, dec, err)
+		}
+	})
+}
+
+func BenchmarkEncode32(b *testing.B) {
+	src := bytes.Repeat([]byte{0xa5}, 32)
+	dst := make([]byte, EncodedLen(32))
+	for b.Loop() {
+		Encode(dst, src)
+	}
+}
+
+func BenchmarkDecode32(b *testing.B) {
+	src := []byte(EncodeToString(bytes.Repeat([]byte{0xa5}, 32)))
+	dst := make([]byte, 32)
+	for b.Loop() {
+		if _, err := Decode(dst, src); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,283 @@
+// Package nixhash implements Nix's hash values: an algorithm (md5, sha1,
+// sha256 or sha512) and a digest, printed and parsed in the forms Nix uses:
+//
+//	sha256:<nix32>     the default form in .narinfo files and fingerprints
+//	sha256:<base16>    lowercase hex, as in the store database
+//	sha256:<base64>    standard padded base64
+//	sha256-<base64>    SRI, as printed by newer Nix commands
+//
+// Like Nix's Hash::parseAny, the parser tells the encoding apart by length.
+package nixhash
+
+import (
+	"crypto/md5"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"strings"
+
+	"github.com/nixcache/nixcache/storepath/nixbase32"
+)
+
+// Algorithm is a hash algorithm Nix knows. The zero value is invalid.
+type Algorithm uint8
+
+// The algorithms Nix supports.
+const (
+	MD5 Algorithm = iota + 1
+	SHA1
+	SHA256
+	SHA512
+)
+
+// ErrInvalid is wrapped by every parse error of this package.
+var ErrInvalid = errors.New("invalid hash")
+
+var algoNames = [...]string{MD5: "md5", SHA1: "sha1", SHA256: "sha256", SHA512: "sha512"}
+var algoSizes = [...]int{MD5: md5.Size, SHA1: sha1.Size, SHA256: sha256.Size, SHA512: sha512.Size}
+
+// ParseAlgorithm parses an algorithm name as Nix writes it ("sha256").
+func ParseAlgorithm(s string) (Algorithm, error) {
+	for a := MD5; a <= SHA512; a++ {
+		if algoNames[a] == s {
+			return a, nil
+		}
+	}
+	return 0, fmt.Errorf("nixhash: %w: unknown algorithm %q", ErrInvalid, s)
+}
+
+// IsValid reports whether a is one of the known algorithms.
+func (a Algorithm) IsValid() bool { return a >= MD5 && a <= SHA512 }
+
+// String returns the algorithm's name as Nix writes it.
+func (a Algorithm) String() string {
+	if !a.IsValid() {
+		return fmt.Sprintf("Algorithm(%d)", uint8(a))
+	}
+	return algoNames[a]
+}
+
+// Size returns the digest length in bytes.
+func (a Algorithm) Size() int {
+	if !a.IsValid() {
+		return 0
+	}
+	return algoSizes[a]
+}
+
+// New returns a new hash.Hash computing the algorithm.
+func (a Algorithm) New() hash.Hash {
+	switch a {
+	case MD5:
+		return md5.New()
+	case SHA1:
+		return sha1.New()
+	case SHA256:
+		return sha256.New()
+	case SHA512:
+		return sha512.New()
+	}
+	panic("nixhash: New of invalid algorithm " + a.String())
+}
+
+// Hash is a digest together with its algorithm. It is a comparable value
+// type: two Hashes are == when algorithm and digest are equal. The zero Hash
+// means "no hash".
+type Hash struct {
+	algo   Algorithm
+	digest [sha512.Size]byte
+}
+
+// New returns the Hash of algorithm a with the given digest, whose length
+// must be a.Size().
+func New(a Algorithm, digest []byte) (Hash, error) {
+	if !a.IsValid() {
+		return Hash{}, fmt.Errorf("nixhash: %w: unknown algorithm", ErrInvalid)
+	}
+	if len(digest) != a.Size() {
+		return Hash{}, fmt.Errorf("nixhash: %w: %s digest has %d bytes, want %d", ErrInvalid, a, len(digest), a.Size())
+	}
+	h := Hash{algo: a}
+	copy(h.digest[:], digest)
+	return h, nil
+}
+
+// Sum returns the hash of data.
+func Sum(a Algorithm, data []byte) Hash {
+	hh := a.New()
+	hh.Write(data)
+	h := Hash{algo: a}
+	hh.Sum(h.digest[:0])
+	return h
+}
+
+// Parse parses "algo:digest", where the digest is nix32, base16 or base64
+// (told apart by length, as Nix does), or an SRI string "algo-base64".
+func Parse(s string) (Hash, error) {
+	if i := strings.IndexByte(s, ':'); i >= 0 {
+		a, err := ParseAlgorithm(s[:i])
+		if err != nil {
+			return Hash{}, fmt.Errorf("nixhash: parse %q: %w", s, err)
+		}
+		return parseDigest(a, s[i+1:], s)
+	}
+	if i := strings.IndexByte(s, '-'); i >= 0 {
+		a, err := ParseAlgorithm(s[:i])
+		if err != nil {
+			return Hash{}, fmt.Errorf("nixhash: parse %q: %w", s, err)
+		}
+		return parseSRI(a, s[i+1:], s)
+	}
+	return Hash{}, fmt.Errorf("nixhash: parse %q: %w: missing algorithm prefix", s, ErrInvalid)
+}
+
+// ParseAs parses a hash of algorithm a: like Parse (the prefix must then
+// name a), or a bare digest in nix32, base16 or base64.
+func ParseAs(a Algorithm, s string) (Hash, error) {
+	if !a.IsValid() {
+		return Hash{}, fmt.Errorf("nixhash: %w: unknown algorithm", ErrInvalid)
+	}
+	if strings.ContainsAny(s, ":") || strings.HasPrefix(s, a.String()+"-") {
+		h, err := Parse(s)
+		if err != nil {
+			return Hash{}, err
+		}
+		if h.algo != a {
+			return Hash{}, fmt.Errorf("nixhash: parse %q: %w: algorithm is %s, want %s", s, ErrInvalid, h.algo, a)
+		}
+		return h, nil
+	}
+	return parseDigest(a, s, s)
+}
+
+func parseDigest(a Algorithm, d, whole string) (Hash, error) {
+	h := Hash{algo: a}
+	size := a.Size()
+	switch len(d) {
+	case hex.EncodedLen(size):
+		if _, err := hex.Decode(h.digest[:size], []byte(d)); err != nil {
+			return Hash{}, fmt.Errorf("nixhash: parse %q: %w: bad base16: %v", whole, ErrInvalid, err)
+		}
+	case nixbase32.EncodedLen(size):
+		if _, err := nixbase32.Decode(h.digest[:size], []byte(d)); err != nil {
+			return Hash{}, fmt.Errorf("nixhash: parse %q: %w: %v", whole, ErrInvalid, err)
+		}
+	case base64.StdEncoding.EncodedLen(size):
+		return parseSRI(a, d, whole)
+	default:
+		return Hash{}, fmt.Errorf("nixhash: parse %q: %w: %d characters is not a %s digest in base16, nix32 or base64", whole, ErrInvalid, len(d), a)
+	}
+	return h, nil
+}
+
+func parseSRI(a Algorithm, d, whole string) (Hash, error) {
+	h := Hash{algo: a}
+	size := a.Size()
+	if len(d) != base64.StdEncoding.EncodedLen(size) {
+		return Hash{}, fmt.Errorf("nixhash: parse %q: %w: base64 %s digest must have %d characters", whole, ErrInvalid, a, base64.StdEncoding.EncodedLen(size))
+	}
+	n, err := base64.StdEncoding.Strict().Decode(h.digest[:], []byte(d))
+	if err != nil || n != size {
+		return Hash{}, fmt.Errorf("nixhash: parse %q: %w: bad base64", whole, ErrInvalid)
+	}
+	return h, nil
+}
+
+// Algorithm returns the hash's algorithm (0 for the zero Hash).
+func (h Hash) Algorithm() Algorithm { return h.algo }
+
+// IsZero reports whether h is the zero Hash.
+func (h Hash) IsZero() bool { return h.algo == 0 }
+
+// Bytes returns a copy of the digest.
+func (h Hash) Bytes() []byte { return append([]byte(nil), h.digest[:h.algo.Size()]...) }
+
+func (h Hash) prefixed(sep string, digest string) string {
+	if h.IsZero() {
+		return ""
+	}
+	return h.algo.String() + sep + digest
+}
+
+// String returns "algo:<nix32>", the form Nix writes in .narinfo files and
+// fingerprints. The zero Hash prints as "".
+func (h Hash) String() string { return h.prefixed(":", h.RawBase32()) }
+
+// Base32 is the same as String.
+func (h Hash) Base32() string { return h.String() }
+
+// Base16 returns "algo:<lowercase hex>", the form of the store database.
+func (h Hash) Base16() string { return h.prefixed(":", h.RawBase16()) }
+
+// Base64 returns "algo:<base64>".
+func (h Hash) Base64() string { return h.prefixed(":", h.RawBase64()) }
+
+// SRI returns "algo-<base64>" (Subresource Integrity form).
+func (h Hash) SRI() string { return h.prefixed("-", h.RawBase64()) }
+
+// RawBase32 returns the digest in nix32 without the algorithm.
+func (h Hash) RawBase32() string { return nixbase32.EncodeToString(h.digest[:h.algo.Size()]) }
+
+// RawBase16 returns the digest in lowercase hex without the algorithm.
+func (h Hash) RawBase16() string { return hex.EncodeToString(h.digest[:h.algo.Size()]) }
+
+// RawBase64 returns the digest in padded standard base64 without the algorithm.
+func (h Hash) RawBase64() string {
+	return base64.StdEncoding.EncodeToString(h.digest[:h.algo.Size()])
+}
+
+// MarshalText returns the String form.
+func (h Hash) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+
+// UnmarshalText parses any form Parse accepts.
+func (h *Hash) UnmarshalText(b []byte) error {
+	v, err := Parse(string(b))
+	if err != nil {
+		return err
+	}
+	*h = v
+	return nil
+}
+
+// Hasher computes a Hash over the bytes written to it and counts them.
+type Hasher struct {
+	algo Algorithm
+	h    hash.Hash
+	n    int64
+}
+
+// NewHasher returns a Hasher for algorithm a.
+func NewHasher(a Algorithm) *Hasher { return &Hasher{algo: a, h: a.New()} }
+
+// Write adds p to the hash. It never fails.
+func (h *Hasher) Write(p []byte) (int, error) {
+	h.n += int64(len(p))
+	return h.h.Write(p)
+}
+
+// Len returns the number of bytes written so far.
+func (h *Hasher) Len() int64 { return h.n }
+
+// Sum appends the current digest to b, as hash.Hash does.
+func (h *Hasher) Sum(b []byte) []byte { return h.h.Sum(b) }
+
+// Reset resets the Hasher to its initial state.
+func (h *Hasher) Reset() { h.h.Reset(); h.n = 0 }
+
+// Size returns the digest size.
+func (h *Hasher) Size() int { return h.h.Size() }
+
+// BlockSize returns the underlying hash's block size.
+func (h *Hasher) BlockSize() int { return h.h.BlockSize() }
+
+// SumHash returns the current digest as a Hash.
+func (h *Hasher) SumHash() Hash {
+	out := Hash{algo: h.algo}
+	h.h.Sum(out.digest[:0])
+	return out
+}

@@ -1,0 +1,208 @@
+// Package storepath parses and validates Nix store paths.
+//
+// A store path is <store dir>/<hash part>-<name>, where the store directory
+// is /nix/store unless NIX_STORE_DIR says otherwise, the hash part is 32
+// characters of nix32 (see package nixbase32, 160 bits), and the name
+// follows Nix's checkName rule (see [ValidateName]).
+package storepath
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+
+	"github.com/nixcache/nixcache/storepath/nixbase32"
+)
+
+// HashPartLen is the length of a store path's hash part in characters.
+const HashPartLen = 32
+
+// MaxNameLen is the longest name Nix accepts (Nix's MaxPathLen, 211).
+const MaxNameLen = 211
+
+// ErrInvalid is wrapped by every error about a malformed store path or name.
+var ErrInvalid = errors.New("invalid store path")
+
+// Dir is a store directory, an absolute, clean path such as /nix/store.
+type Dir string
+
+// DefaultDir is Nix's default store directory.
+const DefaultDir Dir = "/nix/store"
+
+// DirFromEnv returns the store directory Nix would use: $NIX_STORE_DIR,
+// cleaned, when it is set to an absolute path, else DefaultDir.
+func DirFromEnv() Dir {
+	if d := os.Getenv("NIX_STORE_DIR"); d != "" && path.IsAbs(d) {
+		return Dir(path.Clean(d))
+	}
+	return DefaultDir
+}
+
+// String returns the directory as a string.
+func (d Dir) String() string { return string(d) }
+
+// Parse parses abs, which must be a store path directly inside d.
+func (d Dir) Parse(abs string) (Path, error) {
+	p, err := Parse(abs)
+	if err != nil {
+		return "", err
+	}
+	if p.Dir() != d {
+		return "", fmt.Errorf("storepath: %q: %w: not in store directory %s", abs, ErrInvalid, d)
+	}
+	return p, nil
+}
+
+// FromBase returns the store path d/base after validating base.
+func (d Dir) FromBase(base string) (Path, error) {
+	if err := ValidateBase(base); err != nil {
+		return "", err
+	}
+	return Path(string(d) + "/" + base), nil
+}
+
+// Path is an absolute store path such as
+// /nix/store/00bgd045z0d4icpbc2yyz4gx48ak44la-net-tools-1.60_p20170221182432.
+// Values made by Parse, Dir.Parse and Dir.FromBase are valid; the zero
+// value "" means "no path".
+type Path string
+
+// Parse parses an absolute store path. The parent directory is taken as the
+// store directory, whatever it is; use Dir.Parse to insist on one.
+func Parse(abs string) (Path, error) {
+	if !path.IsAbs(abs) {
+		return "", fmt.Errorf("storepath: %q: %w: not an absolute path", abs, ErrInvalid)
+	}
+	if path.Clean(abs) != abs {
+		return "", fmt.Errorf("storepath: %q: %w: not a clean path", abs, ErrInvalid)
+	}
+	dir, base := path.Split(abs)
+	if dir == "/" {
+		return "", fmt.Errorf("storepath: %q: %w: no store directory", abs, ErrInvalid)
+	}
+	if err := checkBase(base); err != nil {
+		return "", fmt.Errorf("storepath: %q: %w", abs, err)
+	}
+	return Path(abs), nil
+}
+
+// ValidateBase checks a store path's base name "<hash part>-<name>".
+func ValidateBase(base string) error {
+	if err := checkBase(base); err != nil {
+		return fmt.Errorf("storepath: %q: %w", base, err)
+	}
+	return nil
+}
+
+func checkBase(base string) error {
+	if len(base) < HashPartLen+2 {
+		return fmt.Errorf("%w: too short for <32-char hash>-<name>", ErrInvalid)
+	}
+	if base[HashPartLen] != '-' {
+		return fmt.Errorf("%w: character %d must be '-'", ErrInvalid, HashPartLen+1)
+	}
+	for i := 0; i < HashPartLen; i++ {
+		if !nixbase32.Is(base[i]) {
+			return fmt.Errorf("%w: hash part has %q, not a nix32 character", ErrInvalid, base[i])
+		}
+	}
+	return checkName(base[HashPartLen+1:])
+}
+
+// ValidateName checks a store path name as Nix's checkName does: 1 to 211
+// characters from [A-Za-z0-9+-._?=], not "." or "..", and not starting
+// with a dash-component "." or ".." (".-x", "..-x").
+func ValidateName(name string) error {
+	if err := checkName(name); err != nil {
+		return fmt.Errorf("storepath: name %q: %w", name, err)
+	}
+	return nil
+}
+
+func checkName(name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: empty name", ErrInvalid)
+	}
+	if len(name) > MaxNameLen {
+		return fmt.Errorf("%w: name has %d characters, at most %d allowed", ErrInvalid, len(name), MaxNameLen)
+	}
+	if name[0] == '.' {
+		// Nix: a name may not be "." or "..", nor start with ".-" or "..-".
+		if name == "." || name == ".." || strings.HasPrefix(name, ".-") || strings.HasPrefix(name, "..-") {
+			return fmt.Errorf("%w: name may not be %q or start with \".-\" or \"..-\"", ErrInvalid, name)
+		}
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
+			continue
+		}
+		switch c {
+		case '+', '-', '.', '_', '?', '=':
+			continue
+		}
+		return fmt.Errorf("%w: name has illegal character %q at offset %d", ErrInvalid, c, i)
+	}
+	return nil
+}
+
+// Dir returns the store directory the path is in.
+func (p Path) Dir() Dir { return Dir(path.Dir(string(p))) }
+
+// Base returns "<hash part>-<name>".
+func (p Path) Base() string { return path.Base(string(p)) }
+
+// HashPart returns the 32-character nix32 hash part, which names the
+// path's .narinfo in a binary cache.
+func (p Path) HashPart() string {
+	b := p.Base()
+	if len(b) < HashPartLen {
+		return ""
+	}
+	return b[:HashPartLen]
+}
+
+// Name returns the part after "<hash part>-".
+func (p Path) Name() string {
+	b := p.Base()
+	if len(b) <= HashPartLen+1 {
+		return ""
+	}
+	return b[HashPartLen+1:]
+}
+
+// Digest returns the 20 bytes the hash part encodes.
+func (p Path) Digest() []byte {
+	d, err := nixbase32.DecodeString(p.HashPart())
+	if err != nil {
+		return nil
+	}
+	return d
+}
+
+// IsDerivation reports whether the path is a store derivation (".drv").
+func (p Path) IsDerivation() bool { return strings.HasSuffix(string(p), ".drv") }
+
+// String returns the absolute path.
+func (p Path) String() string { return string(p) }
+
+// Validate checks that p is a valid store path.
+func (p Path) Validate() error {
+	_, err := Parse(string(p))
+	return err
+}
+
+// MarshalText returns the absolute path.
+func (p Path) MarshalText() ([]byte, error) { return []byte(p), nil }
+
+// UnmarshalText parses an absolute store path.
+func (p *Path) UnmarshalText(b []byte) error {
+	v, err := Parse(string(b))
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
+}

@@ -1,0 +1,137 @@
+package storepath
+
+import (
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/nixcache/nixcache/internal/testenv"
+)
+
+const netTools = "/nix/store/00bgd045z0d4icpbc2yyz4gx48ak44la-net-tools-1.60_p20170221182432"
+
+func TestParse(t *testing.T) {
+	p, err := Parse(netTools)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Dir() != DefaultDir || p.HashPart() != "00bgd045z0d4icpbc2yyz4gx48ak44la" ||
+		p.Name() != "net-tools-1.60_p20170221182432" || p.Base() != netTools[len("/nix/store/"):] || p.IsDerivation() {
+		t.Errorf("accessors: %q %q %q %q", p.Dir(), p.HashPart(), p.Name(), p.Base())
+	}
+	if got := len(p.Digest()); got != 20 {
+		t.Errorf("Digest length %d", got)
+	}
+	if _, err := DefaultDir.Parse(netTools); err != nil {
+		t.Error(err)
+	}
+	if _, err := Dir("/other/store").Parse(netTools); !errors.Is(err, ErrInvalid) {
+		t.Errorf("wrong dir accepted: %v", err)
+	}
+	drv, _ := Parse("/nix/store/1bih4j3vfip689mf1s374ijxw69b6mj3-y.drv")
+	if !drv.IsDerivation() {
+		t.Error("IsDerivation false for .drv")
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	h := "00bgd045z0d4icpbc2yyz4gx48ak44la"
+	for _, s := range []string{
+		"",
+		"nix/store/" + h + "-x",
+		"/" + h + "-x",
+		"/nix/store/" + h,
+		"/nix/store/" + h + "-",
+		"/nix/store/" + h + "_x",
+		"/nix/store/" + h[:31] + "-x",
+		"/nix/store/" + strings.Replace(h, "0", "e", 1) + "-x",
+		"/nix/store/" + strings.Replace(h, "0", "A", 1) + "-x",
+		"/nix/store/" + h + "-x/sub",
+		"/nix/store//" + h + "-x",
+		"/nix/store/" + h + "-" + strings.Repeat("a", 212),
+		"/nix/store/" + h + "-a b",
+		"/nix/store/" + h + "-.",
+		"/nix/store/" + h + "-..",
+		"/nix/store/" + h + "-.-x",
+		"/nix/store/" + h + "-..-x",
+		"/nix/store/" + h + "-caf\xc3\xa9",
+	} {
+		if _, err := Parse(s); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Parse(%q) error = %v, want ErrInvalid", s, err)
+		}
+	}
+	if _, err := Parse("/nix/store/" + h + "-" + strings.Repeat("a", 211)); err != nil {
+		t.Errorf("211-char name rejected: %v", err)
+	}
+	if _, err := Parse("/nix/store/" + h + "-.foo"); err != nil {
+		t.Errorf(".foo rejected: %v", err)
+	}
+}
+
+func TestDirFromEnv(t *testing.T) {
+	t.Setenv("NIX_STORE_DIR", "/tmp/store/")
+	if d := DirFromEnv(); d != "/tmp/store" {
+		t.Errorf("DirFromEnv = %q", d)
+	}
+	t.Setenv("NIX_STORE_DIR", "")
+	if d := DirFromEnv(); d != DefaultDir {
+		t.Errorf("DirFromEnv = %q", d)
+	}
+}
+
+// TestNamesAgainstNix asks Nix to compute a store path for each name
+// (builtins.toFile in read-only mode) and checks that we accept exactly the
+// names Nix accepts and parse the path it prints. The ".", "..", ".-x" rule
+// is newer than Nix 2.8, so those names are checked in TestParseRejects.
+func TestNamesAgainstNix(t *testing.T) {
+	testenv.RequireNix(t)
+	names := []string{
+		"a", "hello-2.12", "A+B=c?d_e.f", "x.drv", ".foo", "-x", "--", "a..b",
+		strings.Repeat("n", 211), strings.Repeat("n", 212),
+		"a b", "a/b", "caf\u00e9", "a:b", "a@b", "a~b", "a%b", "a$b", "a!b", "a,b",
+	}
+	for _, name := range names {
+		expr := `builtins.toFile "` + strings.ReplaceAll(name, "$", `\$`) + `" "x"`
+		out, err := exec.Command("nix-instantiate", "--eval", "--readonly-mode", "-E", expr).Output()
+		nixOK := err == nil
+		ourErr := ValidateName(name)
+		if nixOK != (ourErr == nil) {
+			t.Errorf("name %q: nix accepts=%v, we say %v", name, nixOK, ourErr)
+			continue
+		}
+		if nixOK {
+			abs := strings.Trim(strings.TrimSpace(string(out)), `"`)
+			p, err := DefaultDir.Parse(abs)
+			if err != nil || p.Name() != name {
+				t.Errorf("Parse(%q) = %q, %v", abs, p, err)
+			}
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(netTools)
+	f.Add("/nix/store/00bgd045z0d4icpbc2yyz4gx48ak44la-.-x")
+	f.Add("/x/00bgd045z0d4icpbc2yyz4gx48ak44la-a.drv")
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := Parse(s)
+		if err != nil {
+			return
+		}
+		if p.String() != s || len(p.Digest()) != 20 || p.Name() == "" {
+			t.Fatalf("accepted %q but accessors are off", s)
+		}
+		if _, err := p.Dir().FromBase(p.Base()); err != nil {
+			t.Fatalf("FromBase(%q): %v", p.Base(), err)
+		}
+	})
+}
+
+func BenchmarkParse(b *testing.B) {
+	for b.Loop() {
+		if _, err := Parse(netTools); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
