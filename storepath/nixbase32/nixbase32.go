@@ -121,11 +121,11 @@ func DecodeString(s string) ([]byte, error) {
 // ValidateString returns an error unless s is a valid encoding.
 func ValidateString(s string) error {
 	var buf [64]byte
-	dst := buf[:0]
-	if DecodedLen(len(s)) > len(buf) {
-		dst = make([]byte, DecodedLen(len(s)))
+	var dst []byte
+	if n := DecodedLen(len(s)); n > len(buf) {
+		dst = make([]byte, n)
 	} else {
-		dst = buf[:DecodedLen(len(s))]
+		dst = buf[:n]
 	}
 	_, err := Decode(dst, []byte(s))
 	return err
