@@ -70,7 +70,7 @@ func (c *Cache) CacheInfo(ctx context.Context) (*narinfo.CacheInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache: read %s: %w", CacheInfoKey, err)
 	}
-	ci, err := narinfo.ParseCacheInfo(bytes.NewReader(data))
+	ci, err := narinfo.ParseCacheInfo(data)
 	if err != nil {
 		return nil, fmt.Errorf("cache: %s: %w", CacheInfoKey, err)
 	}

@@ -22,7 +22,6 @@ var ErrUnsupportedCompression = errors.New("cache: unsupported compression")
 // Compression field implies. This package reads it but does not write it.
 const CompressionBzip2 = "bzip2"
 
-
 // xzBlockSize is the size of the NAR slices compressed as independent xz
 // streams when parallel compression is on. Nix 2.8 reads concatenated xz
 // streams as one NAR.
@@ -44,6 +43,9 @@ type CompressOptions struct {
 	// cores; for xz it compresses 8 MiB blocks as separate concatenated
 	// streams on all cores.
 	Parallel bool
+	// BlockSize is the input size of each independent xz stream of parallel
+	// xz (default 8 MiB). Memory is about 2*Concurrency*BlockSize.
+	BlockSize int
 	// Concurrency overrides the number of compressing goroutines
 	// (default runtime.GOMAXPROCS(0)).
 	Concurrency int
@@ -86,7 +88,11 @@ func NewCompressor(w io.Writer, o CompressOptions) (io.WriteCloser, error) {
 			return nil, fmt.Errorf("cache: xz level %d: %w", o.Level, err)
 		}
 		if o.Parallel && o.concurrency() > 1 {
-			return newParallelXZ(w, cfg, o.concurrency()), nil
+			bs := o.BlockSize
+			if bs <= 0 {
+				bs = xzBlockSize
+			}
+			return newParallelXZ(w, cfg, o.concurrency(), bs), nil
 		}
 		xw, err := cfg.NewWriter(w)
 		if err != nil {
@@ -147,9 +153,10 @@ func (nopWriteCloser) Close() error { return nil }
 // streams to the underlying writer in input order. At most 2*workers blocks
 // are in memory at once.
 type parallelXZ struct {
-	w   io.Writer
-	cfg xz.WriterConfig
-	buf []byte
+	w    io.Writer
+	cfg  xz.WriterConfig
+	buf  []byte
+	size int
 
 	work    chan *xzBlock
 	order   chan *xzBlock
@@ -172,8 +179,9 @@ type outBuf struct{ b []byte }
 
 func (o *outBuf) Write(p []byte) (int, error) { o.b = append(o.b, p...); return len(p), nil }
 
-func newParallelXZ(w io.Writer, cfg xz.WriterConfig, workers int) *parallelXZ {
+func newParallelXZ(w io.Writer, cfg xz.WriterConfig, workers, blockSize int) *parallelXZ {
 	p := &parallelXZ{
+		size:  blockSize,
 		w:     w,
 		cfg:   cfg,
 		work:  make(chan *xzBlock, workers),
@@ -218,7 +226,7 @@ func (p *parallelXZ) newBuf() []byte {
 	if b, ok := p.bufPool.Get().([]byte); ok {
 		return b
 	}
-	return make([]byte, 0, xzBlockSize)
+	return make([]byte, 0, p.size)
 }
 
 func (p *parallelXZ) flushBlock() {
@@ -250,11 +258,11 @@ func (p *parallelXZ) Write(b []byte) (int, error) {
 		if p.buf == nil {
 			p.buf = p.newBuf()
 		}
-		k := min(len(b), xzBlockSize-len(p.buf))
+		k := min(len(b), p.size-len(p.buf))
 		p.buf = append(p.buf, b[:k]...)
 		b = b[k:]
 		n += k
-		if len(p.buf) == xzBlockSize {
+		if len(p.buf) == p.size {
 			p.flushBlock()
 		}
 	}

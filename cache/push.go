@@ -15,6 +15,7 @@ import (
 	"github.com/nixcache/nixcache/cache/localstore"
 	"github.com/nixcache/nixcache/nar"
 	"github.com/nixcache/nixcache/narinfo"
+	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
 	"github.com/nixcache/nixcache/storepath/nixhash"
 )
@@ -376,34 +377,22 @@ func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, e
 	}}
 	sinks := []io.Writer{narHasher, comp, prog}
 
-	// The .ls listing is parsed from the same stream on a goroutine.
-	var (
-		lsPipe *io.PipeWriter
-		lsDone chan struct{}
-		lsJSON []byte
-		lsErr  error
-	)
+	// The .ls listing is built by the NAR writer from the same pass.
+	nw := nar.NewWriter(ctxWriter{ctx, io.MultiWriter(sinks...)})
 	if c.opts.WriteNARListing {
-		pr, pw := io.Pipe()
-		lsPipe, lsDone = pw, make(chan struct{})
-		sinks = append(sinks, pw)
-		go func() {
-			defer close(lsDone)
-			l, err := nar.List(pr)
-			if err == nil {
-				lsJSON, err = l.MarshalJSON() // not json.Marshal: it would escape <>& unlike Nix
-			}
-			lsErr = err
-			pr.CloseWithError(err)
-			_, _ = io.Copy(io.Discard, pr) // never block the dump
-		}()
+		nw.EnableListing()
 	}
-
-	dumpErr := nar.DumpPath(ctxWriter{ctx, io.MultiWriter(sinks...)}, string(it.path))
+	dumpErr := nw.AddTree("", string(it.path))
+	if dumpErr == nil {
+		dumpErr = nw.Close()
+	}
 	closeErr := comp.Close()
-	if lsPipe != nil {
-		lsPipe.CloseWithError(dumpErr)
-		<-lsDone
+	var lsJSON []byte
+	if dumpErr == nil && c.opts.WriteNARListing {
+		// Not json.Marshal: it would escape <, > and & unlike Nix.
+		if lsJSON, err = nw.Listing().MarshalJSON(); err != nil {
+			return nil, fmt.Errorf("NAR listing: %w", err)
+		}
 	}
 	if dumpErr != nil {
 		return nil, fmt.Errorf("dump NAR: %w", dumpErr)
@@ -413,9 +402,6 @@ func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, e
 	}
 	if err := bw.Flush(); err != nil {
 		return nil, fmt.Errorf("write %s: %w", tmp.Name(), err)
-	}
-	if lsPipe != nil && lsErr != nil {
-		return nil, fmt.Errorf("NAR listing: %w", lsErr)
 	}
 
 	up := &uploaded{
@@ -488,7 +474,7 @@ func (c *Cache) publishNarInfo(ctx context.Context, it *pushItem, up *uploaded, 
 		NarSize:     up.narSize,
 		References:  append([]storepath.Path(nil), it.info.References...),
 		Deriver:     it.info.Deriver,
-		Sigs:        append(nil, it.info.Sigs...),
+		Sigs:        append([]signature.Signature(nil), it.info.Sigs...),
 		CA:          it.info.CA,
 	}
 	for _, k := range c.opts.SecretKeys {

@@ -11,8 +11,23 @@ import (
 	"strings"
 )
 
-// ErrBadURL is wrapped by every error ParseURL returns.
-var ErrBadURL = errors.New("invalid store URL")
+// ErrBadURL matches (with errors.Is) every error ParseURL returns.
+var ErrBadURL = errors.New("cache: invalid store URL")
+
+// URLError is the error ParseURL returns: what is wrong with which URL, e.g.
+// `cache: store URL "s3://b?regoin=x": unknown parameter "regoin"`.
+type URLError struct {
+	URL string // the URL as given
+	Err error  // what is wrong, naming the parameter or part
+}
+
+func (e *URLError) Error() string { return fmt.Sprintf("cache: store URL %q: %v", e.URL, e.Err) }
+
+// Unwrap returns the underlying error.
+func (e *URLError) Unwrap() error { return e.Err }
+
+// Is reports whether target is ErrBadURL.
+func (e *URLError) Is(target error) bool { return target == ErrBadURL }
 
 // Compression names a binary cache may be written with, as Nix spells them in
 // the compression= store parameter and in a narinfo's Compression: field.
@@ -98,7 +113,7 @@ type URL struct {
 // parameter or part.
 func ParseURL(s string) (*URL, error) {
 	bad := func(format string, args ...any) error {
-		return fmt.Errorf("cache: store URL %q: %s: %w", s, fmt.Sprintf(format, args...), ErrBadURL)
+		return &URLError{URL: s, Err: fmt.Errorf(format, args...)}
 	}
 	scheme, rest, ok := strings.Cut(s, "://")
 	if !ok || scheme == "" {
@@ -107,10 +122,10 @@ func ParseURL(s string) (*URL, error) {
 	if scheme != strings.ToLower(scheme) {
 		return nil, bad("scheme %q must be lower case", scheme)
 	}
-	loc, query, _ := strings.Cut(rest, "?")
-	if i := strings.IndexByte(query, '#'); i >= 0 {
-		return nil, bad("fragment %q not allowed", query[i:])
+	if i := strings.IndexByte(rest, '#'); i >= 0 {
+		return nil, bad("fragment %q not allowed", rest[i:])
 	}
+	loc, query, _ := strings.Cut(rest, "?")
 	u := &URL{
 		Scheme:           scheme,
 		Params:           map[string]string{},
@@ -120,43 +135,6 @@ func ParseURL(s string) (*URL, error) {
 	known, ok := schemeParams(scheme)
 	if !ok {
 		return nil, bad("unknown store type %q (nixcache supports file:// and s3://)", scheme)
-	}
-	switch scheme {
-	case "file":
-		if !strings.HasPrefix(loc, "/") {
-			return nil, bad("file:// store needs an absolute path (file:///dir), got %q", loc)
-		}
-		p, err := url.PathUnescape(loc)
-		if err != nil {
-			return nil, bad("path %q: %v", loc, err)
-		}
-		u.Path = path.Clean(p)
-	case "s3":
-		bucket, prefix, _ := strings.Cut(loc, "/")
-		if err := validateBucket(bucket); err != nil {
-			return nil, bad("%v", err)
-		}
-		u.Bucket = bucket
-		p, err := url.PathUnescape(prefix)
-		if err != nil {
-			return nil, bad("prefix %q: %v", prefix, err)
-		}
-		p = strings.Trim(p, "/")
-		if p != "" {
-			if err := ValidateKey(p); err != nil {
-				return nil, bad("prefix %q: %v", p, err)
-			}
-		}
-		u.Prefix = p
-	default:
-		p, err := url.PathUnescape(loc)
-		if err != nil {
-			return nil, bad("location %q: %v", loc, err)
-		}
-		u.Path = p
-	}
-	if query == "" {
-		return u, nil
 	}
 	seen := map[string]bool{}
 	for _, kv := range strings.Split(query, "&") {
@@ -180,8 +158,42 @@ func ParseURL(s string) (*URL, error) {
 		}
 		seen[name] = true
 		if err := u.set(name, value, known); err != nil {
-			return nil, bad("%v", err)
+			return nil, bad("%w", err)
 		}
+	}
+	switch scheme {
+	case "file":
+		if !strings.HasPrefix(loc, "/") {
+			return nil, bad("file:// store needs an absolute path (file:///dir), got %q", loc)
+		}
+		p, err := url.PathUnescape(loc)
+		if err != nil {
+			return nil, bad("path %q: %v", loc, err)
+		}
+		u.Path = path.Clean(p)
+	case "s3":
+		bucket, prefix, _ := strings.Cut(loc, "/")
+		if err := validateBucket(bucket); err != nil {
+			return nil, bad("%w", err)
+		}
+		u.Bucket = bucket
+		p, err := url.PathUnescape(prefix)
+		if err != nil {
+			return nil, bad("prefix %q: %v", prefix, err)
+		}
+		p = strings.Trim(p, "/")
+		if p != "" {
+			if err := ValidateKey(p); err != nil {
+				return nil, bad("prefix %q: %v", p, err)
+			}
+		}
+		u.Prefix = p
+	default:
+		p, err := url.PathUnescape(loc)
+		if err != nil {
+			return nil, bad("location %q: %v", loc, err)
+		}
+		u.Path = p
 	}
 	return u, nil
 }

@@ -177,3 +177,54 @@ func (c *Cache) Verify(ctx context.Context, paths []storepath.Path, opts VerifyO
 	}
 	return len(jobs), errors.Join(errs...)
 }
+
+// ErrInconsistent is returned (wrapped) by CheckConsistency when the cache
+// breaks the binary cache invariant Nix relies on.
+var ErrInconsistent = errors.New("cache: inconsistent")
+
+// CheckConsistency checks the invariant a push must keep at every instant:
+// for every narinfo in the backend, its NAR file exists with FileSize bytes
+// and the narinfo of every reference exists. It reads narinfos and stats
+// NARs only; it returns an error joining every violation.
+func (c *Cache) CheckConsistency(ctx context.Context) error {
+	var keys []string
+	objects := map[string]int64{}
+	err := c.Backend.List(ctx, "", func(oi ObjectInfo) error {
+		objects[oi.Key] = oi.Size
+		if strings.HasSuffix(oi.Key, ".narinfo") && !strings.Contains(oi.Key, "/") {
+			keys = append(keys, oi.Key)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("cache: list: %w", err)
+	}
+	var errs []error
+	for _, key := range keys {
+		rc, err := c.Backend.Get(ctx, key)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%w: %s: %w", ErrInconsistent, key, err))
+			continue
+		}
+		ni, err := narinfo.Parse(rc)
+		rc.Close()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%w: %s: %w", ErrInconsistent, key, err))
+			continue
+		}
+		url, _, _ := strings.Cut(ni.URL, "?")
+		size, ok := objects[url]
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Errorf("%w: %s: NAR %s missing", ErrInconsistent, key, url))
+		case ni.FileSize != 0 && uint64(size) != ni.FileSize:
+			errs = append(errs, fmt.Errorf("%w: %s: NAR %s has %d bytes, FileSize %d", ErrInconsistent, key, url, size, ni.FileSize))
+		}
+		for _, ref := range ni.References {
+			if _, ok := objects[NarInfoKey(ref)]; !ok {
+				errs = append(errs, fmt.Errorf("%w: %s: reference %s has no narinfo", ErrInconsistent, key, ref))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -116,7 +116,6 @@ func List(r io.Reader) (*Listing, error) {
 	nr := NewReader(r)
 	l := &Listing{}
 	var stack []*Node // open directories, by depth
-	var depths []int
 	for {
 		h, err := nr.Next()
 		if err == io.EOF {
@@ -138,12 +137,11 @@ func List(r io.Reader) (*Listing, error) {
 			l.Root = n
 		} else {
 			d := nr.depth() // depth of h (1 for an entry of the root)
-			stack, depths = stack[:d], depths[:d]
+			stack = stack[:d]
 			stack[d-1].Entries[nr.name()] = n
 		}
 		if h.Type == TypeDirectory {
 			stack = append(stack, n)
-			depths = append(depths, 0)
 		}
 	}
 }

@@ -118,14 +118,14 @@ func (r *Reader) readPadded(n int) ([]byte, error) {
 }
 
 // readString reads a string of at most max bytes; what names it in errors.
-func (r *Reader) readString(max int, what string) (string, error) {
+func (r *Reader) readString(max int, what string, sentinel error) (string, error) {
 	start := r.off
 	n, err := r.readLen()
 	if err != nil {
 		return "", err
 	}
 	if n > uint64(max) {
-		return "", r.fail(fmt.Errorf("nar: at offset %d: %s of %d bytes exceeds %d", start, what, n, max))
+		return "", r.fail(fmt.Errorf("nar: at offset %d: %s of %d bytes exceeds %d: %w", start, what, n, max, sentinel))
 	}
 	b, err := r.readPadded(int(n))
 	if err != nil {
@@ -214,9 +214,9 @@ func (r *Reader) Next() (*Header, error) {
 			return nil, err
 		}
 		start = r.off
-		name, err := r.readString(MaxNameLen, "entry name")
+		name, err := r.readString(MaxNameLen, "entry name", ErrInvalidName)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", err, ErrInvalidName)
+			return nil, err
 		}
 		if err := ValidateName(name); err != nil {
 			return nil, r.fail(fmt.Errorf("nar: at offset %d: directory %q: name %q: %w", start, top.path, name, err))
@@ -327,9 +327,9 @@ func (r *Reader) node(path, name string, depth int) (*Header, error) {
 			return nil, err
 		}
 		start := r.off
-		target, err := r.readString(MaxTargetLen, "symlink target")
+		target, err := r.readString(MaxTargetLen, "symlink target", ErrInvalidTarget)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", err, ErrInvalidTarget)
+			return nil, err
 		}
 		if err := validateTarget(target); err != nil {
 			return nil, r.fail(fmt.Errorf("nar: at offset %d: symlink %q: %w", start, path, err))
@@ -361,9 +361,6 @@ func (r *Reader) skipContents() error {
 		r.remaining -= int64(n)
 	}
 	r.inFile = false
-	if _, err := r.readPadded(padLen(uint64(r.fileSize)) * 0); err != nil {
-		return err
-	}
 	p := padLen(uint64(r.fileSize))
 	if err := r.fill(p); err != nil {
 		return err

@@ -366,16 +366,45 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// ReadFrom copies the current regular file's contents from r, reading
-// exactly the remaining Size bytes straight into the internal buffer when
-// they fit. It returns io.ErrUnexpectedEOF if r ends early.
+// ReadFrom copies r to the current regular file until r reports io.EOF,
+// reading straight into the internal buffer. Like Write, it fails with
+// ErrWriteTooLong if r holds more than the remaining Size bytes (or any
+// bytes outside a regular file); a short r leaves the file incomplete, which
+// the next WriteHeader or Close reports as ErrWriteTooShort.
 func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	if !w.inFile {
-		return 0, w.fail(fmt.Errorf("nar: copy outside a regular file: %w", ErrWriteTooLong))
+	var total int64
+	if w.inFile {
+		n, err := w.readContents(r)
+		total = n
+		if err == io.ErrUnexpectedEOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
 	}
+	var probe [1]byte
+	for {
+		n, err := r.Read(probe[:])
+		if n > 0 {
+			return total, w.fail(fmt.Errorf("nar: copy past the file's size %d: %w", w.fileSize, ErrWriteTooLong))
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// readContents reads exactly the remaining contents of the current file
+// from r, straight into the internal buffer. It returns
+// io.ErrUnexpectedEOF if r ends early.
+func (w *Writer) readContents(r io.Reader) (int64, error) {
 	var total int64
 	for w.remaining > 0 {
 		if len(w.buf) == cap(w.buf) {

@@ -319,7 +319,9 @@ func (k SecretKey) Secret() string {
 func (k SecretKey) String() string { return k.name + ":<redacted>" }
 
 // GoString returns a redacted Go-syntax form; it never reveals the key.
-func (k SecretKey) GoString() string { return fmt.Sprintf("signature.SecretKey{name:%q, <redacted>}", k.name) }
+func (k SecretKey) GoString() string {
+	return fmt.Sprintf("signature.SecretKey{name:%q, <redacted>}", k.name)
+}
 
 // Format implements [fmt.Formatter] so that every verb (%v, %+v, %x, %s...)
 // prints the redacted String (or GoString for %#v).

@@ -133,7 +133,7 @@ func TestParseErrors(t *testing.T) {
 		{"pub", "test1:tLAEn+EeaBUJYqEpTd2yeerr7Ic6+0vWe+aXL/vYUpE=\n", false, "bad base64"},
 		{"sec", test1Secret, true, ""},
 		{"sec", test1Secret + "\n", true, ""}, // key file with trailing newline
-		{"sec", "s:" + seed, true, ""},     // 32-byte seed
+		{"sec", "s:" + seed, true, ""},        // 32-byte seed
 		{"sec", "test1:" + strings.Repeat("A", 86) + "==", false, "public half does not match"},
 		{"sec", "test1:" + strings.Repeat("A", 20), false, "is 15 bytes"},
 		{"sec", "test1:!!!!", false, "bad base64"},

@@ -147,6 +147,8 @@ func (b *Backend) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 // and the directory fsynced. Missing directories (such as nar/) are created.
 // On any error, including a reader that yields fewer or more than size bytes
 // (cache.ErrSizeMismatch) or a cancelled ctx, key keeps its old content.
+// contentType is not recorded: Nix reading a file:// cache, and web servers
+// in front of one, go by the file name.
 func (b *Backend) Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) (err error) {
 	p, err := b.path(key)
 	if err != nil {

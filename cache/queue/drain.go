@@ -36,6 +36,12 @@ type Pusher interface {
 	Push(ctx context.Context, paths []storepath.Path) (PushResult, error)
 }
 
+// ErrWholeBatch marks a Push error that concerns the whole push rather than
+// particular paths (the cache is unreachable, the credentials are wrong):
+// the batch then backs off as a whole instead of being split into one push
+// per path, which would only multiply failing requests.
+var ErrWholeBatch = errors.New("queue: push failed as a whole")
+
 // PushFunc adapts a function to the Pusher interface.
 type PushFunc func(ctx context.Context, paths []storepath.Path) (PushResult, error)
 
@@ -403,9 +409,11 @@ func (d *Drainer) finish(r result) {
 		return
 	}
 	now := time.Now()
+	whole := errors.Is(r.err, ErrWholeBatch)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.stats.Failures++
+	var delay time.Duration
 	for _, it := range r.batch {
 		it.inFlight = false
 		if !d.opts.Exists(it.path) {
@@ -417,19 +425,28 @@ func (d *Drainer) finish(r result) {
 			d.stats.Dropped++
 			continue
 		}
-		if len(r.batch) > 1 {
+		if len(r.batch) > 1 && !whole {
 			// Isolate: retry each path of the batch alone, now.
 			it.solo = true
 			continue
 		}
 		it.attempts++
 		it.lastErr = r.err.Error()
-		delay := d.backoff(it.attempts)
+		if delay == 0 {
+			// One delay for the whole batch keeps it together.
+			delay = d.backoff(it.attempts)
+		}
 		it.next = now.Add(delay)
-		d.log.Warn("upload failed; will retry", "path", string(it.path), "attempt", it.attempts, "retry_in", delay.Round(time.Millisecond), "err", r.err)
 	}
-	if len(r.batch) > 1 {
+	switch {
+	case len(r.batch) > 1 && !whole:
 		d.log.Warn("batch upload failed; retrying its paths one by one", "paths", len(r.batch), "err", r.err)
+	case delay > 0:
+		attrs := []any{"paths", len(r.batch), "retry_in", delay.Round(time.Millisecond), "err", r.err}
+		if len(r.batch) == 1 {
+			attrs = append(attrs, "path", string(r.batch[0].path), "attempt", r.batch[0].attempts)
+		}
+		d.log.Warn("upload failed; will retry", attrs...)
 	}
 }
 

@@ -1,0 +1,45 @@
+package cache_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/nixcache/nixcache/cache"
+	"github.com/nixcache/nixcache/storepath"
+)
+
+// BenchmarkPush pushes a 64 MiB path (half random, half compressible, in 64
+// files) to a fresh file:// cache per iteration.
+func BenchmarkPush(b *testing.B) {
+	for _, method := range []string{"zstd", "none", "xz-parallel"} {
+		b.Run(method, func(b *testing.B) {
+			src := newFakeSource(b)
+			files := map[string][]byte{}
+			size := 64 << 20
+			if method == "xz-parallel" {
+				size = 16 << 20
+			}
+			data := testData(size)
+			for i := range 64 {
+				files[fmt.Sprintf("d%d/f%d", i%8, i)] = data[i*size/64 : (i+1)*size/64]
+			}
+			p := src.add(b, "bench", nil, files)
+			params := "compression=" + method
+			if method == "xz-parallel" {
+				params = "compression=xz&parallel-compression=true"
+			}
+			b.SetBytes(int64(size))
+			b.ResetTimer()
+			for range b.N {
+				c, err := cache.Open(context.Background(), "file://"+b.TempDir()+"?"+params)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := c.Push(context.Background(), src, []storepath.Path{p}, cache.PushOptions{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,5 @@
+package file_test
+
+import "syscall"
+
+func syscallUmask(m int) int { return syscall.Umask(m) }

@@ -1,0 +1,183 @@
+package cache_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixcache/nixcache/cache"
+	"github.com/nixcache/nixcache/cache/localstore"
+	"github.com/nixcache/nixcache/internal/testenv"
+	"github.com/nixcache/nixcache/storepath"
+)
+
+// nixKey makes a key pair with nix-store --generate-binary-cache-key and
+// returns the secret key file and the public key.
+func nixKey(t testing.TB, name string) (secFile, pub string) {
+	t.Helper()
+	dir := t.TempDir()
+	sec, pubFile := filepath.Join(dir, "key.sec"), filepath.Join(dir, "key.pub")
+	testenv.Nix(t, "nix-store", "--generate-binary-cache-key", name, sec, pubFile)
+	if err := os.Chmod(sec, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(pubFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sec, strings.TrimSpace(string(b))
+}
+
+// closureExpr is a chain of derivations (no nixpkgs) whose outputs mention
+// each other, so Nix records real references: top -> mid -> leaf, top -> leaf.
+const closureExpr = `
+let
+  nonce = "%s";
+  mk = name: deps: script: derivation {
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    PATH = "/usr/bin:/bin";
+    args = [ "-c" ''
+      set -e
+      mkdir -p $out/bin $out/share/doc
+      echo ${nonce} > $out/id
+      ${builtins.concatStringsSep "\n" (map (d: "echo ${d} >> $out/refs") deps)}
+      printf '#!/bin/sh\necho hello from %%s\n' ${name} > $out/bin/run
+      chmod +x $out/bin/run
+      ln -s ../id $out/share/doc/id-link
+      ${script}
+    '' ];
+  };
+  leaf = mk "nixcache-leaf" [] "seq 1 20000 > $out/share/doc/numbers";
+  mid = mk "nixcache-mid" [ leaf ] "head -c 300000 /dev/urandom > $out/share/random.bin";
+  top = mk "nixcache-top" [ mid leaf ] "";
+in top
+`
+
+// buildClosure builds a fresh three-path closure with references (nix-build
+// --no-out-link, so no GC root) and returns the top path and its closure as
+// nix-store -qR lists it.
+func buildClosure(t testing.TB) (top storepath.Path, closure []storepath.Path) {
+	t.Helper()
+	testenv.RequireNix(t)
+	dir := t.TempDir()
+	expr := filepath.Join(dir, "closure.nix")
+	nonce := fmt.Sprintf("%x-%d", sha256.Sum256([]byte(t.Name())), time.Now().UnixNano())
+	if err := os.WriteFile(expr, []byte(fmt.Sprintf(closureExpr, nonce)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := testenv.Nix(t, "nix-build", "--no-out-link", "--option", "substituters", "", expr)
+	top = mustPath(t, strings.TrimSpace(string(out)))
+	for _, l := range strings.Fields(string(testenv.Nix(t, "nix-store", "-qR", string(top)))) {
+		closure = append(closure, mustPath(t, l))
+	}
+	if len(closure) != 3 {
+		t.Fatalf("closure of %s has %d paths, want 3: %v", top, len(closure), closure)
+	}
+	return top, closure
+}
+
+// addBigPath adds a directory of n MiB of random data with nix-store --add.
+func addBigPath(t testing.TB, mib int) storepath.Path {
+	t.Helper()
+	testenv.RequireNix(t)
+	dir := filepath.Join(t.TempDir(), fmt.Sprintf("nixcache-big-%d", time.Now().UnixNano()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range mib / 4 {
+		f, err := os.Open("/dev/urandom")
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4<<20)
+		if _, err := f.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("chunk-%03d", i)), buf, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := testenv.Nix(t, "nix-store", "--add", dir)
+	return mustPath(t, strings.TrimSpace(string(out)))
+}
+
+func mustPath(t testing.TB, s string) storepath.Path {
+	t.Helper()
+	p, err := storepath.Parse(s)
+	if err != nil {
+		t.Fatalf("store path %q: %v", s, err)
+	}
+	return p
+}
+
+func pathStrings(ps []storepath.Path) []string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = string(p)
+	}
+	return s
+}
+
+// openStore opens the local store (database, falling back to the nix command).
+func openStore(t testing.TB) *localstore.Store {
+	t.Helper()
+	s, err := localstore.Open(context.Background(), localstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// nixVerify runs nix store verify against the cache (the judge of signatures,
+// NAR presence and hashes).
+func nixVerify(t testing.TB, storeURL, pub string, paths []storepath.Path) {
+	t.Helper()
+	args := append([]string{"store", "verify", "--store", storeURL, "--trusted-public-keys", pub}, pathStrings(paths)...)
+	if out, err := testenv.NixCmd("nix", args...); err != nil {
+		t.Fatalf("nix store verify --store %s: %v\n%s", storeURL, err, out)
+	}
+}
+
+// deleteAndSubstitute deletes the closure from the local store and makes Nix
+// substitute it back from substituter, trusting only pub.
+func deleteAndSubstitute(t testing.TB, substituter, pub string, top storepath.Path, closure []storepath.Path) {
+	t.Helper()
+	testenv.Nix(t, "nix-store", append([]string{"--delete"}, pathStrings(closure)...)...)
+	for _, p := range closure {
+		if _, err := os.Lstat(string(p)); err == nil {
+			t.Fatalf("%s still exists after nix-store --delete", p)
+		}
+	}
+	if out, err := testenv.NixCmd("nix-store", "--realise", string(top),
+		"--option", "substituters", substituter,
+		"--option", "trusted-public-keys", pub,
+		"--option", "narinfo-cache-negative-ttl", "0",
+		"--max-jobs", "0"); err != nil {
+		t.Fatalf("nix-store --realise %s from %s: %v\n%s", top, substituter, err, out)
+	}
+	for _, p := range closure {
+		if _, err := os.Lstat(string(p)); err != nil {
+			t.Fatalf("%s not substituted back: %v", p, err)
+		}
+	}
+	// Nix itself checks the restored contents against the NarHash.
+	testenv.Nix(t, "nix-store", "--verify-path", string(top))
+}
+
+// checkConsistent is the invariant checker: every narinfo has its NAR with
+// FileSize bytes and the narinfos of all its references.
+func checkConsistent(t testing.TB, c *cache.Cache) {
+	t.Helper()
+	if err := c.CheckConsistency(context.Background()); err != nil {
+		t.Fatalf("cache inconsistent:\n%v", err)
+	}
+}

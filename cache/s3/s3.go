@@ -1,0 +1,618 @@
+// Package s3 is a cache.Backend on an S3 bucket (AWS or any S3-compatible
+// server), through minio-go. It is what an s3://bucket[/prefix] store URL
+// opens, with Nix's parameters: region, endpoint, profile, addressing-style.
+//
+// Uploads are made so that any S3 server serves them back byte for byte to
+// Nix over plain HTTP: the payload is never sent in aws-chunked streaming
+// form (which some servers store and serve with Content-Encoding:
+// aws-chunked, and Nix then fails with "input compression not recognized"),
+// and no x-amz-checksum or trailing headers are sent (Backblaze B2 rejects
+// them). Objects up to the part size go up in a single PUT with Content-MD5;
+// larger ones as a multipart upload of uniform parts (Cloudflare R2 needs
+// that), in parallel when the reader is an io.ReaderAt. A failed multipart
+// upload is aborted.
+//
+// Importing the package registers the "s3" store URL scheme with
+// cache.Register.
+package s3
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/nixcache/nixcache/cache"
+)
+
+// Defaults of the S3 backend.
+const (
+	// DefaultRegion is Nix's default region for s3:// stores.
+	DefaultRegion = "us-east-1"
+	// DefaultProfile is the shared credentials file profile used when
+	// neither the profile parameter nor AWS_PROFILE is set.
+	DefaultProfile = "default"
+	// DefaultPartSize is the multipart part size: objects up to this size go
+	// up in one PUT, larger ones in parts of exactly this size (the last one
+	// smaller). It grows for objects over 10,000 parts.
+	DefaultPartSize = 16 << 20
+	// MinPartSize is S3's minimum part size (but for the last part).
+	MinPartSize = 5 << 20
+	// MaxPartSize is S3's maximum part size.
+	MaxPartSize = 5 << 30
+	// DefaultThreads is how many parts of one object upload at once.
+	DefaultThreads = 4
+	// DefaultRetries is how many times a request is tried on a network
+	// error, HTTP 408, 429, 5xx or an S3 SlowDown/InternalError code, with
+	// exponential backoff (200 ms doubling, capped at 1 s) and full jitter.
+	DefaultRetries = 5
+	maxParts       = 10000
+)
+
+// Errors, for errors.Is.
+var (
+	// ErrBucketNotFound means the bucket does not exist on the server.
+	ErrBucketNotFound = errors.New("s3: bucket does not exist")
+	// ErrAccessDenied means the server refused the credentials (unknown
+	// key, bad secret, or no permission).
+	ErrAccessDenied = errors.New("s3: access denied")
+	// ErrUnreachable means the server could not be reached.
+	ErrUnreachable = errors.New("s3: server unreachable")
+	// ErrBadParam is wrapped when an s3:// URL parameter is invalid.
+	ErrBadParam = errors.New("s3: invalid store URL parameter")
+)
+
+func init() {
+	cache.Register("s3", func(ctx context.Context, u *cache.URL) (cache.Backend, error) {
+		o, err := OptionsFromURL(u)
+		if err != nil {
+			return nil, err
+		}
+		return New(ctx, o)
+	})
+}
+
+// Options configure a Backend.
+type Options struct {
+	// Bucket is the bucket name (required).
+	Bucket string
+	// Prefix is prepended, with a "/", to every key; "" for the bucket root.
+	Prefix string
+	// Region defaults to DefaultRegion.
+	Region string
+	// Endpoint is the server's base URL, e.g. "http://127.0.0.1:9000"; its
+	// scheme decides TLS. Empty means AWS (s3.amazonaws.com).
+	Endpoint string
+	// Profile selects the shared credentials file section; empty means
+	// AWS_PROFILE, then DefaultProfile.
+	Profile string
+	// AddressingStyle is "auto" (the default: virtual-host style for AWS,
+	// path style for custom endpoints and dotted bucket names), "path" or
+	// "virtual".
+	AddressingStyle string
+	// StorageClass is sent with every upload when set (e.g. "STANDARD_IA").
+	StorageClass string
+	// PartSize is the multipart part size, MinPartSize..MaxPartSize;
+	// 0 means DefaultPartSize.
+	PartSize int64
+	// Threads is the number of parts uploaded at once; 0 means DefaultThreads.
+	Threads int
+	// Retries is the number of attempts per request; 0 means DefaultRetries,
+	// 1 disables retries.
+	Retries int
+	// Creds overrides the credential chain (environment, shared credentials
+	// file, instance role).
+	Creds *credentials.Credentials
+	// Transport overrides the HTTP transport (tests inject failures here).
+	Transport http.RoundTripper
+	// SkipBucketCheck skips the BucketExists request New makes to report a
+	// missing bucket or wrong credentials early.
+	SkipBucketCheck bool
+}
+
+// OptionsFromURL validates the backend parameters of a parsed s3:// store
+// URL and turns them into Options: region, endpoint (a full URL; a bare host
+// takes its scheme from the deprecated scheme parameter, default https),
+// profile, addressing-style (auto|path|virtual), storage-class,
+// multipart-chunk-size (alias buffer-size; bytes, 5 MiB..5 GiB) and
+// retry-attempts. A bad value is an error naming the parameter.
+func OptionsFromURL(u *cache.URL) (Options, error) {
+	if u.Scheme != "s3" {
+		return Options{}, fmt.Errorf("s3: store URL scheme is %q, not s3", u.Scheme)
+	}
+	o := Options{Bucket: u.Bucket, Prefix: u.Prefix}
+	bad := func(name, format string, args ...any) error {
+		return fmt.Errorf("%w %q: %s", ErrBadParam, name, fmt.Sprintf(format, args...))
+	}
+	for name, v := range u.Params {
+		switch name {
+		case "region":
+			if v == "" {
+				return o, bad(name, "empty region")
+			}
+			o.Region = v
+		case "profile":
+			o.Profile = v
+		case "endpoint", "scheme":
+			// handled below
+		case "addressing-style":
+			switch v {
+			case "auto", "path", "virtual":
+				o.AddressingStyle = v
+			default:
+				return o, bad(name, "%q is not auto, path or virtual", v)
+			}
+		case "storage-class":
+			o.StorageClass = v
+		case "multipart-chunk-size", "buffer-size":
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < MinPartSize || n > MaxPartSize {
+				return o, bad(name, "%q is not a byte count from %d (5 MiB) to %d (5 GiB)", v, MinPartSize, int64(MaxPartSize))
+			}
+			o.PartSize = n
+		case "retry-attempts":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 100 {
+				return o, bad(name, "%q is not a count from 1 to 100", v)
+			}
+			o.Retries = n
+		default:
+			return o, bad(name, "unknown parameter")
+		}
+	}
+	if ep, ok := u.Params["endpoint"]; ok {
+		if ep == "" {
+			return o, bad("endpoint", "empty endpoint")
+		}
+		if !strings.Contains(ep, "://") {
+			scheme := u.Params["scheme"]
+			if scheme == "" {
+				scheme = "https"
+			}
+			ep = scheme + "://" + ep
+		} else if _, ok := u.Params["scheme"]; ok {
+			return o, bad("scheme", "deprecated; give the scheme in endpoint (e.g. endpoint=http://host:9000)")
+		}
+		o.Endpoint = ep
+	} else if _, ok := u.Params["scheme"]; ok {
+		return o, bad("scheme", "only meaningful with a bare endpoint host")
+	}
+	return o, nil
+}
+
+// Backend stores objects in an S3 bucket under an optional key prefix.
+type Backend struct {
+	client   *minio.Client
+	bucket   string
+	prefix   string // "" or ending in "/"
+	partSize int64
+	threads  int
+	storage  string
+	endpoint string
+	profile  string
+}
+
+var _ cache.Backend = (*Backend)(nil)
+
+// New connects to the bucket. Unless opts.SkipBucketCheck is set it checks
+// that the bucket exists, so that a wrong bucket name, wrong credentials or
+// an unreachable server are reported here, once and clearly.
+func New(ctx context.Context, opts Options) (*Backend, error) {
+	if opts.Bucket == "" {
+		return nil, errors.New("s3: no bucket given")
+	}
+	region := opts.Region
+	if region == "" {
+		region = DefaultRegion
+	}
+	host, secure := "s3.amazonaws.com", true
+	if opts.Endpoint != "" {
+		ep, err := url.Parse(opts.Endpoint)
+		if err != nil {
+			return nil, fmt.Errorf("%w \"endpoint\": %v", ErrBadParam, err)
+		}
+		switch ep.Scheme {
+		case "http":
+			secure = false
+		case "https":
+		default:
+			return nil, fmt.Errorf("%w \"endpoint\": %q: scheme must be http or https", ErrBadParam, opts.Endpoint)
+		}
+		if ep.Host == "" || (ep.Path != "" && ep.Path != "/") || ep.RawQuery != "" || ep.User != nil {
+			return nil, fmt.Errorf("%w \"endpoint\": %q: want scheme://host[:port] only", ErrBadParam, opts.Endpoint)
+		}
+		host = ep.Host
+	}
+	lookup := minio.BucketLookupAuto
+	switch opts.AddressingStyle {
+	case "", "auto":
+	case "path":
+		lookup = minio.BucketLookupPath
+	case "virtual":
+		lookup = minio.BucketLookupDNS
+	default:
+		return nil, fmt.Errorf("%w \"addressing-style\": %q is not auto, path or virtual", ErrBadParam, opts.AddressingStyle)
+	}
+	profile := opts.Profile
+	if profile == "" {
+		profile = os.Getenv("AWS_PROFILE")
+	}
+	if profile == "" {
+		profile = DefaultProfile
+	}
+	creds := opts.Creds
+	if creds == nil {
+		creds = credentials.NewChainCredentials([]credentials.Provider{
+			&credentials.EnvAWS{},
+			&credentials.FileAWSCredentials{Profile: profile},
+			&credentials.IAM{},
+		})
+	}
+	retries := opts.Retries
+	if retries == 0 {
+		retries = DefaultRetries
+	}
+	partSize := opts.PartSize
+	if partSize == 0 {
+		partSize = DefaultPartSize
+	}
+	if partSize < MinPartSize || partSize > MaxPartSize {
+		return nil, fmt.Errorf("%w: part size %d outside %d..%d", ErrBadParam, partSize, MinPartSize, int64(MaxPartSize))
+	}
+	threads := opts.Threads
+	if threads <= 0 {
+		threads = DefaultThreads
+	}
+	client, err := minio.New(host, &minio.Options{
+		Creds:        creds,
+		Secure:       secure,
+		Region:       region,
+		BucketLookup: lookup,
+		MaxRetries:   retries,
+		Transport:    opts.Transport,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("s3: endpoint %q: %w", host, err)
+	}
+	prefix := strings.Trim(opts.Prefix, "/")
+	if prefix != "" {
+		if err := cache.ValidateKey(prefix); err != nil {
+			return nil, fmt.Errorf("s3: prefix: %w", err)
+		}
+		prefix += "/"
+	}
+	b := &Backend{
+		client: client, bucket: opts.Bucket, prefix: prefix, partSize: partSize,
+		threads: threads, storage: opts.StorageClass, endpoint: client.EndpointURL().String(), profile: profile,
+	}
+	if !opts.SkipBucketCheck {
+		ok, err := client.BucketExists(ctx, b.bucket)
+		if err != nil {
+			return nil, b.wrap("open bucket", "", err)
+		}
+		if !ok {
+			// Some servers answer HEAD bucket with a bare 404 for unknown
+			// credentials too; a listing request returns the real error code.
+			lctx, cancel := context.WithCancel(ctx)
+			oi, ok := <-client.ListObjects(lctx, b.bucket, minio.ListObjectsOptions{MaxKeys: 1})
+			cancel()
+			if ok && oi.Err != nil {
+				err = b.wrap("open bucket", "", oi.Err)
+			}
+			if err != nil && !errors.Is(err, ErrBucketNotFound) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("s3: bucket %q at %s: %w", b.bucket, b.endpoint, ErrBucketNotFound)
+		}
+	}
+	return b, nil
+}
+
+// Client returns the underlying minio client.
+func (b *Backend) Client() *minio.Client { return b.client }
+
+// Bucket returns the bucket name.
+func (b *Backend) Bucket() string { return b.bucket }
+
+// ObjectName returns the S3 object name of a cache key (the prefix plus key).
+func (b *Backend) ObjectName(key string) string { return b.prefix + key }
+
+// wrap turns a minio error into one that names the operation, bucket and
+// key and wraps the matching sentinel.
+func (b *Backend) wrap(op, key string, err error) error {
+	where := fmt.Sprintf("s3: %s s3://%s/%s", op, b.bucket, b.prefix+key)
+	if key == "" {
+		where = fmt.Sprintf("s3: %s s3://%s", op, b.bucket)
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	var er minio.ErrorResponse
+	if errors.As(err, &er) {
+		switch er.Code {
+		case "NoSuchKey", "NotFound":
+			return fmt.Errorf("%s: %w", where, cache.ErrNotFound)
+		case "NoSuchBucket":
+			return fmt.Errorf("s3: %s: bucket %q at %s: %w", op, b.bucket, b.endpoint, ErrBucketNotFound)
+		case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "Forbidden", "XAdminUserNotFound":
+			return fmt.Errorf("%s: %w (%s: %s); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, profile %q in the shared credentials file, or the instance role",
+				where, ErrAccessDenied, er.Code, er.Message, b.profile)
+		}
+		if er.StatusCode == http.StatusForbidden {
+			return fmt.Errorf("%s: %w (%s)", where, ErrAccessDenied, er.Error())
+		}
+		return fmt.Errorf("%s: %s (HTTP %d): %w", where, er.Code, er.StatusCode, err)
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s: %w: %s: %w", where, ErrUnreachable, b.endpoint, err)
+	}
+	return fmt.Errorf("%s: %w", where, err)
+}
+
+// Stat returns the object's size and modification time.
+func (b *Backend) Stat(ctx context.Context, key string) (cache.ObjectInfo, error) {
+	if err := cache.ValidateKey(key); err != nil {
+		return cache.ObjectInfo{}, fmt.Errorf("s3: %w", err)
+	}
+	oi, err := b.client.StatObject(ctx, b.bucket, b.prefix+key, minio.StatObjectOptions{})
+	if err != nil {
+		return cache.ObjectInfo{}, b.wrap("stat", key, err)
+	}
+	return cache.ObjectInfo{Key: key, Size: oi.Size, ModTime: oi.LastModified}, nil
+}
+
+// Get opens the object for reading. The GET request is made before Get
+// returns, so a missing object is reported here (wrapping cache.ErrNotFound).
+func (b *Backend) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	if err := cache.ValidateKey(key); err != nil {
+		return nil, fmt.Errorf("s3: %w", err)
+	}
+	obj, err := b.client.GetObject(ctx, b.bucket, b.prefix+key, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, b.wrap("get", key, err)
+	}
+	if _, err := obj.Stat(); err != nil {
+		obj.Close()
+		return nil, b.wrap("get", key, err)
+	}
+	return &object{obj: obj, b: b, key: key}, nil
+}
+
+type object struct {
+	obj *minio.Object
+	b   *Backend
+	key string
+}
+
+func (o *object) Read(p []byte) (int, error) {
+	n, err := o.obj.Read(p)
+	if err != nil && err != io.EOF {
+		err = o.b.wrap("get", o.key, err)
+	}
+	return n, err
+}
+
+func (o *object) Close() error { return o.obj.Close() }
+
+// partSizeFor returns the uniform part size for an object: the configured
+// size, grown in whole MiB when the object would need over 10,000 parts.
+func (b *Backend) partSizeFor(size int64) int64 {
+	ps := b.partSize
+	if size > ps*maxParts {
+		ps = (size + maxParts - 1) / maxParts
+		ps = (ps + 1<<20 - 1) &^ (1<<20 - 1)
+	}
+	return ps
+}
+
+// Put uploads exactly size bytes of r under key with the given Content-Type.
+// Objects up to the part size go up in one PUT with Content-MD5 (from memory
+// for a plain reader, so that the request can be retried). Larger ones go up
+// as a multipart upload of uniform parts: in parallel (Threads parts at a
+// time) when r is an io.ReaderAt, whose section [offset, offset+size) is read
+// (offset is r's current position if it is also an io.Seeker, else 0);
+// otherwise read part by part into Threads buffers that upload in parallel. A reader with fewer or more than size bytes fails
+// with cache.ErrSizeMismatch and a failed multipart upload is aborted, so
+// nothing is stored.
+func (b *Backend) Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) error {
+	if err := cache.ValidateKey(key); err != nil {
+		return fmt.Errorf("s3: %w", err)
+	}
+	if size < 0 {
+		return fmt.Errorf("s3: put %q: negative size %d", key, size)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("s3: put %q: %w", key, err)
+	}
+	partSize := b.partSizeFor(size)
+	opts := minio.PutObjectOptions{
+		ContentType:  contentType,
+		StorageClass: b.storage,
+		PartSize:     uint64(partSize),
+		NumThreads:   uint(b.threads),
+		// Never aws-chunked: sign with UNSIGNED-PAYLOAD so the bytes on the
+		// wire (and on disk at the server) are exactly the object.
+		DisableContentSha256: true,
+		SendContentMd5:       true,
+	}
+	var body io.Reader
+	if ra, ok := r.(io.ReaderAt); ok {
+		var off int64
+		if sk, ok := r.(io.Seeker); ok {
+			o, err := sk.Seek(0, io.SeekCurrent)
+			if err != nil {
+				return fmt.Errorf("s3: put %q: %w", key, err)
+			}
+			off = o
+		}
+		if err := checkReaderAtSize(ra, off, size); err != nil {
+			return fmt.Errorf("s3: put %q: %w", key, err)
+		}
+		body = io.NewSectionReader(ra, off, size)
+		if size > partSize {
+			// minio-go only takes the parallel ReaderAt path without MD5.
+			opts.SendContentMd5 = false
+		}
+	} else {
+		exact := cache.ExactReader(r, size)
+		if size <= partSize {
+			// Buffer small objects: the PUT then carries Content-MD5 and can
+			// be retried (a plain reader cannot be rewound).
+			buf := make([]byte, size)
+			if _, err := io.ReadFull(exact, buf); err != nil {
+				return fmt.Errorf("s3: put %q: %w", key, sizeErr(err, size))
+			}
+			if _, err := exact.Read(make([]byte, 1)); err != io.EOF {
+				return fmt.Errorf("s3: put %q: %w", key, sizeErr(err, size))
+			}
+			body = bytes.NewReader(buf)
+		} else {
+			// Read parts into Threads buffers and upload them in parallel
+			// (memory: Threads x part size), each with Content-MD5.
+			body = plainReader{exact}
+			opts.ConcurrentStreamParts = true
+		}
+	}
+	start := time.Now()
+	if _, err := b.client.PutObject(ctx, b.bucket, b.prefix+key, body, size, opts); err != nil {
+		if size > partSize {
+			b.abortLeftovers(ctx, key, start)
+		}
+		if errors.Is(err, cache.ErrSizeMismatch) {
+			return fmt.Errorf("s3: put %q: %w", key, err)
+		}
+		if ctx.Err() != nil {
+			return b.wrap("put", key, fmt.Errorf("%w (%v)", ctx.Err(), err))
+		}
+		return b.wrap("put", key, err)
+	}
+	return nil
+}
+
+func sizeErr(err error, size int64) error {
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		return fmt.Errorf("%w: reader ended before %d bytes", cache.ErrSizeMismatch, size)
+	}
+	return err
+}
+
+// checkReaderAtSize checks that ra holds exactly size bytes from off: the
+// last expected byte reads, the one after it does not.
+func checkReaderAtSize(ra io.ReaderAt, off, size int64) error {
+	var b [1]byte
+	if size > 0 {
+		if n, err := ra.ReadAt(b[:], off+size-1); n != 1 {
+			if err == nil || err == io.EOF {
+				return fmt.Errorf("%w: reader has fewer than %d bytes", cache.ErrSizeMismatch, size)
+			}
+			return err
+		}
+	}
+	n, err := ra.ReadAt(b[:], off+size)
+	if n > 0 {
+		return fmt.Errorf("%w: reader has more than %d bytes", cache.ErrSizeMismatch, size)
+	}
+	if err != nil && err != io.EOF {
+		return err
+	}
+	return nil
+}
+
+// plainReader hides a reader's other methods from minio-go.
+type plainReader struct{ r io.Reader }
+
+func (p plainReader) Read(b []byte) (int, error) { return p.r.Read(b) }
+
+// Delete removes the object; a missing object is reported as
+// cache.ErrNotFound (S3's DELETE itself succeeds on missing keys).
+func (b *Backend) Delete(ctx context.Context, key string) error {
+	if _, err := b.Stat(ctx, key); err != nil {
+		return err
+	}
+	if err := b.client.RemoveObject(ctx, b.bucket, b.prefix+key, minio.RemoveObjectOptions{}); err != nil {
+		return b.wrap("delete", key, err)
+	}
+	return nil
+}
+
+// List calls fn for every object whose key starts with prefix.
+func (b *Backend) List(ctx context.Context, prefix string, fn func(cache.ObjectInfo) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops minio-go's listing goroutine when fn fails
+	for oi := range b.client.ListObjects(ctx, b.bucket, minio.ListObjectsOptions{Prefix: b.prefix + prefix, Recursive: true}) {
+		if oi.Err != nil {
+			return b.wrap("list", prefix, oi.Err)
+		}
+		key := strings.TrimPrefix(oi.Key, b.prefix)
+		if strings.HasSuffix(key, "/") {
+			continue // directory marker
+		}
+		if err := fn(cache.ObjectInfo{Key: key, Size: oi.Size, ModTime: oi.LastModified}); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// abortLeftovers aborts multipart uploads of key that a failed Put began.
+// minio-go aborts a failed upload itself, but a part request cancelled in
+// flight can reach the server after that abort and revive the upload
+// (seen with versitygw), so look again, twice, a moment later. A concurrent
+// Put of the same key (same content, in a content-addressed cache) may be
+// aborted too; it then fails and stores nothing, which keeps Put atomic.
+func (b *Backend) abortLeftovers(ctx context.Context, key string, since time.Time) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	name := b.prefix + key
+	for round := range 3 {
+		if round > 0 {
+			time.Sleep(time.Duration(round) * 150 * time.Millisecond)
+		}
+		found := false
+		for u := range b.client.ListIncompleteUploads(ctx, b.bucket, name, false) {
+			if u.Err != nil {
+				return // server unreachable: AbortIncomplete can clean up later
+			}
+			if u.Key != name || u.Initiated.Before(since.Add(-time.Minute)) {
+				continue
+			}
+			found = true
+			_ = b.client.RemoveIncompleteUpload(ctx, b.bucket, name)
+		}
+		if !found && round > 0 {
+			return
+		}
+	}
+}
+
+// AbortIncomplete aborts every unfinished multipart upload under the prefix
+// (left behind when the server or the network failed mid-upload, so that
+// the abort itself could not be sent) and returns how many it aborted.
+func (b *Backend) AbortIncomplete(ctx context.Context) (int, error) {
+	n := 0
+	var keys []string
+	for u := range b.client.ListIncompleteUploads(ctx, b.bucket, b.prefix, true) {
+		if u.Err != nil {
+			return n, b.wrap("list incomplete uploads", "", u.Err)
+		}
+		keys = append(keys, u.Key)
+	}
+	for _, k := range keys {
+		if err := b.client.RemoveIncompleteUpload(ctx, b.bucket, k); err != nil {
+			return n, b.wrap("abort upload", strings.TrimPrefix(k, b.prefix), err)
+		}
+		n++
+	}
+	return n, nil
+}

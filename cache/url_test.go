@@ -1,0 +1,302 @@
+package cache_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nixcache/nixcache/cache"
+	"github.com/nixcache/nixcache/internal/testenv"
+)
+
+func TestParseURL(t *testing.T) {
+	def := func(u cache.URL) *cache.URL {
+		if u.Compression == "" {
+			u.Compression = "zstd"
+		}
+		if u.CompressionLevel == 0 {
+			u.CompressionLevel = -1
+		}
+		if u.Params == nil {
+			u.Params = map[string]string{}
+		}
+		return &u
+	}
+	tests := []struct {
+		in   string
+		want *cache.URL
+	}{
+		{"file:///srv/cache", def(cache.URL{Scheme: "file", Path: "/srv/cache"})},
+		{"file:///srv/cache/", def(cache.URL{Scheme: "file", Path: "/srv/cache"})},
+		{"file:///srv/my%20cache", def(cache.URL{Scheme: "file", Path: "/srv/my cache"})},
+		{"file:///", def(cache.URL{Scheme: "file", Path: "/"})},
+		{"file:///c?compression=xz", def(cache.URL{Scheme: "file", Path: "/c", Compression: "xz"})},
+		{"file:///c?compression=none", def(cache.URL{Scheme: "file", Path: "/c", Compression: "none"})},
+		{"file:///c?compression=zstd&compression-level=19", def(cache.URL{Scheme: "file", Path: "/c", CompressionLevel: 19})},
+		{"file:///c?compression-level=-1", def(cache.URL{Scheme: "file", Path: "/c"})},
+		{"file:///c?parallel-compression=true", def(cache.URL{Scheme: "file", Path: "/c", ParallelCompression: true})},
+		{"file:///c?parallel-compression=1", def(cache.URL{Scheme: "file", Path: "/c", ParallelCompression: true})},
+		{"file:///c?parallel-compression=yes", def(cache.URL{Scheme: "file", Path: "/c", ParallelCompression: true})},
+		{"file:///c?parallel-compression=false", def(cache.URL{Scheme: "file", Path: "/c"})},
+		{"file:///c?write-nar-listing=true", def(cache.URL{Scheme: "file", Path: "/c", WriteNARListing: true})},
+		{"file:///c?write-nar-listing=0", def(cache.URL{Scheme: "file", Path: "/c"})},
+		{"file:///c?want-mass-query=true&priority=30", def(cache.URL{Scheme: "file", Path: "/c", WantMassQuery: true, Priority: 30})},
+		{"file:///c?want-mass-query=no&priority=-5", def(cache.URL{Scheme: "file", Path: "/c", Priority: -5})},
+		{"file:///c?secret-key=/k1&secret-key=/k%202", def(cache.URL{Scheme: "file", Path: "/c", SecretKeys: []string{"/k1", "/k 2"}})},
+		{"file:///c?secret-keys=/k1,/k2&secret-key=/k3", def(cache.URL{Scheme: "file", Path: "/c", SecretKeys: []string{"/k1", "/k2", "/k3"}})},
+		{"file:///c?secret-key=/a+b", def(cache.URL{Scheme: "file", Path: "/c", SecretKeys: []string{"/a+b"}})},
+		{"file:///c?", def(cache.URL{Scheme: "file", Path: "/c"})},
+		{"s3://bucket", def(cache.URL{Scheme: "s3", Bucket: "bucket"})},
+		{"s3://bucket/", def(cache.URL{Scheme: "s3", Bucket: "bucket"})},
+		{"s3://my.bucket/team/cache/", def(cache.URL{Scheme: "s3", Bucket: "my.bucket", Prefix: "team/cache"})},
+		{"s3://bucket?region=eu-west-1&endpoint=http://127.0.0.1:9000&profile=ci&addressing-style=path",
+			def(cache.URL{Scheme: "s3", Bucket: "bucket", Params: map[string]string{
+				"region": "eu-west-1", "endpoint": "http://127.0.0.1:9000", "profile": "ci", "addressing-style": "path"}})},
+		{"s3://bucket?endpoint=http%3A%2F%2Fh%3A9000&compression=xz&secret-key=/k",
+			def(cache.URL{Scheme: "s3", Bucket: "bucket", Compression: "xz", SecretKeys: []string{"/k"}, Params: map[string]string{"endpoint": "http://h:9000"}})},
+	}
+	for _, tt := range tests {
+		got, err := cache.ParseURL(tt.in)
+		if err != nil {
+			t.Errorf("ParseURL(%q): %v", tt.in, err)
+			continue
+		}
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("ParseURL(%q) =\n %+v, want\n %+v", tt.in, got, tt.want)
+		}
+		again, err := cache.ParseURL(got.String())
+		if err != nil || !reflect.DeepEqual(again, got) {
+			t.Errorf("ParseURL(%q).String() = %q does not round-trip: %+v, %v", tt.in, got.String(), again, err)
+		}
+	}
+}
+
+func TestParseURLErrors(t *testing.T) {
+	tests := []struct{ in, mention string }{
+		{"s3://b?regoin=x", `unknown parameter "regoin"`},
+		{"file:///c?region=x", `unknown parameter "region"`},
+		{"file:///c?compression=foo", `"foo"`},
+		{"file:///c?compression=br", `"br"`},
+		{"file:///c?compression=", `"compression"`},
+		{"file:///c?compression-level=abc", `"compression-level"`},
+		{"file:///c?compression-level=", `"compression-level"`},
+		{"file:///c?priority=x", `"priority"`},
+		{"file:///c?priority=1.5", `"priority"`},
+		{"file:///c?parallel-compression=maybe", `"parallel-compression"`},
+		{"file:///c?write-nar-listing=TRUE", `"write-nar-listing"`},
+		{"file:///c?want-mass-query=", `"want-mass-query"`},
+		{"file:///c?secret-key=", `"secret-key"`},
+		{"file:///c?priority", `"priority" has no value`},
+		{"file:///c?priority=1&priority=2", `"priority" given twice`},
+		{"file:///c?narinfo-compression=zstd", `"narinfo-compression"`},
+		{"file:///c?a%zz=1", `"a%zz"`},
+		{"file://relative/dir", "absolute path"},
+		{"file://", "absolute path"},
+		{"/srv/cache", "missing scheme"},
+		{"", "missing scheme"},
+		{"http://host/cache", `unknown store type "http"`},
+		{"FILE:///c", "lower case"},
+		{"s3://", "missing bucket"},
+		{"s3://ab", "3 to 63"},
+		{"s3://bad_bucket!", `invalid character '!'`},
+		{"s3://-bucket", "start and end"},
+		{"s3://bucket/a//b", `prefix`},
+		{"s3://bucket/a/../b", `prefix`},
+		{"file:///c#frag", "fragment"},
+	}
+	if _, err := cache.ParseURL("s3://b?regoin=x"); err == nil || err.Error() != `cache: store URL "s3://b?regoin=x": unknown parameter "regoin"` {
+		t.Errorf("error text: %v", err)
+	}
+	for _, tt := range tests {
+		_, err := cache.ParseURL(tt.in)
+		if err == nil {
+			t.Errorf("ParseURL(%q) succeeded, want an error mentioning %s", tt.in, tt.mention)
+			continue
+		}
+		if !errors.Is(err, cache.ErrBadURL) {
+			t.Errorf("ParseURL(%q) error does not wrap ErrBadURL: %v", tt.in, err)
+		}
+		if !strings.Contains(err.Error(), tt.mention) || !strings.Contains(err.Error(), "cache: store URL") {
+			t.Errorf("ParseURL(%q) error = %q, want it to mention %s", tt.in, err, tt.mention)
+		}
+	}
+}
+
+// TestParseURLAgreesWithNix asks real Nix (nix store ping --store URL) which
+// file:// URLs it accepts, for the parameters Nix itself validates, and checks
+// ParseURL accepts and rejects the same ones. (For unknown parameters Nix only
+// warns where ParseURL fails, on purpose; not compared here.)
+func TestParseURLAgreesWithNix(t *testing.T) {
+	testenv.RequireNix(t)
+	dir := t.TempDir()
+	for _, q := range []string{
+		"write-nar-listing=true", "write-nar-listing=1", "write-nar-listing=yes", "write-nar-listing=no",
+		"write-nar-listing=false", "write-nar-listing=0", "write-nar-listing=maybe", "write-nar-listing=TRUE",
+		"parallel-compression=2", "want-mass-query=on",
+		"compression-level=9", "compression-level=-1", "compression-level=abc", "compression-level=1.5",
+		"priority=40", "priority=x", "priority=",
+		"compression=xz&compression-level=3",
+	} {
+		u := "file://" + dir + "?" + q
+		_, nixErr := testenv.NixCmd("nix", "store", "ping", "--store", u)
+		_, ourErr := cache.ParseURL(u)
+		if (nixErr == nil) != (ourErr == nil) {
+			t.Errorf("%s: Nix error %v, ParseURL error %v", q, nixErr, ourErr)
+		}
+	}
+	rel := "file://" + strings.TrimPrefix(dir, "/")
+	_, nixErr := testenv.NixCmd("nix", "store", "ping", "--store", rel)
+	if _, ourErr := cache.ParseURL(rel); nixErr == nil || ourErr == nil {
+		t.Errorf("relative file URL: Nix error %v, ParseURL error %v; both should fail", nixErr, ourErr)
+	}
+}
+
+func TestOpenBackendUnregistered(t *testing.T) {
+	_, err := cache.OpenBackend(context.Background(), &cache.URL{Scheme: "nosuch"})
+	if !errors.Is(err, cache.ErrUnknownScheme) || !strings.Contains(err.Error(), `"nosuch"`) {
+		t.Fatalf("OpenBackend(nosuch): %v", err)
+	}
+	if slices.Contains(cache.Schemes(), "s3") {
+		return // the test binary links cache/s3 in
+	}
+	u, err := cache.ParseURL("s3://bucket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cache.OpenBackend(context.Background(), u)
+	if !errors.Is(err, cache.ErrUnknownScheme) || !strings.Contains(err.Error(), "cache/s3") {
+		t.Fatalf("OpenBackend(s3) without import: %v", err)
+	}
+}
+
+func TestRegister(t *testing.T) {
+	type fake struct{ cache.Backend }
+	cache.Register("memtest", func(ctx context.Context, u *cache.URL) (cache.Backend, error) {
+		if u.Params["size"] == "" {
+			return nil, errors.New("memtest: size missing")
+		}
+		return fake{}, nil
+	}, "size")
+	u, err := cache.ParseURL("memtest://x?size=3&compression=none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cache.OpenBackend(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cache.ParseURL("memtest://x?colour=3"); err == nil || !strings.Contains(err.Error(), `"colour"`) {
+		t.Fatalf("unknown parameter of registered scheme: %v", err)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("second Register of a scheme did not panic")
+		}
+	}()
+	cache.Register("memtest", func(context.Context, *cache.URL) (cache.Backend, error) { return nil, nil })
+}
+
+func TestValidateKey(t *testing.T) {
+	for _, k := range []string{"nix-cache-info", "abc.narinfo", "nar/x.nar.zst", "log/abc-foo.drv", "a/b/c", ".ls", "a..b"} {
+		if err := cache.ValidateKey(k); err != nil {
+			t.Errorf("ValidateKey(%q): %v", k, err)
+		}
+	}
+	for _, k := range []string{"", "/a", "a/", "a//b", ".", "..", "a/./b", "a/../b", "a\\b", "a\nb", "a\x7fb"} {
+		if err := cache.ValidateKey(k); !errors.Is(err, cache.ErrInvalidKey) {
+			t.Errorf("ValidateKey(%q) = %v, want ErrInvalidKey", k, err)
+		}
+	}
+}
+
+func TestExactReader(t *testing.T) {
+	tests := []struct {
+		data string
+		size int64
+		ok   bool
+	}{
+		{"", 0, true}, {"abc", 3, true}, {"ab", 3, false}, {"abcd", 3, false}, {"a", 0, false},
+	}
+	for _, tt := range tests {
+		r := cache.ExactReader(strings.NewReader(tt.data), tt.size)
+		buf := make([]byte, tt.size) // read exactly size bytes, as an HTTP body would
+		_, err := readFullNoMore(r, buf)
+		if tt.ok != (err == nil) {
+			t.Errorf("ExactReader(%q, %d): err %v, want ok=%v", tt.data, tt.size, err, tt.ok)
+		}
+		if !tt.ok && !errors.Is(err, cache.ErrSizeMismatch) {
+			t.Errorf("ExactReader(%q, %d): err %v, want ErrSizeMismatch", tt.data, tt.size, err)
+		}
+	}
+}
+
+// readFullNoMore reads len(buf) bytes and returns the first non-EOF error,
+// including one returned together with the last bytes.
+func readFullNoMore(r interface{ Read([]byte) (int, error) }, buf []byte) (int, error) {
+	n := 0
+	for {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			if err.Error() == "EOF" {
+				return n, nil
+			}
+			return n, err
+		}
+		if n == len(buf) && len(buf) > 0 {
+			return n, nil
+		}
+	}
+}
+
+func FuzzParseURL(f *testing.F) {
+	for _, s := range []string{
+		"file:///srv/cache", "file:///c?compression=xz&compression-level=9&parallel-compression=true",
+		"s3://bucket/prefix?region=eu-west-1&endpoint=http://127.0.0.1:9000&addressing-style=path",
+		"s3://b?regoin=x", "file://rel", "file:///c?secret-keys=/a,/b&secret-key=/c&priority=40&want-mass-query=1",
+		"file:///%zz", "s3://a.b-c/d%2Fe?profile=p&write-nar-listing=no",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := cache.ParseURL(s)
+		if err != nil {
+			if !errors.Is(err, cache.ErrBadURL) {
+				t.Fatalf("error does not wrap ErrBadURL: %v", err)
+			}
+			return
+		}
+		if u.Scheme == "file" && !filepath.IsAbs(u.Path) {
+			t.Fatalf("file URL %q gave relative path %q", s, u.Path)
+		}
+		again, err := cache.ParseURL(u.String())
+		if err != nil {
+			t.Fatalf("ParseURL(%q).String() = %q fails to parse: %v", s, u.String(), err)
+		}
+		if !reflect.DeepEqual(again, u) {
+			t.Fatalf("round trip of %q via %q: %+v != %+v", s, u.String(), again, u)
+		}
+	})
+}
+
+func ExampleParseURL() {
+	u, err := cache.ParseURL("s3://nix-cache/team?region=eu-west-1&compression=xz&secret-key=/etc/nix/cache.sec&want-mass-query=true")
+	if err != nil {
+		panic(err)
+	}
+	os.Stdout.WriteString(u.Bucket + " " + u.Prefix + " " + u.Params["region"] + " " + u.Compression + " " + u.SecretKeys[0] + "\n")
+	// Output: nix-cache team eu-west-1 xz /etc/nix/cache.sec
+}
+
+func BenchmarkParseURL(b *testing.B) {
+	s := "s3://nix-cache/team?region=eu-west-1&endpoint=http://127.0.0.1:9000&compression=xz&secret-key=/etc/nix/cache.sec&want-mass-query=true&priority=40"
+	for b.Loop() {
+		if _, err := cache.ParseURL(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,85 @@
+// Command nar dumps, hashes, lists and restores Nix Archives.
+//
+//	nar dump PATH        write the NAR of PATH to stdout (as nix-store --dump)
+//	nar hash PATH        print the NAR's sha256 in nix32 (as nix-hash --type sha256 --base32)
+//	nar ls FILE          print the .ls listing JSON of a NAR file ("-" for stdin)
+//	nar restore FILE DIR unpack a NAR file ("-" for stdin) into DIR (as nix-store --restore)
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/nixcache/nixcache/nar"
+	"github.com/nixcache/nixcache/storepath/nixbase32"
+)
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: nar dump PATH | nar hash PATH | nar ls FILE | nar restore FILE DIR")
+	os.Exit(2)
+}
+
+func main() {
+	flag.Usage = usage
+	flag.Parse()
+	args := flag.Args()
+	if len(args) < 2 {
+		usage()
+	}
+	if err := run(args[0], args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "nar:", err)
+		os.Exit(1)
+	}
+}
+
+func open(name string) (io.ReadCloser, error) {
+	if name == "-" {
+		return io.NopCloser(os.Stdin), nil
+	}
+	return os.Open(name)
+}
+
+func run(cmd string, args []string) error {
+	switch {
+	case cmd == "dump" && len(args) == 1:
+		// The Writer buffers internally; stdout needs no extra buffer.
+		return nar.DumpPath(os.Stdout, args[0])
+	case cmd == "hash" && len(args) == 1:
+		sum, _, err := nar.DumpPathSum(io.Discard, args[0])
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Println(nixbase32.EncodeToString(sum[:]))
+		return err
+	case cmd == "ls" && len(args) == 1:
+		f, err := open(args[0])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		l, err := nar.List(f)
+		if err != nil {
+			return err
+		}
+		b, err := l.MarshalJSON()
+		if err != nil {
+			return err
+		}
+		out := bufio.NewWriter(os.Stdout)
+		out.Write(b)
+		out.WriteByte('\n')
+		return out.Flush()
+	case cmd == "restore" && len(args) == 2:
+		f, err := open(args[0])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return nar.Restore(f, args[1])
+	}
+	usage()
+	return nil
+}

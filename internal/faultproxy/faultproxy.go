@@ -1,0 +1,123 @@
+// Package faultproxy is a loopback HTTP proxy for fault-injection tests: it
+// forwards requests to an S3 server and can add latency, answer a fraction
+// of requests with 503 SlowDown or 429, or refuse everything, changing its
+// behaviour while a test runs.
+package faultproxy
+
+import (
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Faults says what the proxy does to each request.
+type Faults struct {
+	// Latency is added before each request is forwarded.
+	Latency time.Duration
+	// SlowDownRate is the fraction (0..1) of requests answered with
+	// 503 SlowDown instead of being forwarded.
+	SlowDownRate float64
+	// TooManyRate is the fraction (0..1) answered with 429 Too Many Requests.
+	TooManyRate float64
+	// Down makes every request fail with 502, as if the server were gone.
+	Down bool
+}
+
+// Proxy is a running fault-injecting proxy.
+type Proxy struct {
+	// URL is the proxy's base URL, http://127.0.0.1:PORT.
+	URL string
+
+	mu     sync.Mutex
+	faults Faults
+	srv    *http.Server
+	ln     net.Listener
+
+	// Requests, Injected count the requests seen and the faults injected.
+	Requests atomic.Int64
+	Injected atomic.Int64
+}
+
+// Start starts a proxy to target (http://host:port).
+func Start(target string) (*Proxy, error) {
+	u, err := url.Parse(target)
+	if err != nil {
+		return nil, fmt.Errorf("faultproxy: target %q: %w", target, err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("faultproxy: listen: %w", err)
+	}
+	p := &Proxy{URL: "http://" + ln.Addr().String(), ln: ln}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.Out.URL.Scheme = u.Scheme
+			r.Out.URL.Host = u.Host
+			r.Out.Host = r.In.Host // keep the signed Host header
+		},
+		FlushInterval: -1,
+	}
+	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.Requests.Add(1)
+		f := p.Faults()
+		if f.Latency > 0 {
+			time.Sleep(f.Latency)
+		}
+		switch {
+		case f.Down:
+			p.Injected.Add(1)
+			drain(r)
+			http.Error(w, "proxy: server down", http.StatusBadGateway)
+			return
+		case f.SlowDownRate > 0 && rand.Float64() < f.SlowDownRate:
+			p.Injected.Add(1)
+			drain(r)
+			s3Error(w, http.StatusServiceUnavailable, "SlowDown", "Please reduce your request rate.")
+			return
+		case f.TooManyRate > 0 && rand.Float64() < f.TooManyRate:
+			p.Injected.Add(1)
+			drain(r)
+			s3Error(w, http.StatusTooManyRequests, "TooManyRequests", "Too many requests.")
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})}
+	go p.srv.Serve(ln)
+	return p, nil
+}
+
+func drain(r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) }
+
+func s3Error(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/xml")
+	w.Header().Set("Retry-After", "0")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>%s</Message></Error>`, code, msg)
+}
+
+// Faults returns the current faults.
+func (p *Proxy) Faults() Faults {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.faults
+}
+
+// Set replaces the faults.
+func (p *Proxy) Set(f Faults) {
+	p.mu.Lock()
+	p.faults = f
+	p.mu.Unlock()
+}
+
+// Host returns the proxy's host:port.
+func (p *Proxy) Host() string { return p.ln.Addr().String() }
+
+// Close stops the proxy.
+func (p *Proxy) Close() error { return p.srv.Close() }

@@ -1,0 +1,111 @@
+package nar
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func smallFileHeaders(n int) []Header {
+	hs := make([]Header, n)
+	for i := range hs {
+		hs[i] = Header{Path: fmt.Sprintf("d%03d/f%04d", i/100, i), Type: TypeRegular, Size: 1024, Executable: i%7 == 0}
+	}
+	return hs
+}
+
+// BenchmarkWriter writes 2000 files of 1 KiB in 20 directories.
+func BenchmarkWriter(b *testing.B) {
+	hs := smallFileHeaders(2000)
+	data := make([]byte, 1024)
+	var size int64
+	for b.Loop() {
+		w := NewWriter(io.Discard)
+		for i := range hs {
+			if err := w.WriteHeader(&hs[i]); err != nil {
+				b.Fatal(err)
+			}
+			w.Write(data)
+		}
+		if err := w.Close(); err != nil {
+			b.Fatal(err)
+		}
+		size = w.Offset()
+	}
+	b.SetBytes(size)
+}
+
+func BenchmarkReader(b *testing.B) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	data := make([]byte, 1024)
+	for _, h := range smallFileHeaders(2000) {
+		w.WriteHeader(&h)
+		w.Write(data)
+	}
+	w.Close()
+	nar := buf.Bytes()
+	b.SetBytes(int64(len(nar)))
+	for b.Loop() {
+		r := NewReader(bytes.NewReader(nar))
+		for {
+			_, err := r.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, r)
+		}
+	}
+}
+
+func benchDump(b *testing.B, p string) {
+	sum, size, err := DumpPathSum(nil, p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_ = sum
+	b.SetBytes(size)
+	b.ResetTimer()
+	for b.Loop() {
+		if err := DumpPath(io.Discard, p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDumpPath(b *testing.B) {
+	b.Run("generated", func(b *testing.B) {
+		p := filepath.Join(b.TempDir(), "tree")
+		for i := range 2000 {
+			d := filepath.Join(p, fmt.Sprintf("d%02d", i/100))
+			os.MkdirAll(d, 0o755)
+			os.WriteFile(filepath.Join(d, fmt.Sprintf("f%04d", i)), make([]byte, 1+i%4096), 0o644)
+		}
+		benchDump(b, p)
+	})
+	for _, p := range []string{"/usr/local/go/src/net", "/usr/local/go"} {
+		if _, err := os.Stat(p); err == nil {
+			b.Run(filepath.Base(p), func(b *testing.B) { benchDump(b, p) })
+		}
+	}
+}
+
+func BenchmarkDumpPathSum(b *testing.B) {
+	p := "/usr/local/go/src"
+	if _, err := os.Stat(p); err != nil {
+		b.Skip(err)
+	}
+	_, size, _ := DumpPathSum(nil, p)
+	b.SetBytes(size)
+	for b.Loop() {
+		if _, _, err := DumpPathSum(nil, p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

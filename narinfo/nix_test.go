@@ -1,0 +1,205 @@
+package narinfo
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nixcache/nixcache/internal/testenv"
+	"github.com/nixcache/nixcache/signature"
+	"github.com/nixcache/nixcache/storepath"
+)
+
+// buildClosure builds three fresh input-addressed paths a -> b -> c (a also
+// refers to c, c refers to itself) and returns the closure, cleaned up at
+// the end of the test.
+func buildClosure(t *testing.T) (top string, closure []storepath.Path) {
+	t.Helper()
+	var r [12]byte
+	_, _ = rand.Read(r[:])
+	nonce := hex.EncodeToString(r[:])
+	expr := `let mk = name: deps: derivation { inherit name; system = builtins.currentSystem; builder = "/bin/sh"; PATH = "/usr/bin:/bin";
+	  args = ["-c" ("echo ` + nonce + ` $out " + builtins.concatStringsSep " " (map toString deps) + " > $out")]; };
+	  c = mk "narinfo-c" []; b = mk "narinfo-b" [c]; in mk "narinfo-a" [b c]`
+	link := filepath.Join(t.TempDir(), "result")
+	top = strings.TrimSpace(string(testenv.Nix(t, "nix-build", "--option", "substituters", "", "--out-link", link, "-E", expr)))
+	for _, l := range strings.Fields(string(testenv.Nix(t, "nix-store", "--query", "--requisites", top))) {
+		p, err := storepath.Parse(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		closure = append(closure, p)
+	}
+	t.Cleanup(func() {
+		_ = os.Remove(link)
+		args := []string{"--delete"}
+		for _, p := range closure {
+			args = append(args, string(p))
+		}
+		_, _ = testenv.NixCmd("nix-store", args...)
+	})
+	if len(closure) != 3 {
+		t.Fatalf("closure of %s has %d paths, want 3", top, len(closure))
+	}
+	return top, closure
+}
+
+func nixVerify(t *testing.T, cache, pub string, paths []storepath.Path) int {
+	t.Helper()
+	args := []string{"--extra-experimental-features", "nix-command", "store", "verify", "--store", "file://" + cache, "--trusted-public-keys", pub}
+	for _, p := range paths {
+		args = append(args, string(p))
+	}
+	out, err := exec.Command("nix", args...).CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		t.Logf("nix store verify: exit %d: %s", ee.ExitCode(), bytes.TrimSpace(out))
+		return ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return 0
+}
+
+func readNarinfos(t *testing.T, cache string, closure []storepath.Path) map[storepath.Path][]byte {
+	t.Helper()
+	m := map[storepath.Path][]byte{}
+	for _, p := range closure {
+		b, err := os.ReadFile(filepath.Join(cache, p.HashPart()+Extension))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m[p] = b
+	}
+	return m
+}
+
+func TestNixConformance(t *testing.T) {
+	testenv.RequireNix(t)
+	_, closure := buildClosure(t)
+	tmp := t.TempDir()
+
+	// A key pair made by Nix, and one made by us.
+	nixSec, nixPub := filepath.Join(tmp, "nix.sec"), filepath.Join(tmp, "nix.pub")
+	testenv.Nix(t, "nix-store", "--generate-binary-cache-key", "nix-made-1", nixSec, nixPub)
+	nixSK, err := signature.LoadSecretKeyFile(nixSec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nixPK, err := signature.LoadPublicKeyFile(nixPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ourSK, ourPK, err := signature.GenerateKey("ours-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ourSec, ourPub := filepath.Join(tmp, "our.sec"), filepath.Join(tmp, "our.pub")
+	if err := signature.WriteSecretKeyFile(ourSec, ourSK); err != nil {
+		t.Fatal(err)
+	}
+	if err := signature.WritePublicKeyFile(ourPub, ourPK); err != nil {
+		t.Fatal(err)
+	}
+	top := closure[len(closure)-1]
+
+	for _, kc := range []struct {
+		name    string
+		secFile string
+		sk      signature.SecretKey
+		pk      signature.PublicKey
+	}{{"nix key", nixSec, nixSK, nixPK}, {"our key", ourSec, ourSK, ourPK}} {
+		t.Run(kc.name, func(t *testing.T) {
+			cache := filepath.Join(t.TempDir(), "cache")
+			testenv.Nix(t, "nix", "copy", "--to", "file://"+cache+"?compression=zstd&secret-key="+kc.secFile, string(top))
+			for p, raw := range readNarinfos(t, cache, closure) {
+				ni, err := Unmarshal(raw)
+				if err != nil {
+					t.Fatalf("%s: Nix's narinfo does not parse: %v\n%s", p, err, raw)
+				}
+				if len(ni.References) == 0 || ni.Deriver == "" {
+					t.Errorf("%s: expected references and a deriver:\n%s", p, raw)
+				}
+				// Order and duplicates in References must not matter, as
+				// Nix keeps a sorted set.
+				slices.Reverse(ni.References)
+				ni.References = append(ni.References, ni.References[0])
+				got, err := ni.MarshalText()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, raw) {
+					t.Errorf("%s: MarshalText differs from Nix's narinfo\nnix:\n%s\nours:\n%s", p, raw, got)
+				}
+				if err := ni.Verify([]signature.PublicKey{kc.pk}); err != nil {
+					t.Errorf("%s: our Verify rejects Nix's signature: %v", p, err)
+				}
+				if err := ni.Verify([]signature.PublicKey{nixPK, ourPK}); err != nil {
+					t.Errorf("%s: Verify with both keys: %v", p, err)
+				}
+				nixSig := ni.Sigs[0]
+				ni.Sigs = nil
+				if err := ni.Sign(kc.sk); err != nil {
+					t.Fatal(err)
+				}
+				if ni.Sigs[0] != nixSig {
+					t.Errorf("%s: our signature %v, Nix's %v", p, ni.Sigs[0], nixSig)
+				}
+			}
+			ciRaw, err := os.ReadFile(filepath.Join(cache, CacheInfoFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ci, err := ParseCacheInfo(ciRaw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := ci.MarshalText(); !bytes.Equal(got, ciRaw) || ci.StoreDir != storepath.DefaultDir {
+				t.Errorf("nix-cache-info: Nix wrote %q, we parsed %+v and wrote %q", ciRaw, ci, got)
+			}
+		})
+	}
+
+	// Narinfos we sign and write are accepted by nix store verify with our
+	// key and refused (exit bit 2) with another.
+	t.Run("we sign", func(t *testing.T) {
+		cache := filepath.Join(t.TempDir(), "cache")
+		testenv.Nix(t, "nix", "copy", "--to", "file://"+cache+"?compression=zstd", string(top))
+		if code := nixVerify(t, cache, nixPK.String(), closure); code&2 == 0 {
+			t.Fatalf("unsigned cache verified: exit %d", code)
+		}
+		for p, raw := range readNarinfos(t, cache, closure) {
+			ni, err := Unmarshal(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ni.Sigs) != 0 {
+				t.Fatalf("%s: unexpected Sig", p)
+			}
+			if err := ni.Sign(ourSK); err != nil {
+				t.Fatal(err)
+			}
+			out, err := ni.MarshalText()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(cache, p.HashPart()+Extension), out, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pubText, _ := os.ReadFile(ourPub)
+		if code := nixVerify(t, cache, string(pubText), closure); code != 0 {
+			t.Errorf("nix store verify with our key: exit %d, want 0", code)
+		}
+		if code := nixVerify(t, cache, nixPK.String(), closure); code&2 == 0 {
+			t.Errorf("nix store verify with the wrong key: exit %d, want bit 2", code)
+		}
+	})
+}
