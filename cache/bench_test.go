@@ -3,6 +3,7 @@ package cache_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 
 	"github.com/nixcache/nixcache/cache"
@@ -41,5 +42,36 @@ func BenchmarkPush(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkPushStorePath pushes a real store path named by
+// NIXCACHE_BENCH_PATH (e.g. the result of nix-store --add /usr/local/go)
+// with NIXCACHE_BENCH_PARAMS (default compression=zstd).
+func BenchmarkPushStorePath(b *testing.B) {
+	raw := os.Getenv("NIXCACHE_BENCH_PATH")
+	if raw == "" {
+		b.Skip("NIXCACHE_BENCH_PATH not set")
+	}
+	params := os.Getenv("NIXCACHE_BENCH_PARAMS")
+	if params == "" {
+		params = "compression=zstd"
+	}
+	p := mustPath(b, raw)
+	store := openStore(b)
+	info, err := store.PathInfo(context.Background(), p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(info.NarSize))
+	b.ResetTimer()
+	for range b.N {
+		c, err := cache.Open(context.Background(), "file://"+b.TempDir()+"?"+params)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Push(context.Background(), store, []storepath.Path{p}, cache.PushOptions{NoClosure: true}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

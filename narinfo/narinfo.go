@@ -319,7 +319,7 @@ func checkCA(ca string) error {
 	if !ok {
 		rest, ok = strings.CutPrefix(ca, "fixed:")
 		if !ok {
-			return fmt.Errorf("%w: content address %q does not start with text: or fixed:", ErrSyntax, ca)
+			return fmt.Errorf("%w: content address %q does not start with \"text:\" or \"fixed:\"", ErrSyntax, ca)
 		}
 		rest = strings.TrimPrefix(rest, "r:")
 	}
@@ -355,12 +355,20 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("narinfo: %w: %s", ErrInvalid, fmt.Sprintf(format, args...))
 }
 
+// inDir reports whether p is a valid store path directly in dir, without
+// allocating.
+func inDir(dir storepath.Dir, p storepath.Path) bool {
+	n := len(dir)
+	return len(p) > n+1 && string(p[:n]) == string(dir) && p[n] == '/' &&
+		storepath.ValidateBase(string(p[n+1:])) == nil
+}
+
 // sortedRefs returns the references sorted and deduplicated, checking that
 // all lie in dir. It copies only when refs is not already sorted and unique.
 func sortedRefs(dir storepath.Dir, refs []storepath.Path) ([]storepath.Path, error) {
 	sorted := true
 	for i, r := range refs {
-		if r.Dir() != dir || r.Validate() != nil {
+		if !inDir(dir, r) {
 			return nil, invalid("reference %q is not a valid store path in %s", r, dir)
 		}
 		if i > 0 && refs[i-1] >= r {
@@ -409,7 +417,7 @@ func (ni *NarInfo) AppendText(b []byte) ([]byte, error) {
 	if err != nil {
 		return b, err
 	}
-	if ni.Deriver != "" && (ni.Deriver.Dir() != dir || ni.Deriver.Validate() != nil) {
+	if ni.Deriver != "" && !inDir(dir, ni.Deriver) {
 		return b, invalid("Deriver %q is not a valid store path in %s", ni.Deriver, dir)
 	}
 

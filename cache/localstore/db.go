@@ -29,7 +29,12 @@ type dbSource struct {
 
 // dsn builds the read-only URI for the database: mode=ro opens the file
 // O_RDONLY, so this connection can never take a write lock or change the
-// schema; busy_timeout waits out Nix's checkpoints.
+// schema; busy_timeout waits out Nix's checkpoints. Nix keeps the database
+// in WAL mode: when no Nix process has it open, db.sqlite-wal and
+// db.sqlite-shm are absent and SQLite creates them (as Nix itself does on
+// open, with the database's owner and mode); a read-only reader cannot
+// delete them, Nix does at its next close. While Nix runs (a post-build
+// hook, a daemon next to builds) they exist and we create nothing.
 func dsn(path string, busy time.Duration) string {
 	u := url.URL{Scheme: "file", Path: path}
 	q := url.Values{}

@@ -194,6 +194,21 @@ func TestLiveAgainstNix(t *testing.T) {
 			}
 			results[mode] = infos
 
+			// Batches: more paths than one SQL query or one nix call takes.
+			var many []storepath.Path
+			for len(many) <= max(batchSize, cliBatch) {
+				many = append(many, requisites...)
+			}
+			manyInfos, err := s.PathInfos(ctx, many)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, pi := range manyInfos {
+				if !reflect.DeepEqual(pi, infos[i%len(infos)]) {
+					t.Fatalf("PathInfos of %d paths: entry %d differs", len(many), i)
+				}
+			}
+
 			// The signature Nix added verifies with Nix's public key over
 			// Nix's fingerprint.
 			pi, err := s.PathInfo(ctx, out)

@@ -52,7 +52,8 @@ func (f PushFunc) Push(ctx context.Context, paths []storepath.Path) (PushResult,
 
 // DrainOptions configures a Drainer. Zero values mean the defaults below.
 type DrainOptions struct {
-	// Jobs is the number of pushes in flight at once (default 2).
+	// Jobs is the number of pushes in flight at once (default 2): one main
+	// batch plus Jobs-1 retries of paths isolated after a batch failure.
 	Jobs int
 	// BatchSize is the most paths handed to one Push call (default 32). A
 	// failing batch is split: each of its paths is retried alone, so one bad
@@ -149,6 +150,7 @@ type item struct {
 
 type result struct {
 	batch []*item
+	main  bool
 	res   PushResult
 	err   error
 	took  time.Duration
@@ -208,6 +210,7 @@ func (d *Drainer) Run(ctx context.Context) error {
 	defer cancelPush()
 	results := make(chan result)
 	inFlight := 0
+	mainBusy := false
 	var wg sync.WaitGroup
 	defer wg.Wait()
 
@@ -238,15 +241,16 @@ func (d *Drainer) Run(ctx context.Context) error {
 					d.scan()
 				}
 				for inFlight < d.opts.Jobs {
-					batch := d.nextBatch(time.Now())
+					batch, main := d.nextBatch(time.Now(), mainBusy)
 					if len(batch) == 0 {
 						break
 					}
+					mainBusy = mainBusy || main
 					inFlight++
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						results <- d.push(pushCtx, batch)
+						results <- d.push(pushCtx, batch, main)
 					}()
 				}
 			}
@@ -271,6 +275,7 @@ func (d *Drainer) Run(ctx context.Context) error {
 		select {
 		case r := <-results:
 			inFlight--
+			mainBusy = mainBusy && !r.main
 			d.finish(r)
 		case <-poll.C:
 		case <-ctx.Done():
@@ -279,6 +284,7 @@ func (d *Drainer) Run(ctx context.Context) error {
 				select {
 				case r := <-results:
 					inFlight--
+					mainBusy = mainBusy && !r.main
 					d.finish(r)
 				case <-grace:
 					d.log.Warn("shutdown grace expired; cancelling in-flight uploads", "in_flight", inFlight)
@@ -320,48 +326,49 @@ func (d *Drainer) queuedCount() int {
 	return len(d.items)
 }
 
-// nextBatch picks the oldest ready items: one solo item alone, or up to
-// BatchSize others.
-func (d *Drainer) nextBatch(now time.Time) []*item {
+// nextBatch picks the next push: the oldest ready path that failed in a
+// batch (alone), else, when no main batch is in flight, up to BatchSize of
+// the oldest ready paths. Main batches run one at a time: their closures
+// usually overlap (a build's outputs refer to the ones built just before),
+// and cache.Push parallelises and deduplicates within one call, so two
+// concurrent main batches would upload the shared paths twice. The other
+// Jobs-1 slots serve paths being retried alone, so a slow failing path
+// never stalls the main flow.
+func (d *Drainer) nextBatch(now time.Time, mainBusy bool) (batch []*item, main bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var ready []*item
 	for _, it := range d.items {
-		if !it.inFlight && !it.next.After(now) {
+		if !it.inFlight && !it.next.After(now) && (it.solo || !mainBusy) {
 			ready = append(ready, it)
 		}
 	}
 	if len(ready) == 0 {
-		return nil
+		return nil, false
 	}
 	sort.Slice(ready, func(i, j int) bool {
+		if ready[i].solo != ready[j].solo {
+			return ready[i].solo
+		}
 		if !ready[i].queued.Equal(ready[j].queued) {
 			return ready[i].queued.Before(ready[j].queued)
 		}
 		return ready[i].path < ready[j].path
 	})
-	var batch []*item
 	if ready[0].solo {
 		batch = ready[:1]
 	} else {
-		for _, it := range ready {
-			if it.solo {
-				continue
-			}
-			batch = append(batch, it)
-			if len(batch) == d.opts.BatchSize {
-				break
-			}
-		}
+		main = true
+		batch = ready[:min(len(ready), d.opts.BatchSize)]
 	}
 	for _, it := range batch {
 		it.inFlight = true
 	}
 	d.stats.InFlight += len(batch)
-	return batch
+	return batch, main
 }
 
-func (d *Drainer) push(ctx context.Context, batch []*item) result {
+func (d *Drainer) push(ctx context.Context, batch []*item, main bool) result {
 	paths := make([]storepath.Path, len(batch))
 	for i, it := range batch {
 		paths[i] = it.path
@@ -377,7 +384,7 @@ func (d *Drainer) push(ctx context.Context, batch []*item) result {
 		res, err = d.p.Push(ctx, paths)
 		return err
 	}()
-	return result{batch: batch, res: res, err: err, took: time.Since(start)}
+	return result{batch: batch, main: main, res: res, err: err, took: time.Since(start)}
 }
 
 func (d *Drainer) finish(r result) {

@@ -387,8 +387,13 @@ func TestDrainRules(t *testing.T) {
 		{name: "all uploaded", n: 40},
 		{name: "transient failures retried", n: 10, setup: func(f *fakePusher) { f.failN.Store(3) }},
 		{name: "one bad path does not stall the others", n: 20, setup: func(f *fakePusher) { f.fail[fakePath(5)] = true }},
-		{name: "bounded concurrency", n: 30, setup: func(f *fakePusher) { f.delay = 20 * time.Millisecond },
-			opts: func(o *queue.DrainOptions) { o.Jobs = 3; o.BatchSize = 1; o.ExitWhenEmpty = true }, checkMax: 3},
+		// Main batches (overlapping closures) run one at a time.
+		{name: "main batches serialized", n: 30, setup: func(f *fakePusher) { f.delay = 5 * time.Millisecond },
+			opts: func(o *queue.DrainOptions) { o.Jobs = 3; o.BatchSize = 4 }, checkMax: 1},
+		// Isolated retries use the other slots, at most Jobs in all.
+		{name: "bounded concurrency", n: 30, setup: func(f *fakePusher) { f.delay = 20 * time.Millisecond; f.fail[fakePath(29)] = true },
+			exists: func(p storepath.Path) bool { return p != fakePath(29) }, dropped: 1,
+			opts: func(o *queue.DrainOptions) { o.Jobs = 3; o.BatchSize = 4 }, checkMax: 3},
 		{name: "vanished paths dropped", n: 6, setup: func(f *fakePusher) { f.fail[fakePath(2)] = true },
 			exists: func(p storepath.Path) bool { return p != fakePath(2) }, dropped: 1},
 	}

@@ -357,14 +357,14 @@ func TestDaemonKilledRepeatedly(t *testing.T) {
 	hook, daemon := binaries(t)
 	k := genKey(t)
 	cacheDir, qdir := t.TempDir(), t.TempDir()
-	// 1 MB of random data per path and xz make each upload slow enough
+	// 512 KiB of random data per path and xz make each upload slow enough
 	// (a full drain takes seconds) for kills to land mid-push.
-	outs, stderr, err := nixBuild(t, writeExprBlob(t, 24, 1<<20), hook, []string{"NIXCACHE_QUEUE=" + qdir})
+	outs, stderr, err := nixBuild(t, writeExprBlob(t, 24, 512<<10), hook, []string{"NIXCACHE_QUEUE=" + qdir})
 	if err != nil {
 		t.Fatalf("nix-build: %v\n%s", err, stderr)
 	}
 	url := "file://" + cacheDir + "?compression=xz"
-	args := []string{"--queue", qdir, "--to", url, "--secret-key", k.sec, "--exit-when-empty", "--batch", "2", "--jobs", "2"}
+	args := []string{"--queue", qdir, "--to", url, "--secret-key", k.sec, "--exit-when-empty", "--batch", "6"}
 	const trials = 20
 	killed := 0
 	for i := 0; i < trials; i++ {
@@ -372,7 +372,7 @@ func TestDaemonKilledRepeatedly(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(rand.IntN(800)+20) * time.Millisecond)
+		time.Sleep(time.Duration(rand.IntN(600)+100) * time.Millisecond)
 		if cmd.Process.Signal(syscall.SIGKILL) == nil {
 			killed++
 		}
