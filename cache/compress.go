@@ -36,8 +36,9 @@ type CompressOptions struct {
 	// Method is the Nix compression name: "zstd", "xz" or "none"; empty
 	// means DefaultCompression.
 	Method string
-	// Level is Nix's compression-level: -1 (or 0) means the method's default;
-	// for zstd 1..22 as in libzstd, for xz the preset 0..9.
+	// Level is Nix's compression-level: -1 (or 0) means the default (zstd:
+	// the fastest level, about libzstd's 1; xz: preset 6); for zstd 1..22
+	// as in libzstd (mapped to klauspost's four levels), for xz 0..9.
 	Level int
 	// Parallel is Nix's parallel-compression setting. zstd always uses all
 	// cores; for xz it compresses 8 MiB blocks as separate concatenated
@@ -68,7 +69,10 @@ func NewCompressor(w io.Writer, o CompressOptions) (io.WriteCloser, error) {
 	case CompressionNone:
 		return nopWriteCloser{w}, nil
 	case CompressionZstd:
-		level := zstd.SpeedDefault
+		// Unset level: klauspost's fastest (about libzstd level 1): on the
+		// Go tree it is ~1.8x faster than level 3 for ~7% more bytes, and
+		// uploads are usually CPU-bound. compression-level=3 gives level 3.
+		level := zstd.SpeedFastest
 		if o.Level > 0 {
 			level = zstd.EncoderLevelFromZstd(o.Level)
 		}

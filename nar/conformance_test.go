@@ -222,6 +222,8 @@ func TestDumpPathMatchesNix(t *testing.T) {
 			if again := dump(t, nixRestored); !bytes.Equal(again, want) {
 				t.Errorf("dump of nix-store --restore output differs at byte %d", firstDiff(again, want))
 			}
+			// Restore gives files the modes nix-store --restore gives them.
+			compareModes(t, restored, nixRestored)
 			// Reader round trip through the Writer is the identity.
 			if re := rewrite(t, want); !bytes.Equal(re, want) {
 				t.Errorf("Reader->Writer rewrite differs at byte %d", firstDiff(re, want))
@@ -302,4 +304,46 @@ func rewriteErr(data []byte) ([]byte, error) {
 		return nil, err
 	}
 	return b.Bytes(), nil
+}
+
+// compareModes checks that two restored trees have the same file modes.
+func compareModes(t *testing.T, ours, nix string) {
+	t.Helper()
+	err := filepath.WalkDir(nix, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(nix, p)
+		want, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		got, err := os.Lstat(filepath.Join(ours, rel))
+		if err != nil {
+			return err
+		}
+		if got.Mode() != want.Mode() && want.Mode()&os.ModeSymlink == 0 {
+			t.Errorf("%s: Restore made mode %v, nix-store --restore %v", rel, got.Mode(), want.Mode())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+}
+
+// TestDumpPathSpellings checks that the root path is used as Nix 2.8 uses
+// it: "link/" follows a symlink to a directory, "link" does not.
+func TestDumpPathSpellings(t *testing.T) {
+	testenv.RequireNix(t)
+	base := t.TempDir()
+	mkdir(t, filepath.Join(base, "d/sub"))
+	mkfile(t, filepath.Join(base, "d/sub/f"), "f", 0o644)
+	mklink(t, "d", filepath.Join(base, "link"))
+	for _, p := range []string{"link", "link/", "d/", "d/./sub", "link/../d", "d//sub/"} {
+		full := base + "/" + p
+		if got, want := dump(t, full), nixDump(t, full); !bytes.Equal(got, want) {
+			t.Errorf("DumpPath(%q) differs from nix-store --dump at byte %d", p, firstDiff(got, want))
+		}
+	}
 }

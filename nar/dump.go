@@ -61,15 +61,9 @@ func (w *Writer) AddTree(narPath, fsPath string) error {
 	if w.err != nil {
 		return w.err
 	}
+	// The path is used as given, like Nix 2.8: "link/" follows the link.
 	d := dumper{w: w, root: fsPath}
 	if err := d.dumpRoot(narPath); err != nil {
-		var werr error
-		if w.err != nil {
-			werr = w.err
-		}
-		if werr == err {
-			return err
-		}
 		return w.fail(err)
 	}
 	return nil

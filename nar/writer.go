@@ -354,7 +354,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 			p = p[c:]
 			if len(w.buf) >= writeBufSize {
 				if err := w.flush(); err != nil {
-					return n - len(p) - c, err
+					return n - len(p), err
 				}
 			}
 		}
@@ -406,6 +406,12 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 // io.ErrUnexpectedEOF if r ends early.
 func (w *Writer) readContents(r io.Reader) (int64, error) {
 	var total int64
+	if w.remaining <= int64(cap(w.buf)) && w.remaining > int64(cap(w.buf)-len(w.buf)) {
+		// Read the whole file in one call rather than split across a flush.
+		if err := w.flush(); err != nil {
+			return 0, err
+		}
+	}
 	for w.remaining > 0 {
 		if len(w.buf) == cap(w.buf) {
 			if err := w.flush(); err != nil {

@@ -187,7 +187,13 @@ func Run(ctx context.Context, q *Queue, p Pusher, opts DrainOptions) error {
 // for those in flight (at most ShutdownGrace), writes the status file and
 // returns nil. Entries not yet uploaded stay queued for the next run.
 func (d *Drainer) Run(ctx context.Context) error {
+	// A hook's DaemonRunning probe holds the lock for microseconds: retry
+	// briefly before concluding that another daemon runs.
 	unlock, err := d.q.Lock()
+	for i := 0; i < 20 && errors.Is(err, ErrLocked); i++ {
+		time.Sleep(50 * time.Millisecond)
+		unlock, err = d.q.Lock()
+	}
 	if err != nil {
 		return err
 	}

@@ -38,7 +38,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 : >"$WORK/push.t"; : >"$WORK/nix.t"; : >"$WORK/push.m"; : >"$WORK/nix.m"
 for i in $(seq "$RUNS"); do
   rm -rf "$WORK/c1" "$WORK/c2"
-  read -r t m < <(measure "$WORK/push" -q --to "file://$WORK/c1?compression=zstd" "$P")
+  read -r t m < <(measure "$WORK/push" -q --to "file://$WORK/c1?compression=zstd${PUSH_PARAMS:+&$PUSH_PARAMS}" "$P")
   echo "$t" >>"$WORK/push.t"; echo "$m" >>"$WORK/push.m"
   read -r t2 m2 < <(measure nix --extra-experimental-features nix-command copy --to "file://$WORK/c2?compression=zstd" "$P")
   echo "$t2" >>"$WORK/nix.t"; echo "$m2" >>"$WORK/nix.m"
@@ -54,7 +54,7 @@ if [ "$BIG_MIB" -gt 0 ]; then
   mkdir "$WORK/big"
   # Half random (incompressible), half text (compressible).
   head -c $((BIG_MIB / 2))M /dev/urandom >"$WORK/big/random.bin"
-  yes "nixcache big path line $$ $(date +%s%N)" | head -c $((BIG_MIB / 2))M >"$WORK/big/text.txt"
+  head -c $((BIG_MIB / 2))M < <(yes "nixcache big path line $$ $(date +%s%N)") >"$WORK/big/text.txt"
   BIG=$(nix-store --add "$WORK/big")
   rm -rf "$WORK/big" "$WORK/c3"
   read -r t m < <(measure "$WORK/push" -q --to "file://$WORK/c3?compression=zstd" "$BIG")

@@ -364,7 +364,7 @@ func TestDaemonKilledRepeatedly(t *testing.T) {
 		t.Fatalf("nix-build: %v\n%s", err, stderr)
 	}
 	url := "file://" + cacheDir + "?compression=xz"
-	args := []string{"--queue", qdir, "--to", url, "--secret-key", k.sec, "--exit-when-empty", "--batch", "6"}
+	args := []string{"--queue", qdir, "--to", url, "--secret-key", k.sec, "--exit-when-empty", "--batch", "4"}
 	const trials = 20
 	killed := 0
 	for i := 0; i < trials; i++ {
@@ -372,7 +372,9 @@ func TestDaemonKilledRepeatedly(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(rand.IntN(600)+100) * time.Millisecond)
+		// Kills land anywhere from startup to the middle of a batch's
+		// publication (a batch of 4 takes about 1.5 s here).
+		time.Sleep(time.Duration(rand.IntN(2000)+100) * time.Millisecond)
 		if cmd.Process.Signal(syscall.SIGKILL) == nil {
 			killed++
 		}
@@ -480,6 +482,7 @@ func TestBadConfiguration(t *testing.T) {
 		{"sync: missing key file", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_TO=file://" + tmp + "/c", "NIXCACHE_SECRET_KEY_FILE=" + tmp + "/nokey"}, 1, "nokey"},
 		{"sync: typo in config file", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_CONFIG=" + badConf}, 1, "line 2: unknown key NIXCACHE_SECRET_KEYFILE"},
 		{"sync: no paths", []string{"NIXCACHE_TO=file://" + tmp + "/c"}, 1, "OUT_PATHS and DRV_PATH are both empty"},
+		{"sync: uploader missing", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_TO=file://" + tmp + "/c", "NIXCACHE_UPLOADER=" + tmp + "/none"}, 1, "exec failed"},
 		{"queue: queue dir is a file", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_QUEUE=" + notDir}, 0, "nothing queued"},
 		{"queue: bad OUT_PATHS", []string{"OUT_PATHS=" + anyPath, "NIXCACHE_QUEUE=" + tmp + "/q"}, 0, "nothing queued"},
 		{"queue: no paths", []string{"NIXCACHE_QUEUE=" + tmp + "/q"}, 0, "OUT_PATHS and DRV_PATH are both empty"},

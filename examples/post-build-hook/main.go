@@ -31,7 +31,11 @@
 // Sync mode (no NIXCACHE_QUEUE): the closure of the outputs is signed and
 // uploaded before the hook returns, one log line per path; on failure the
 // hook exits 1 with the reason, which makes Nix stop further builds (Nix's
-// rule for failing hooks).
+// rule for failing hooks). The upload is done by `upload-daemon push`, which
+// the hook execs: $NIXCACHE_UPLOADER, else upload-daemon (or
+// nixcache-upload-daemon) in the hook's own directory, else on PATH. This
+// keeps the hook binary free of the S3 client and compressors, so that queue
+// mode starts in a few milliseconds.
 package main
 
 import (
@@ -41,19 +45,19 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/nixcache/nixcache/cache"
-	_ "github.com/nixcache/nixcache/cache/file"
 	"github.com/nixcache/nixcache/cache/localstore"
 	"github.com/nixcache/nixcache/cache/queue"
-	_ "github.com/nixcache/nixcache/cache/s3"
 	"github.com/nixcache/nixcache/storepath"
 )
+
+// EnvUploader names the upload-daemon binary sync mode execs.
+const EnvUploader = "NIXCACHE_UPLOADER"
 
 // enqueueTimeout bounds queue mode: past it the hook gives up and exits 0.
 const enqueueTimeout = 5 * time.Second
@@ -87,18 +91,51 @@ func run(log *slog.Logger) int {
 		log.Error("cannot upload: neither " + queue.EnvQueue + " nor " + queue.EnvTo + " is set (environment or " + queue.DefaultConfigFile + ")")
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	paths, err := hookPaths(ctx)
+	paths, err := hookPaths(context.Background())
 	if err != nil {
 		log.Error("cannot upload", "err", err)
 		return 1
 	}
-	if err := runSync(ctx, log, cfg, paths); err != nil {
-		log.Error("upload failed", "to", cfg.To, "err", err)
+	uploader, err := findUploader()
+	if err != nil {
+		log.Error("cannot upload", "err", err)
 		return 1
 	}
-	return 0
+	// Hand over to `upload-daemon push`; it logs each path and exits 1 on failure.
+	argv := []string{uploader, "push", "--to", cfg.To}
+	if cfg.SecretKeyFile != "" {
+		argv = append(argv, "--secret-key", cfg.SecretKeyFile)
+	}
+	argv = append(argv, "--")
+	for _, p := range paths {
+		argv = append(argv, string(p))
+	}
+	err = syscall.Exec(uploader, argv, os.Environ())
+	log.Error("cannot upload: exec failed", "uploader", uploader, "err", err)
+	return 1
+}
+
+// findUploader locates upload-daemon: $NIXCACHE_UPLOADER, else next to this
+// executable, else on PATH.
+func findUploader() (string, error) {
+	if u := os.Getenv(EnvUploader); u != "" {
+		return u, nil
+	}
+	names := []string{"upload-daemon", "nixcache-upload-daemon"}
+	if self, err := os.Executable(); err == nil {
+		for _, n := range names {
+			p := filepath.Join(filepath.Dir(self), n)
+			if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+				return p, nil
+			}
+		}
+	}
+	for _, n := range names {
+		if p, err := exec.LookPath(n); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("sync mode needs upload-daemon: set %s, or install it next to the hook or on PATH", EnvUploader)
 }
 
 // runQueue enqueues the outputs and always returns 0.
@@ -181,34 +218,4 @@ func hookPaths(ctx context.Context) ([]storepath.Path, error) {
 	}
 	slices.Sort(out)
 	return slices.Compact(out), nil
-}
-
-// runSync uploads the closure of paths and logs one line per path.
-func runSync(ctx context.Context, log *slog.Logger, cfg queue.Config, paths []storepath.Path) error {
-	c, err := cache.Open(ctx, cfg.StoreURL(), cache.WithLogger(log))
-	if err != nil {
-		return err
-	}
-	if len(c.Options().SecretKeys) == 0 {
-		log.Warn("no secret key configured: narinfos are unsigned and Nix will not trust them (set " + queue.EnvSecretKeyFile + ")")
-	}
-	store, err := localstore.Open(ctx, localstore.Options{})
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	sum, err := c.Push(ctx, store, paths, cache.PushOptions{Progress: func(e cache.Event) {
-		switch e.Kind {
-		case cache.EventUploaded:
-			log.Info("uploaded", "path", string(e.Path), "nar_bytes", e.Bytes, "file_bytes", e.FileSize)
-		case cache.EventSkipped:
-			log.Info("already in cache", "path", string(e.Path))
-		case cache.EventFailed:
-			log.Error("failed", "path", string(e.Path), "err", e.Err)
-		}
-	}})
-	if sum != nil {
-		log.Info("done", "summary", sum.String())
-	}
-	return err
 }

@@ -7,6 +7,10 @@
 //	              [--exit-when-empty] [--metrics-addr ADDR]
 //	upload-daemon status [--queue DIR] [--json]
 //	upload-daemon enqueue [--queue DIR] PATH...
+//	upload-daemon push [--to URL] [--secret-key FILE] PATH...
+//
+// push uploads the closures of PATHs now, logging one line per path, and
+// exits 1 if any failed; post-build-hook runs it in synchronous mode.
 //
 // Flags default to NIXCACHE_QUEUE, NIXCACHE_TO and NIXCACHE_SECRET_KEY_FILE
 // from the environment or the config file (NIXCACHE_CONFIG, else
@@ -38,6 +42,7 @@ import (
 	_ "github.com/nixcache/nixcache/cache/file"
 	"github.com/nixcache/nixcache/cache/localstore"
 	"github.com/nixcache/nixcache/cache/queue"
+	"github.com/nixcache/nixcache/cache/queue/cachepush"
 	_ "github.com/nixcache/nixcache/cache/s3"
 	"github.com/nixcache/nixcache/storepath"
 )
@@ -50,7 +55,7 @@ func main() {
 	}
 	args := os.Args[1:]
 	cmd := "run"
-	if len(args) > 0 && (args[0] == "status" || args[0] == "enqueue" || args[0] == "run") {
+	if len(args) > 0 && (args[0] == "status" || args[0] == "enqueue" || args[0] == "push" || args[0] == "run") {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
@@ -58,6 +63,8 @@ func main() {
 		err = status(cfg, args)
 	case "enqueue":
 		err = enqueue(cfg, args)
+	case "push":
+		err = push(cfg, args)
 	default:
 		err = daemon(cfg, args)
 	}
@@ -115,7 +122,7 @@ func daemon(cfg queue.Config, args []string) error {
 		return err
 	}
 	defer store.Close()
-	d := queue.NewDrainer(q, queue.LazyCachePusher(func(ctx context.Context) (*cache.Cache, error) {
+	d := queue.NewDrainer(q, cachepush.Lazy(func(ctx context.Context) (*cache.Cache, error) {
 		b, err := cache.OpenBackend(ctx, u)
 		if err != nil {
 			return nil, err
@@ -123,7 +130,7 @@ func daemon(cfg queue.Config, args []string) error {
 		return cache.New(b, copts), nil
 	}, store, cache.PushOptions{Jobs: *pushJobs}), queue.DrainOptions{
 		Jobs: *jobs, BatchSize: *batch, PollInterval: *poll, MaxBackoff: *maxBackoff,
-		ExitWhenEmpty: *exitEmpty, Logger: log, Exists: queue.StoreExists(ctx, store),
+		ExitWhenEmpty: *exitEmpty, Logger: log, Exists: cachepush.StoreExists(ctx, store),
 	})
 	if *metrics != "" {
 		ln, err := net.Listen("tcp", *metrics)
@@ -225,4 +232,63 @@ func enqueue(cfg queue.Config, args []string) error {
 		paths = append(paths, p)
 	}
 	return q.Enqueue(paths...)
+}
+
+// push uploads the closures of the given paths synchronously.
+func push(cfg queue.Config, args []string) error {
+	fl := flag.NewFlagSet("upload-daemon push", flag.ExitOnError)
+	to := fl.String("to", cfg.To, "binary cache store `URL` (default $NIXCACHE_TO)")
+	key := fl.String("secret-key", cfg.SecretKeyFile, "secret key `FILE` to sign with (default $NIXCACHE_SECRET_KEY_FILE)")
+	jobs := fl.Int("jobs", 4, "paths compressed and uploaded at once")
+	_ = fl.Parse(args)
+	if *to == "" {
+		return errors.New("--to is required (or NIXCACHE_TO)")
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	})).With("prog", "nixcache-push")
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	c, err := cache.Open(ctx, queue.Config{To: *to, SecretKeyFile: *key}.StoreURL(), cache.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	if len(c.Options().SecretKeys) == 0 {
+		log.Warn("no secret key configured: narinfos are unsigned and Nix will not trust them (set " + queue.EnvSecretKeyFile + ")")
+	}
+	store, err := localstore.Open(ctx, localstore.Options{})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	var paths []storepath.Path
+	for _, a := range fl.Args() {
+		p, err := cache.ResolveStorePath(store.StoreDir(), a)
+		if err != nil {
+			return err
+		}
+		paths = append(paths, p)
+	}
+	sum, err := c.Push(ctx, store, paths, cache.PushOptions{Jobs: *jobs, Progress: func(e cache.Event) {
+		switch e.Kind {
+		case cache.EventUploaded:
+			log.Info("uploaded", "path", string(e.Path), "nar_bytes", e.Bytes, "file_bytes", e.FileSize)
+		case cache.EventSkipped:
+			log.Info("already in cache", "path", string(e.Path))
+		case cache.EventFailed:
+			log.Error("failed", "path", string(e.Path), "err", e.Err)
+		}
+	}})
+	if sum != nil {
+		log.Info("done", "summary", sum.String())
+	}
+	if err != nil {
+		return fmt.Errorf("upload to %s failed: %w", *to, err)
+	}
+	return nil
 }

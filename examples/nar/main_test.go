@@ -1,0 +1,52 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/nixcache/nixcache/internal/testenv"
+)
+
+// TestCommand runs the built command against real Nix: dump and hash must
+// print exactly what nix-store --dump and nix-hash print, restore must
+// give a tree Nix dumps identically.
+func TestCommand(t *testing.T) {
+	testenv.RequireNix(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "nar")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v: %s", err, out)
+	}
+	tree := filepath.Join(dir, "tree")
+	os.MkdirAll(filepath.Join(tree, "sub"), 0o755)
+	os.WriteFile(filepath.Join(tree, "sub", "x"), []byte("#!/bin/sh\n"), 0o755)
+	os.Symlink("sub/x", filepath.Join(tree, "l"))
+
+	run := func(args ...string) []byte {
+		out, err := exec.Command(bin, args...).Output()
+		if err != nil {
+			t.Fatalf("nar %v: %v", args, err)
+		}
+		return out
+	}
+	want := testenv.Nix(t, "nix-store", "--dump", tree)
+	if got := run("dump", tree); !bytes.Equal(got, want) {
+		t.Errorf("nar dump differs from nix-store --dump")
+	}
+	if got, want := run("hash", tree), testenv.Nix(t, "nix-hash", "--type", "sha256", "--base32", tree); !bytes.Equal(got, want) {
+		t.Errorf("nar hash = %q, nix-hash = %q", got, want)
+	}
+	narFile := filepath.Join(dir, "t.nar")
+	os.WriteFile(narFile, want, 0o644)
+	out := filepath.Join(dir, "restored")
+	run("restore", narFile, out)
+	if got := testenv.Nix(t, "nix-store", "--dump", out); !bytes.Equal(got, want) {
+		t.Errorf("nar restore output dumps differently")
+	}
+	if ls := run("ls", narFile); !bytes.HasPrefix(ls, []byte(`{"version":1,"root":{"type":"directory"`)) {
+		t.Errorf("nar ls = %s", ls)
+	}
+}
