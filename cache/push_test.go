@@ -1,8 +1,10 @@
 package cache_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -266,5 +268,26 @@ func TestResolveStorePath(t *testing.T) {
 		if err != nil || got != tt.want {
 			t.Errorf("%s: got %s, %v; want %s", tt.arg, got, err, tt.want)
 		}
+	}
+}
+
+// TestOpenWarnsInsecureKey: a secret key file readable by group or others is
+// used, with a warning naming it (Nix does not check at all).
+func TestOpenWarnsInsecureKey(t *testing.T) {
+	sec, _ := nixKey(t, "nixcache-test-1")
+	if err := os.Chmod(sec, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&buf, nil))
+	c, err := cache.Open(context.Background(), "file://"+t.TempDir()+"?secret-key="+sec, cache.WithLogger(logger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Options().SecretKeys) != 1 || c.Options().SecretKeys[0].Name() != "nixcache-test-1" {
+		t.Errorf("keys not loaded: %v", c.Options().SecretKeys)
+	}
+	if !strings.Contains(buf.String(), sec) {
+		t.Errorf("no warning naming %s: %q", sec, buf.String())
 	}
 }
