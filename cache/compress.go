@@ -59,6 +59,22 @@ func (o CompressOptions) concurrency() int {
 	return runtime.GOMAXPROCS(0)
 }
 
+// Validate reports whether the options name a method NewCompressor can
+// write and a level it accepts, without starting an encoder.
+func (o CompressOptions) Validate() error {
+	switch o.Method {
+	case "", CompressionZstd, CompressionNone:
+		return nil
+	case CompressionXZ:
+		cfg := xz.WriterConfig{DictCap: xzDictCap(o.Level), CheckSum: xz.CRC64}
+		if err := cfg.Verify(); err != nil {
+			return fmt.Errorf("cache: xz level %d: %w", o.Level, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: %q (want zstd, xz or none)", ErrUnsupportedCompression, o.Method)
+}
+
 // NewCompressor returns a WriteCloser that compresses into w with the given
 // method. Close flushes the compressed stream but does not close w.
 func NewCompressor(w io.Writer, o CompressOptions) (io.WriteCloser, error) {

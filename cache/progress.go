@@ -2,7 +2,6 @@ package cache
 
 import (
 	"io"
-	"sync/atomic"
 
 	"github.com/nixcache/nixcache/storepath"
 )
@@ -78,6 +77,3 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 }
 
 var _ io.Writer = (*progressWriter)(nil)
-
-// counter is an atomic byte counter used in summaries.
-type counter struct{ atomic.Uint64 }

@@ -155,6 +155,9 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 	if len(paths) == 0 {
 		return sum, nil
 	}
+	if err := c.opts.Compression.Validate(); err != nil {
+		return sum, err
+	}
 	closure := paths
 	if !opts.NoClosure {
 		var err error

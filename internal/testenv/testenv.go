@@ -218,4 +218,3 @@ func (s *S3) SetEnv(t testing.TB) {
 	t.Setenv("AWS_ACCESS_KEY_ID", s.AccessKey)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", s.SecretKey)
 }
-
