@@ -24,8 +24,9 @@ const CompressionBzip2 = "bzip2"
 
 // xzBlockSize is the size of the NAR slices compressed as independent xz
 // streams when parallel compression is on. Nix 2.8 reads concatenated xz
-// streams as one NAR.
-const xzBlockSize = 8 << 20
+// streams as one NAR. The dictionary of each stream is capped at the block
+// size (a larger one is useless), which bounds each encoder to ~25 MiB.
+const xzBlockSize = 4 << 20
 
 // zstdWindow bounds the zstd window (and so the encoder's memory) whatever
 // the NAR size. Nix's decoder accepts windows up to 128 MiB by default.
@@ -41,11 +42,11 @@ type CompressOptions struct {
 	// as in libzstd (mapped to klauspost's four levels), for xz 0..9.
 	Level int
 	// Parallel is Nix's parallel-compression setting. zstd always uses all
-	// cores; for xz it compresses 8 MiB blocks as separate concatenated
+	// cores; for xz it compresses 4 MiB blocks as separate concatenated
 	// streams on all cores.
 	Parallel bool
 	// BlockSize is the input size of each independent xz stream of parallel
-	// xz (default 8 MiB). Memory is about 2*Concurrency*BlockSize.
+	// xz (default 4 MiB). At most Concurrency+2 blocks are in memory.
 	BlockSize int
 	// Concurrency overrides the number of compressing goroutines
 	// (default runtime.GOMAXPROCS(0)).
@@ -112,6 +113,9 @@ func NewCompressor(w io.Writer, o CompressOptions) (io.WriteCloser, error) {
 			if bs <= 0 {
 				bs = xzBlockSize
 			}
+			if cfg.DictCap > bs {
+				cfg.DictCap = max(bs, 4096)
+			}
 			return newParallelXZ(w, cfg, o.concurrency(), bs), nil
 		}
 		xw, err := cfg.NewWriter(w)
@@ -170,7 +174,7 @@ func (nopWriteCloser) Close() error { return nil }
 
 // parallelXZ cuts its input into xzBlockSize blocks and compresses each as
 // an independent xz stream on a bounded pool of goroutines, writing the
-// streams to the underlying writer in input order. At most 2*workers blocks
+// streams to the underlying writer in input order. At most workers+2 blocks
 // are in memory at once.
 type parallelXZ struct {
 	w    io.Writer
@@ -204,7 +208,7 @@ func newParallelXZ(w io.Writer, cfg xz.WriterConfig, workers, blockSize int) *pa
 		size:  blockSize,
 		w:     w,
 		cfg:   cfg,
-		work:  make(chan *xzBlock, workers),
+		work:  make(chan *xzBlock),
 		order: make(chan *xzBlock, workers),
 		done:  make(chan struct{}),
 	}

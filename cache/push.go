@@ -50,7 +50,9 @@ type PushOptions struct {
 	// (default 16).
 	CheckJobs int
 	// TempDir holds the compressed NARs between compression and upload
-	// (default os.TempDir()). Files are removed as soon as they are uploaded.
+	// (default os.TempDir()). Each file is unlinked as soon as it is created
+	// and lives only as an open descriptor, so nothing is left behind even
+	// if the process is killed.
 	TempDir string
 	// Progress, if set, receives events from several goroutines.
 	Progress func(Event)
@@ -363,9 +365,15 @@ func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, e
 	if err != nil {
 		return nil, fmt.Errorf("temporary file: %w", err)
 	}
+	// Unlink at once (as Nix's anonymous temp file): the open descriptor
+	// keeps the data, and even a killed process leaves nothing behind. Where
+	// an open file cannot be removed, the deferred Remove cleans up.
+	removed := os.Remove(tmp.Name()) == nil
 	defer func() {
 		tmp.Close()
-		os.Remove(tmp.Name())
+		if !removed {
+			os.Remove(tmp.Name())
+		}
 	}()
 
 	fileHasher := nixhash.NewHasher(nixhash.SHA256)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -289,5 +291,41 @@ func TestOpenWarnsInsecureKey(t *testing.T) {
 	}
 	if !strings.Contains(buf.String(), sec) {
 		t.Errorf("no warning naming %s: %q", sec, buf.String())
+	}
+}
+
+// emptyDirBackend fails a NAR Put if dir holds any file at that moment.
+type emptyDirBackend struct {
+	cache.Backend
+	dir  string
+	puts int
+}
+
+func (b *emptyDirBackend) Put(ctx context.Context, key string, r io.Reader, size int64, ct string) error {
+	if strings.HasPrefix(key, "nar/") {
+		b.puts++
+		if ents, _ := os.ReadDir(b.dir); len(ents) != 0 {
+			return fmt.Errorf("temp dir %s holds %v during the upload", b.dir, ents)
+		}
+	}
+	return b.Backend.Put(ctx, key, r, size, ct)
+}
+
+// TestPushTempFileUnlinked: the compressed NAR lives in an already-unlinked
+// temp file, so a killed push (kill -9) leaves no file behind.
+func TestPushTempFileUnlinked(t *testing.T) {
+	src := newFakeSource(t)
+	p := src.add(t, "x", nil, nil)
+	tmp := t.TempDir()
+	c, err := cache.Open(context.Background(), "file://"+t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &emptyDirBackend{Backend: c.Backend, dir: tmp}
+	if _, err := cache.New(b, c.Options()).Push(context.Background(), src, []storepath.Path{p}, cache.PushOptions{TempDir: tmp}); err != nil {
+		t.Fatal(err)
+	}
+	if b.puts != 1 {
+		t.Fatalf("%d NAR puts, want 1", b.puts)
 	}
 }

@@ -1,7 +1,6 @@
 package localstore
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -70,19 +69,6 @@ func BenchmarkDerivationOutputs(b *testing.B) {
 	ctx := context.Background()
 	for b.Loop() {
 		if _, err := s.DerivationOutputs(ctx, drv); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-func BenchmarkParseDerivationOutputs(b *testing.B) {
-	data, err := os.ReadFile(filepath.Join("testdata", "lsx-multi.drv"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(len(data)))
-	for b.Loop() {
-		if _, err := ParseDerivationOutputs(bytes.NewReader(data)); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log"
-	"strings"
 
 	"github.com/nixcache/nixcache/cache/localstore"
 	"github.com/nixcache/nixcache/storepath"
@@ -30,21 +29,6 @@ func Example() {
 	for _, pi := range infos {
 		fmt.Println(pi.Path, pi.NarHash, pi.NarSize, len(pi.References))
 	}
-}
-
-// The .drv outputs parser reads only the head of the derivation.
-func ExampleParseDerivationOutputs() {
-	drv := `Derive([("dev","/nix/store/sjckycqs93xg1s65cidrl4v67pkb41rs-lsx-multi-dev","",""),` +
-		`("out","/nix/store/4wqibzk3zylscs1br3xn7xcn8x3xywab-lsx-multi","","")],[],[],"x86_64-linux","/bin/sh",[],[])`
-	outs, err := localstore.ParseDerivationOutputs(strings.NewReader(drv))
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println(outs["out"])
-	fmt.Println(outs["dev"])
-	// Output:
-	// /nix/store/4wqibzk3zylscs1br3xn7xcn8x3xywab-lsx-multi
-	// /nix/store/sjckycqs93xg1s65cidrl4v67pkb41rs-lsx-multi-dev
 }
 
 // Open falls back to `nix path-info --json` when the database is not

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	drvfile "github.com/nixcache/nixcache/cache/localstore/drv"
 	"github.com/nixcache/nixcache/internal/testenv"
 	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
@@ -275,7 +276,7 @@ func TestLiveAgainstNix(t *testing.T) {
 	}
 
 	// The .drv parser agrees with nix-store --query --outputs too.
-	m, err := ReadDerivationOutputs(string(drv))
+	m, err := drvfile.ReadOutputs(string(drv))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +285,7 @@ func TestLiveAgainstNix(t *testing.T) {
 		fromFile = append(fromFile, string(p))
 	}
 	if !slices.Equal(fromFile, wantOutputs) {
-		t.Errorf("ReadDerivationOutputs = %v, nix-store --query --outputs = %v", fromFile, wantOutputs)
+		t.Errorf("drv.ReadOutputs = %v, nix-store --query --outputs = %v", fromFile, wantOutputs)
 	}
 }
 

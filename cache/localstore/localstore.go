@@ -21,6 +21,7 @@ import (
 	"slices"
 	"time"
 
+	drvfile "github.com/nixcache/nixcache/cache/localstore/drv"
 	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
 	"github.com/nixcache/nixcache/storepath/nixhash"
@@ -37,8 +38,9 @@ var (
 	// path referring to itself is allowed.
 	ErrCycle = errors.New("reference cycle")
 
-	// ErrBadDerivation is wrapped by every error of the .drv parser.
-	ErrBadDerivation = errors.New("malformed derivation")
+	// ErrBadDerivation is wrapped by every error of the .drv parser; it is
+	// drv.ErrMalformed.
+	ErrBadDerivation = drvfile.ErrMalformed
 
 	// ErrBadJSON is wrapped by every error of the `nix path-info --json` parser.
 	ErrBadJSON = errors.New("malformed path-info JSON")
@@ -384,7 +386,7 @@ func (s *Store) DerivationOutputMap(ctx context.Context, drv storepath.Path) (ma
 	if ok && len(m) > 0 {
 		return m, nil
 	}
-	outs, err := ReadDerivationOutputs(string(drv))
+	outs, err := drvfile.ReadOutputs(string(drv))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("localstore: %s: %w", drv, ErrNotValid)
 	}

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nixcache/nixcache/cache/queue/queuedir"
 	"github.com/nixcache/nixcache/storepath"
 )
 
@@ -114,29 +115,10 @@ func (o *DrainOptions) defaults() {
 }
 
 // Stats are a Drainer's counters, also written to DIR/status.json.
-type Stats struct {
-	PID          int           `json:"pid"`
-	Started      time.Time     `json:"started"`
-	Updated      time.Time     `json:"updated"`
-	Queued       int           `json:"queued"`    // entries waiting (not in flight), including failing ones
-	InFlight     int           `json:"in_flight"` // paths in a Push call now
-	Uploaded     int64         `json:"uploaded"`  // queued paths confirmed in the cache since start
-	Failures     int64         `json:"failures"`  // failed attempts since start
-	Failing      int           `json:"failing"`   // paths waiting for a retry after a failure
-	Dropped      int64         `json:"dropped"`   // paths dropped because they left the store
-	Bytes        int64         `json:"bytes"`     // NAR bytes uploaded since start
-	Narinfos     int64         `json:"narinfos"`  // narinfos written since start (closures included)
-	Stopping     bool          `json:"stopping,omitempty"`
-	FailingPaths []FailingPath `json:"failing_paths,omitempty"`
-}
+type Stats = queuedir.Stats
 
 // FailingPath describes a path in backoff.
-type FailingPath struct {
-	Path      storepath.Path `json:"path"`
-	Attempts  int            `json:"attempts"`
-	NextTry   time.Time      `json:"next_try"`
-	LastError string         `json:"last_error"`
-}
+type FailingPath = queuedir.FailingPath
 
 type item struct {
 	path     storepath.Path
@@ -240,8 +222,8 @@ func (d *Drainer) Run(ctx context.Context) error {
 			} else {
 				// Rescan when the directory changed, and in full every 5 s
 				// in case a change fell within the mtime granularity.
-				if fi, err := os.Stat(d.q.entries); err != nil {
-					d.log.Error("cannot read queue directory", "dir", d.q.entries, "err", err)
+				if fi, err := os.Stat(d.q.EntriesDir()); err != nil {
+					d.log.Error("cannot read queue directory", "dir", d.q.EntriesDir(), "err", err)
 				} else if !fi.ModTime().Equal(lastMod) || time.Since(lastFull) > 5*time.Second {
 					lastMod, lastFull = fi.ModTime(), time.Now()
 					d.scan()
@@ -499,26 +481,11 @@ func (d *Drainer) Stats() Stats {
 func (d *Drainer) writeStatus() {
 	b, err := json.MarshalIndent(d.Stats(), "", "  ")
 	if err == nil {
-		err = writeFileAtomic(filepath.Join(d.q.dir, StatusFile), append(b, '\n'))
+		err = writeFileAtomic(filepath.Join(d.q.Dir(), StatusFile), append(b, '\n'))
 	}
 	if err != nil {
 		d.log.Warn("cannot write status file", "err", err)
 	}
-}
-
-// ReadStatus reads the status file the daemon last wrote in the queue
-// directory. It wraps fs.ErrNotExist when no daemon has run yet.
-func (q *Queue) ReadStatus() (*Stats, error) {
-	path := filepath.Join(q.dir, StatusFile)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("queue: read status %s: %w", path, err)
-	}
-	var s Stats
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("queue: parse status %s: %w", path, err)
-	}
-	return &s, nil
 }
 
 // WriteMetrics writes the Drainer's counters in the Prometheus text
@@ -553,4 +520,28 @@ func (d *Drainer) MetricsHandler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		_ = d.WriteMetrics(w)
 	})
+}
+
+// writeFileAtomic writes data to path through a temporary file and a rename.
+func writeFileAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".tmp-status-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
 }

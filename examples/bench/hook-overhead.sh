@@ -12,14 +12,21 @@
 #    uploading to a file:// cache (zstd). Median of ROUNDS (default 5). Targets: queue-mode hook
 #    < 10 ms per call; queue-mode build within 1.3x of no hook.
 # Needs root (local Nix store), Nix and Go. Leaves nothing but $WORK.
+# BENCH_BIN=DIR uses the post-build-hook and upload-daemon binaries in DIR
+# instead of building them (to compare two versions, run the script once
+# per version, alternating, on an otherwise idle machine).
 set -euo pipefail
 N=${1:-200}
 ROUNDS=${ROUNDS:-5}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 WORK=$(mktemp -d /tmp/nixcache-bench.XXXXXX)
-BIN=$WORK/bin
-mkdir -p "$BIN"
-(cd "$REPO" && go build -o "$BIN" ./examples/post-build-hook ./examples/upload-daemon)
+if [ -n "${BENCH_BIN:-}" ]; then
+  BIN=$(cd "$BENCH_BIN" && pwd)
+else
+  BIN=$WORK/bin
+  mkdir -p "$BIN"
+  (cd "$REPO" && go build -o "$BIN" ./examples/post-build-hook ./examples/upload-daemon)
+fi
 nix-store --generate-binary-cache-key bench-1 "$WORK/key.sec" "$WORK/key.pub"
 
 ms() { echo "scale=2; $1 / 1000000" | bc; }

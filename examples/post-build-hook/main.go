@@ -51,8 +51,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nixcache/nixcache/cache/localstore"
-	"github.com/nixcache/nixcache/cache/queue"
+	"github.com/nixcache/nixcache/cache/localstore/drv"
+	"github.com/nixcache/nixcache/cache/queue/queuedir"
 	"github.com/nixcache/nixcache/storepath"
 )
 
@@ -76,7 +76,7 @@ func main() {
 
 func run(log *slog.Logger) int {
 	start := time.Now()
-	cfg, cfgErr := queue.LoadConfig(os.Getenv)
+	cfg, cfgErr := queuedir.LoadConfig(os.Getenv)
 	if cfg.Queue != "" {
 		if cfgErr != nil {
 			log.Error("configuration problem; still queueing", "err", cfgErr)
@@ -88,7 +88,7 @@ func run(log *slog.Logger) int {
 		return 1
 	}
 	if cfg.To == "" {
-		log.Error("cannot upload: neither " + queue.EnvQueue + " nor " + queue.EnvTo + " is set (environment or " + queue.DefaultConfigFile + ")")
+		log.Error("cannot upload: neither " + queuedir.EnvQueue + " nor " + queuedir.EnvTo + " is set (environment or " + queuedir.DefaultConfigFile + ")")
 		return 1
 	}
 	paths, err := hookPaths(context.Background())
@@ -138,38 +138,36 @@ func findUploader() (string, error) {
 	return "", fmt.Errorf("sync mode needs upload-daemon: set %s, or install it next to the hook or on PATH", EnvUploader)
 }
 
-// runQueue enqueues the outputs and always returns 0.
-func runQueue(log *slog.Logger, cfg queue.Config, start time.Time) int {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		paths, err := hookPaths(context.Background())
-		if err != nil {
-			log.Error("nothing queued", "err", err)
-			return
-		}
-		q, err := queue.Open(cfg.Queue)
-		if err != nil {
-			log.Error("nothing queued: cannot open queue", "queue", cfg.Queue, "err", err)
-			return
-		}
-		err = q.Enqueue(paths...)
-		if err != nil && !errors.Is(err, queue.ErrGCRoot) {
-			log.Error("nothing queued", "queue", cfg.Queue, "paths", len(paths), "err", err)
-			return
-		}
-		if err != nil {
-			log.Warn("queued, but without GC roots", "err", err)
-		}
-		log.Info("queued for upload", "paths", len(paths), "took", time.Since(start).Round(10*time.Microsecond))
-		if !q.DaemonRunning() {
-			log.Warn("no upload-daemon is running on the queue; paths wait until it starts", "queue", q.Dir())
-		}
-	}()
-	select {
-	case <-done:
-	case <-time.After(enqueueTimeout):
+// runQueue enqueues the outputs and always returns 0. A watchdog timer
+// bounds it: should the file system hang (a dead NFS server), the hook logs
+// and exits 0 after enqueueTimeout so the build goes on.
+func runQueue(log *slog.Logger, cfg queuedir.Config, start time.Time) int {
+	watchdog := time.AfterFunc(enqueueTimeout, func() {
 		log.Error("queueing took too long; giving up so the build can go on", "queue", cfg.Queue, "after", enqueueTimeout)
+		os.Exit(0)
+	})
+	defer watchdog.Stop()
+	paths, err := hookPaths(context.Background())
+	if err != nil {
+		log.Error("nothing queued", "err", err)
+		return 0
+	}
+	q, err := queuedir.Open(cfg.Queue)
+	if err != nil {
+		log.Error("nothing queued: cannot open queue", "queue", cfg.Queue, "err", err)
+		return 0
+	}
+	err = q.Enqueue(paths...)
+	if err != nil && !errors.Is(err, queuedir.ErrGCRoot) {
+		log.Error("nothing queued", "queue", cfg.Queue, "paths", len(paths), "err", err)
+		return 0
+	}
+	if err != nil {
+		log.Warn("queued, but without GC roots", "err", err)
+	}
+	log.Info("queued for upload", "paths", len(paths), "took", time.Since(start).Round(10*time.Microsecond))
+	if !q.DaemonRunning() {
+		log.Warn("no upload-daemon is running on the queue; paths wait until it starts", "queue", q.Dir())
 	}
 	return 0
 }
@@ -188,30 +186,30 @@ func hookPaths(ctx context.Context) ([]storepath.Path, error) {
 	if len(out) > 0 {
 		return out, nil
 	}
-	drv := os.Getenv("DRV_PATH")
-	if drv == "" {
+	drvPath := os.Getenv("DRV_PATH")
+	if drvPath == "" {
 		return nil, errors.New("OUT_PATHS and DRV_PATH are both empty (run me as Nix's post-build-hook)")
 	}
-	if _, err := storepath.Parse(drv); err != nil {
+	if _, err := storepath.Parse(drvPath); err != nil {
 		return nil, fmt.Errorf("DRV_PATH: %w", err)
 	}
-	m, err := localstore.ReadDerivationOutputs(drv)
+	m, err := drv.ReadOutputs(drvPath)
 	if err != nil {
-		return nil, fmt.Errorf("DRV_PATH %s: %w", drv, err)
+		return nil, fmt.Errorf("DRV_PATH %s: %w", drvPath, err)
 	}
 	for _, p := range m {
 		out = append(out, p)
 	}
 	if len(out) == 0 {
 		// Floating content-addressed outputs are not in the .drv: ask Nix.
-		b, err := exec.CommandContext(ctx, "nix-store", "--query", "--outputs", drv).Output()
+		b, err := exec.CommandContext(ctx, "nix-store", "--query", "--outputs", drvPath).Output()
 		if err != nil {
-			return nil, fmt.Errorf("nix-store --query --outputs %s: %w", drv, err)
+			return nil, fmt.Errorf("nix-store --query --outputs %s: %w", drvPath, err)
 		}
 		for _, f := range strings.Fields(string(b)) {
 			p, err := storepath.Parse(f)
 			if err != nil {
-				return nil, fmt.Errorf("nix-store --query --outputs %s: %w", drv, err)
+				return nil, fmt.Errorf("nix-store --query --outputs %s: %w", drvPath, err)
 			}
 			out = append(out, p)
 		}

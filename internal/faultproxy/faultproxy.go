@@ -43,6 +43,61 @@ type Proxy struct {
 	// Requests, Injected count the requests seen and the faults injected.
 	Requests atomic.Int64
 	Injected atomic.Int64
+
+	logMu sync.Mutex
+	log   []Request
+}
+
+// Request is one request the proxy answered, as recorded in its log.
+type Request struct {
+	// Method is the HTTP method (PUT, POST, GET, HEAD, DELETE).
+	Method string
+	// Path is the request's URL path, e.g. "/bucket/nar/<hash>.nar.zst".
+	Path string
+	// Query is the raw query string (S3 multipart requests carry
+	// "uploads", "uploadId=..." and "partNumber=..." here).
+	Query string
+	// Status is the status code sent to the client: 502 when the upstream
+	// server could not be reached or the client went away mid-request.
+	Status int
+	// Injected is true when the proxy answered with a fault itself.
+	Injected bool
+	// Start is when the proxy received the request.
+	Start time.Time
+}
+
+// Failed reports whether the request did not succeed: a status outside
+// 2xx, or no status at all.
+func (r Request) Failed() bool { return r.Status < 200 || r.Status > 299 }
+
+// statusWriter records the status code a handler sends.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController (used by httputil.ReverseProxy to
+// flush) reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 // Start starts a proxy to target (http://host:port).
@@ -63,25 +118,47 @@ func Start(target string) (*Proxy, error) {
 			r.Out.Host = r.In.Host // keep the signed Host header
 		},
 		FlushInterval: -1,
+		// A stopped server is an expected fault here: answer 502 (the
+		// default) without logging every refused connection.
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, _ error) {
+			w.WriteHeader(http.StatusBadGateway)
+		},
 	}
-	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p.srv = &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		p.Requests.Add(1)
+		w := &statusWriter{ResponseWriter: rw}
+		rec := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Start: time.Now()}
+		defer func() {
+			rec.Status = w.status
+			if r.Context().Err() != nil && !rec.Injected {
+				// The client gave up (or was killed) before the answer
+				// reached it: whatever the server did, the client saw
+				// a failure.
+				rec.Status = http.StatusBadGateway
+			}
+			p.logMu.Lock()
+			p.log = append(p.log, rec)
+			p.logMu.Unlock()
+		}()
 		f := p.Faults()
 		if f.Latency > 0 {
 			time.Sleep(f.Latency)
 		}
 		switch {
 		case f.Down:
+			rec.Injected = true
 			p.Injected.Add(1)
 			drain(r)
 			http.Error(w, "proxy: server down", http.StatusBadGateway)
 			return
 		case f.SlowDownRate > 0 && rand.Float64() < f.SlowDownRate:
+			rec.Injected = true
 			p.Injected.Add(1)
 			drain(r)
 			s3Error(w, http.StatusServiceUnavailable, "SlowDown", "Please reduce your request rate.")
 			return
 		case f.TooManyRate > 0 && rand.Float64() < f.TooManyRate:
+			rec.Injected = true
 			p.Injected.Add(1)
 			drain(r)
 			s3Error(w, http.StatusTooManyRequests, "TooManyRequests", "Too many requests.")
@@ -114,6 +191,21 @@ func (p *Proxy) Set(f Faults) {
 	p.mu.Lock()
 	p.faults = f
 	p.mu.Unlock()
+}
+
+// Log returns a copy of the requests answered so far, in the order their
+// answers completed.
+func (p *Proxy) Log() []Request {
+	p.logMu.Lock()
+	defer p.logMu.Unlock()
+	return append([]Request(nil), p.log...)
+}
+
+// ResetLog empties the request log.
+func (p *Proxy) ResetLog() {
+	p.logMu.Lock()
+	p.log = nil
+	p.logMu.Unlock()
 }
 
 // Host returns the proxy's host:port.

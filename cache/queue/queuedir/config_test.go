@@ -1,4 +1,4 @@
-package queue_test
+package queuedir_test
 
 import (
 	"errors"
@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nixcache/nixcache/cache/queue"
+	"github.com/nixcache/nixcache/cache/queue/queuedir"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -30,7 +30,7 @@ func TestParseConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := queue.ParseConfig([]byte(tt.in))
+			got, err := queuedir.ParseConfig([]byte(tt.in))
 			if tt.errLine != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.errLine) {
 					t.Fatalf("err = %v, want mention of %q", err, tt.errLine)
@@ -57,8 +57,8 @@ func TestLoadConfig(t *testing.T) {
 	file := filepath.Join(dir, "hook.conf")
 	if err := os.WriteFile(file, []byte("NIXCACHE_TO=file:///from-file\nNIXCACHE_QUEUE=/q\nNIXCACHE_TEST_UNUSED_X=1\n"), 0o644); err == nil {
 		// The unknown NIXCACHE_ key makes the whole file an error.
-		env := map[string]string{queue.EnvConfig: file}
-		if _, err := queue.LoadConfig(func(k string) string { return env[k] }); !errors.Is(err, queue.ErrConfig) || !strings.Contains(err.Error(), "line 3") {
+		env := map[string]string{queuedir.EnvConfig: file}
+		if _, err := queuedir.LoadConfig(func(k string) string { return env[k] }); !errors.Is(err, queuedir.ErrConfig) || !strings.Contains(err.Error(), "line 3") {
 			t.Fatalf("LoadConfig = %v, want ErrConfig naming line 3", err)
 		}
 	}
@@ -68,8 +68,8 @@ func TestLoadConfig(t *testing.T) {
 	}
 	t.Setenv("QUEUE_TEST_EXPORTED", "")
 	_ = os.Unsetenv("QUEUE_TEST_EXPORTED")
-	env := map[string]string{queue.EnvConfig: file, queue.EnvTo: "file:///from-env", queue.EnvSecretKeyFile: "/k"}
-	c, err := queue.LoadConfig(func(k string) string { return env[k] })
+	env := map[string]string{queuedir.EnvConfig: file, queuedir.EnvTo: "file:///from-env", queuedir.EnvSecretKeyFile: "/k"}
+	c, err := queuedir.LoadConfig(func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,8 +83,8 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatalf("StoreURL = %q", got)
 	}
 	// An explicit missing config file is an error; the default one may be absent.
-	env = map[string]string{queue.EnvConfig: filepath.Join(dir, "missing.conf")}
-	if _, err := queue.LoadConfig(func(k string) string { return env[k] }); !errors.Is(err, queue.ErrConfig) {
+	env = map[string]string{queuedir.EnvConfig: filepath.Join(dir, "missing.conf")}
+	if _, err := queuedir.LoadConfig(func(k string) string { return env[k] }); !errors.Is(err, queuedir.ErrConfig) {
 		t.Fatalf("missing explicit config: %v", err)
 	}
 }
@@ -92,7 +92,7 @@ func TestLoadConfig(t *testing.T) {
 func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("NIXCACHE_TO=file:///c\n# x\nexport A='b'\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		kv, err := queue.ParseConfig(data)
+		kv, err := queuedir.ParseConfig(data)
 		if err != nil {
 			return
 		}

@@ -1,4 +1,4 @@
-package localstore
+package drv
 
 import (
 	"bytes"
@@ -18,10 +18,10 @@ const (
 	outB = "/nix/store/sjckycqs93xg1s65cidrl4v67pkb41rs-lsx-multi-dev"
 )
 
-// TestReadDerivationOutputsRecorded parses a .drv written by Nix 2.8 and
+// TestReadOutputsRecorded parses a .drv written by Nix 2.8 and
 // compares with what `nix-store --query --outputs` printed for it.
-func TestReadDerivationOutputsRecorded(t *testing.T) {
-	outs, err := ReadDerivationOutputs(filepath.Join("testdata", "lsx-multi.drv"))
+func TestReadOutputsRecorded(t *testing.T) {
+	outs, err := ReadOutputs(filepath.Join("testdata", "lsx-multi.drv"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestReadDerivationOutputsRecorded(t *testing.T) {
 	}
 }
 
-func TestParseDerivationOutputsRules(t *testing.T) {
+func TestParseOutputsRules(t *testing.T) {
 	tail := `,[],[],"x86_64-linux","/bin/sh",[],[])`
 	tests := []struct {
 		name, in string
@@ -72,7 +72,7 @@ func TestParseDerivationOutputsRules(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseDerivationOutputs(strings.NewReader(tt.in))
+			got, err := ParseOutputs(strings.NewReader(tt.in))
 			if tt.want == nil {
 				if tt.name == "stops after outputs" {
 					if err != nil || got["out"] != outA {
@@ -83,8 +83,8 @@ func TestParseDerivationOutputsRules(t *testing.T) {
 				if err == nil {
 					t.Fatalf("no error; got %v", got)
 				}
-				if !errors.Is(err, ErrBadDerivation) {
-					t.Errorf("error %v does not wrap ErrBadDerivation", err)
+				if !errors.Is(err, ErrMalformed) {
+					t.Errorf("error %v does not wrap ErrMalformed", err)
 				}
 				return
 			}
@@ -98,14 +98,14 @@ func TestParseDerivationOutputsRules(t *testing.T) {
 	}
 }
 
-func TestReadDerivationOutputsMissing(t *testing.T) {
-	_, err := ReadDerivationOutputs(filepath.Join(t.TempDir(), "none.drv"))
+func TestReadOutputsMissing(t *testing.T) {
+	_, err := ReadOutputs(filepath.Join(t.TempDir(), "none.drv"))
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("err = %v, want os.ErrNotExist", err)
 	}
 }
 
-func FuzzParseDerivationOutputs(f *testing.F) {
+func FuzzParseOutputs(f *testing.F) {
 	data, err := os.ReadFile(filepath.Join("testdata", "lsx-multi.drv"))
 	if err != nil {
 		f.Fatal(err)
@@ -113,10 +113,10 @@ func FuzzParseDerivationOutputs(f *testing.F) {
 	f.Add(data)
 	f.Add([]byte(`DrvWithVersion("xp-dyn-drv",[("out","` + outA + `","","")],`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		outs, err := ParseDerivationOutputs(bytes.NewReader(data))
+		outs, err := ParseOutputs(bytes.NewReader(data))
 		if err != nil {
-			if !errors.Is(err, ErrBadDerivation) {
-				t.Fatalf("error %v does not wrap ErrBadDerivation", err)
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
 			}
 			return
 		}

@@ -1,0 +1,498 @@
+// Package queuedir is the on-disk side of the upload queue: a durable,
+// crash-safe queue kept in a directory, shared by many post-build hooks
+// (which enqueue) and one upload daemon (which drains, see package
+// cache/queue). It imports only the standard library's file-system,
+// formatting and hashing packages and storepath, so that a post-build hook
+// linking it starts in about a millisecond; it has no network, TLS or
+// database code.
+//
+// Layout of a queue directory DIR:
+//
+//	DIR/entries/<hash>-<name>   symlink to /nix/store/<hash>-<name>, one per queued path
+//	DIR/entries/.tmp-*          a hook's entry being created (never read)
+//	DIR/status.json             the daemon's latest Stats, rewritten atomically
+//	DIR/daemon.lock             flock(2)ed by the running daemon
+//
+// An entry is created under a unique temporary name and renamed into place;
+// its GC root (below) is created next, and only then are the two
+// directories fsync'ed, once each, before Enqueue returns: after a crash an
+// entry is either complete or absent, and enqueueing the same path twice
+// merges into one entry for free (rename replaces the identical link).
+// Entries are removed only after the path's narinfo is in the cache (see
+// the Drainer of package cache/queue).
+//
+// Nix's post-build hook runs before anything holds a GC root to the new
+// outputs (nix-build's result link comes later, and a daemon's client may
+// make none), so every entry is also registered as an indirect GC root, the
+// way `nix-store --add-root --indirect` does: a symlink in
+// /nix/var/nix/gcroots/auto pointing at the entry. Nix's garbage collector
+// follows it to the entry and from there to the store path, keeping the path
+// alive while it is queued; once the entry is gone the root is stale and
+// Nix removes it itself ("removing stale link"), or Done removes it first.
+package queuedir
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nixcache/nixcache/storepath"
+)
+
+// ErrNotStorePath is wrapped by Enqueue and Done errors for an argument that
+// is not a valid absolute store path (Nix's <store dir>/<32 nix32>-<name>).
+var ErrNotStorePath = errors.New("queuedir: not a store path")
+
+// ErrGCRoot is wrapped (joined) into Enqueue's error when the entries were
+// stored durably but the GC root under Nix's gcroots directory could not be
+// created, for example when not running as root. The paths are queued; only
+// their protection against `nix-store --gc` is missing.
+var ErrGCRoot = errors.New("queuedir: cannot register GC root")
+
+// ErrLocked is returned by Lock when another process holds the queue's
+// daemon lock: only one drainer may run per queue directory.
+var ErrLocked = errors.New("queuedir: another daemon holds the queue lock")
+
+const (
+	entriesDir = "entries"
+	tmpPrefix  = ".tmp-"
+	// StatusFile is the name of the daemon's status file inside the queue directory.
+	StatusFile = "status.json"
+	lockFile   = "daemon.lock"
+	rootPrefix = "nixcache-queue-"
+)
+
+// Options configures a Queue.
+type Options struct {
+	// GCRootsDir is where indirect GC roots are made, one symlink per entry.
+	// Empty means Nix's own directory for indirect roots,
+	// $NIX_STATE_DIR/gcroots/auto (default /nix/var/nix/gcroots/auto).
+	// "-" disables GC roots, for queues of paths that are rooted otherwise.
+	// When the queue directory itself lies under $NIX_STATE_DIR/gcroots, the
+	// entries are direct GC roots and no extra link is made.
+	GCRootsDir string
+}
+
+// Queue is a queue directory. Its methods are safe for concurrent use, also
+// by several processes on the same directory.
+type Queue struct {
+	dir     string
+	entries string
+	roots   string // "" when no indirect roots are needed
+	seq     atomic.Uint64
+}
+
+// StateDir returns Nix's state directory: $NIX_STATE_DIR, else /nix/var/nix.
+func StateDir() string {
+	if d := os.Getenv("NIX_STATE_DIR"); d != "" && filepath.IsAbs(d) {
+		return filepath.Clean(d)
+	}
+	return "/nix/var/nix"
+}
+
+// Open opens the queue in dir, creating it when missing, with default Options.
+func Open(dir string) (*Queue, error) { return OpenOptions(dir, Options{}) }
+
+// OpenOptions opens the queue in dir, creating it (mode 0755) when missing.
+func OpenOptions(dir string, opts Options) (*Queue, error) {
+	if dir == "" {
+		return nil, errors.New("queuedir: empty queue directory")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("queuedir: directory %q: %w", dir, err)
+	}
+	q := &Queue{dir: abs, entries: filepath.Join(abs, entriesDir)}
+	if _, err := os.Stat(q.entries); err != nil {
+		if err := os.MkdirAll(q.entries, 0o755); err != nil {
+			return nil, fmt.Errorf("queuedir: create %s: %w", q.entries, err)
+		}
+		// Make the new directories themselves durable.
+		_ = syncDir(abs)
+		_ = syncDir(filepath.Dir(abs))
+	}
+	gcroots := filepath.Join(StateDir(), "gcroots")
+	switch {
+	case opts.GCRootsDir == "-":
+	case isUnder(abs, gcroots):
+	case opts.GCRootsDir != "":
+		q.roots = filepath.Clean(opts.GCRootsDir)
+	default:
+		q.roots = filepath.Join(gcroots, "auto")
+	}
+	return q, nil
+}
+
+func isUnder(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// Dir returns the queue's absolute directory.
+func (q *Queue) Dir() string { return q.dir }
+
+// entryName is the entry's file name for p: its base name <hash>-<name>.
+func entryName(p storepath.Path) (string, error) {
+	if _, err := storepath.Parse(string(p)); err != nil {
+		return "", fmt.Errorf("%w: %q: %w", ErrNotStorePath, string(p), err)
+	}
+	return p.Base(), nil
+}
+
+// rootName is the name of the indirect GC root for an entry:
+// nixcache-queue-<16 hex digits>-<entry name>, where the digits are the
+// 64-bit FNV-1a hash of the entries directory, so two queues never share a
+// root link and `ls` on the roots directory shows what each root protects.
+// (FNV rather than a cryptographic hash keeps crypto code out of the hook.)
+func (q *Queue) rootName(name string) string {
+	h := fnv.New64a()
+	h.Write([]byte(q.entries))
+	return fmt.Sprintf("%s%016x-%s", rootPrefix, h.Sum64(), name)
+}
+
+// tmpName is unique among live processes (pid, then a per-Queue counter);
+// the clock part makes a clash with the leftover of a crashed process that
+// had the same pid unlikely, and Enqueue retries on one anyway.
+func (q *Queue) tmpName() string {
+	return tmpPrefix + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(q.seq.Add(1), 10) + "-" + strconv.FormatInt(time.Now().UnixNano()&0xffffffffff, 36)
+}
+
+// Enqueue durably adds paths to the queue: when it returns nil, every path has
+// a complete entry on disk (fsync'ed) that survives a crash, and a GC root
+// (fsync'ed too). Paths already queued are merged. It validates every path
+// before writing anything.
+//
+// The cost is one symlink and one rename per path, one symlink per GC root,
+// and one fsync per directory touched (the entries directory and the GC
+// roots directory), whatever the number of paths. When only the GC roots
+// fail, the entries are still durable and the error wraps ErrGCRoot.
+func (q *Queue) Enqueue(paths ...storepath.Path) error {
+	names := make([]string, len(paths))
+	for i, p := range paths {
+		n, err := entryName(p)
+		if err != nil {
+			return err
+		}
+		names[i] = n
+	}
+	if len(paths) == 0 {
+		return nil
+	}
+	for i, p := range paths {
+		if err := q.putEntry(p, names[i]); err != nil {
+			return err
+		}
+	}
+	// The roots go into the same batch: create them all, then fsync each
+	// directory once. On a journaling file system the first fsync usually
+	// commits the second directory's changes as well.
+	var rootErr error
+	rooted := false
+	for _, n := range names {
+		if err := q.addRoot(n); err != nil {
+			rootErr = errors.Join(rootErr, err)
+		} else {
+			rooted = true
+		}
+	}
+	if err := syncDir(q.entries); err != nil {
+		return fmt.Errorf("queuedir: fsync %s: %w", q.entries, err)
+	}
+	if rooted && q.roots != "" {
+		if err := syncDir(q.roots); err != nil {
+			rootErr = errors.Join(rootErr, fmt.Errorf("%w: fsync %s: %w", ErrGCRoot, q.roots, err))
+		}
+	}
+	return rootErr
+}
+
+// putEntry creates the entry symlink name -> p under a temporary name and
+// renames it into place (not yet fsync'ed).
+func (q *Queue) putEntry(p storepath.Path, name string) error {
+	for attempt := 0; ; attempt++ {
+		tmp := filepath.Join(q.entries, q.tmpName())
+		err := os.Symlink(string(p), tmp)
+		if errors.Is(err, fs.ErrExist) && attempt < 3 {
+			continue // a crashed process's leftover with our name
+		}
+		if err != nil {
+			return fmt.Errorf("queuedir: create entry for %s: %w", p, err)
+		}
+		// syscall.Rename: os.Rename would first lstat the target to refuse
+		// replacing a directory, which rename(2) refuses anyway (EISDIR).
+		if err := syscall.Rename(tmp, filepath.Join(q.entries, name)); err != nil {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("queuedir: create entry for %s: rename %s: %w", p, tmp, err)
+		}
+		return nil
+	}
+}
+
+func (q *Queue) addRoot(name string) error {
+	if q.roots == "" {
+		return nil
+	}
+	link := filepath.Join(q.roots, q.rootName(name))
+	target := filepath.Join(q.entries, name)
+	err := os.Symlink(target, link)
+	if errors.Is(err, fs.ErrNotExist) {
+		if mkErr := os.MkdirAll(q.roots, 0o755); mkErr == nil {
+			err = os.Symlink(target, link)
+		}
+	}
+	if err == nil || errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s: %w", ErrGCRoot, link, err)
+}
+
+// Done removes p's entry and GC root: call it only once p's narinfo is in the
+// cache. Removing an entry that is not queued is not an error.
+func (q *Queue) Done(p storepath.Path) error {
+	name, err := entryName(p)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(filepath.Join(q.entries, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("queuedir: remove entry %s: %w", name, err)
+	}
+	if q.roots != "" {
+		link := filepath.Join(q.roots, q.rootName(name))
+		if err := os.Remove(link); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("queuedir: remove GC root %s: %w", link, err)
+		}
+	}
+	return nil
+}
+
+// Entry is one queued path.
+type Entry struct {
+	// Path is the queued store path (the entry's symlink target).
+	Path storepath.Path
+	// Queued is when the entry was (last) written.
+	Queued time.Time
+}
+
+// Pending lists the queued entries, oldest first. Temporary files of
+// enqueuers still at work are not listed; neither are malformed entries
+// (see Clean).
+func (q *Queue) Pending() ([]Entry, error) {
+	names, err := q.names()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry, 0, len(names))
+	for _, n := range names {
+		e, err := q.entry(n)
+		if err != nil {
+			continue
+		}
+		out = append(out, e)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Queued.Before(out[j].Queued) })
+	return out, nil
+}
+
+// Len returns the number of entries (including malformed ones).
+func (q *Queue) Len() (int, error) {
+	names, err := q.names()
+	return len(names), err
+}
+
+// names lists entry names, without temporary files.
+func (q *Queue) names() ([]string, error) {
+	f, err := os.Open(q.entries)
+	if err != nil {
+		return nil, fmt.Errorf("queuedir: read %s: %w", q.entries, err)
+	}
+	defer f.Close()
+	all, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("queuedir: read %s: %w", q.entries, err)
+	}
+	names := all[:0]
+	for _, n := range all {
+		if !strings.HasPrefix(n, ".") {
+			names = append(names, n)
+		}
+	}
+	return names, nil
+}
+
+// entry reads and checks one entry: a symlink whose target is a store path
+// with the entry's name as base name.
+func (q *Queue) entry(name string) (Entry, error) {
+	full := filepath.Join(q.entries, name)
+	fi, err := os.Lstat(full)
+	if err != nil {
+		return Entry{}, fmt.Errorf("queuedir: entry %s: %w", name, err)
+	}
+	if fi.Mode()&fs.ModeSymlink == 0 {
+		return Entry{}, fmt.Errorf("queuedir: entry %s: not a symlink", name)
+	}
+	target, err := os.Readlink(full)
+	if err != nil {
+		return Entry{}, fmt.Errorf("queuedir: entry %s: %w", name, err)
+	}
+	p, err := storepath.Parse(target)
+	if err != nil || p.Base() != name {
+		return Entry{}, fmt.Errorf("queuedir: entry %s: target %q is not the store path named by the entry", name, target)
+	}
+	return Entry{Path: p, Queued: fi.ModTime()}, nil
+}
+
+// Clean removes temporary files older than maxAge (left by enqueuers that
+// crashed) and malformed entries, returning what it removed. Entries are
+// never malformed when written by Enqueue; this guards against hand edits.
+func (q *Queue) Clean(maxAge time.Duration) ([]string, error) {
+	f, err := os.Open(q.entries)
+	if err != nil {
+		return nil, fmt.Errorf("queuedir: read %s: %w", q.entries, err)
+	}
+	all, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("queuedir: read %s: %w", q.entries, err)
+	}
+	var removed []string
+	for _, n := range all {
+		full := filepath.Join(q.entries, n)
+		if strings.HasPrefix(n, ".") {
+			fi, err := os.Lstat(full)
+			if err == nil && time.Since(fi.ModTime()) > maxAge && os.Remove(full) == nil {
+				removed = append(removed, n)
+			}
+			continue
+		}
+		if _, err := q.entry(n); err != nil {
+			fi, lerr := os.Lstat(full)
+			if lerr == nil && !fi.IsDir() && os.Remove(full) == nil {
+				removed = append(removed, n)
+			}
+		}
+	}
+	return removed, nil
+}
+
+// RepairRoots makes sure every entry has its GC root (a crash between the
+// entry's rename and the root's creation leaves an entry without one).
+func (q *Queue) RepairRoots() error {
+	if q.roots == "" {
+		return nil
+	}
+	names, err := q.names()
+	if err != nil {
+		return err
+	}
+	var errs error
+	for _, n := range names {
+		if err := q.addRoot(n); err != nil {
+			errs = errors.Join(errs, err)
+		}
+	}
+	return errs
+}
+
+// Lock takes the queue's daemon lock (flock on DIR/daemon.lock) so that only
+// one drainer runs per queue. It returns ErrLocked when another process
+// holds it (including, for microseconds, a hook's DaemonRunning probe). The
+// lock is released by calling the returned function, or when the process
+// dies.
+func (q *Queue) Lock() (unlock func(), err error) {
+	path := filepath.Join(q.dir, lockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("queuedir: open lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+		}
+		return nil, fmt.Errorf("queuedir: lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// DaemonRunning reports whether some process holds the queue's daemon lock.
+// It does not create the lock file: no file means no daemon ever ran.
+func (q *Queue) DaemonRunning() bool {
+	fd, err := syscall.Open(filepath.Join(q.dir, lockFile), syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer syscall.Close(fd)
+	err = syscall.Flock(fd, syscall.LOCK_SH|syscall.LOCK_NB)
+	return errors.Is(err, syscall.EWOULDBLOCK)
+}
+
+// syncDir fsyncs a directory so that renames and creations in it are
+// durable. It uses the raw system calls: os.Open would also try to register
+// the descriptor with the runtime's poller.
+func syncDir(dir string) error {
+	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: dir, Err: err}
+	}
+	err = syscall.Fsync(fd)
+	if cerr := syscall.Close(fd); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return &fs.PathError{Op: "fsync", Path: dir, Err: err}
+	}
+	return nil
+}
+
+// EntriesDir returns the directory holding the entries, DIR/entries.
+func (q *Queue) EntriesDir() string { return q.entries }
+
+// Stats are a Drainer's counters, also written to DIR/status.json.
+type Stats struct {
+	PID          int           `json:"pid"`
+	Started      time.Time     `json:"started"`
+	Updated      time.Time     `json:"updated"`
+	Queued       int           `json:"queued"`    // entries waiting (not in flight), including failing ones
+	InFlight     int           `json:"in_flight"` // paths in a Push call now
+	Uploaded     int64         `json:"uploaded"`  // queued paths confirmed in the cache since start
+	Failures     int64         `json:"failures"`  // failed attempts since start
+	Failing      int           `json:"failing"`   // paths waiting for a retry after a failure
+	Dropped      int64         `json:"dropped"`   // paths dropped because they left the store
+	Bytes        int64         `json:"bytes"`     // NAR bytes uploaded since start
+	Narinfos     int64         `json:"narinfos"`  // narinfos written since start (closures included)
+	Stopping     bool          `json:"stopping,omitempty"`
+	FailingPaths []FailingPath `json:"failing_paths,omitempty"`
+}
+
+// FailingPath describes a path in backoff.
+type FailingPath struct {
+	Path      storepath.Path `json:"path"`
+	Attempts  int            `json:"attempts"`
+	NextTry   time.Time      `json:"next_try"`
+	LastError string         `json:"last_error"`
+}
+
+// ReadStatus reads the status file the daemon last wrote in the queue
+// directory. It wraps fs.ErrNotExist when no daemon has run yet.
+func (q *Queue) ReadStatus() (*Stats, error) {
+	path := filepath.Join(q.dir, StatusFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("queuedir: read status %s: %w", path, err)
+	}
+	var s Stats
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("queuedir: parse status %s: %w", path, err)
+	}
+	return &s, nil
+}

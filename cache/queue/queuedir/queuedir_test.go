@@ -1,0 +1,84 @@
+package queuedir_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nixcache/nixcache/cache/queue/queuedir"
+	"github.com/nixcache/nixcache/storepath"
+)
+
+// TestRootNames checks the GC root layout: one root per entry in the roots
+// directory, named after the entry and distinct per queue, pointing at the
+// entry; Done removes both.
+func TestRootNames(t *testing.T) {
+	roots := t.TempDir()
+	p := storepath.Path("/nix/store/0hhb51h788j6gmjd8j9c6jrk34fji2cq-y")
+	var links []string
+	for _, sub := range []string{"a", "b"} {
+		q, err := queuedir.OpenOptions(filepath.Join(t.TempDir(), sub), queuedir.Options{GCRootsDir: roots})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := q.Enqueue(p); err != nil {
+			t.Fatal(err)
+		}
+		ls, _ := filepath.Glob(filepath.Join(roots, "nixcache-queue-*-"+p.Base()))
+		if len(ls) != len(links)+1 {
+			t.Fatalf("roots after enqueueing in queue %s: %v", sub, ls)
+		}
+		links = ls
+	}
+	for _, l := range links {
+		tgt, err := os.Readlink(l)
+		if err != nil || !strings.HasSuffix(tgt, "/entries/"+p.Base()) {
+			t.Errorf("root %s -> %q, %v", l, tgt, err)
+		}
+	}
+}
+
+// TestEnqueueLeavesNoTemporaries checks that Enqueue leaves exactly the
+// entries (no .tmp- names) and that re-enqueueing merges.
+func TestEnqueueLeavesNoTemporaries(t *testing.T) {
+	dir := t.TempDir()
+	q, err := queuedir.OpenOptions(dir, queuedir.Options{GCRootsDir: "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths := []storepath.Path{
+		"/nix/store/0hhb51h788j6gmjd8j9c6jrk34fji2cq-y",
+		"/nix/store/4wqibzk3zylscs1br3xn7xcn8x3xywab-lsx-multi",
+	}
+	for range 3 {
+		if err := q.Enqueue(paths...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names, err := os.ReadDir(q.EntriesDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != len(paths) {
+		t.Fatalf("entries = %v, want %d", names, len(paths))
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n.Name(), ".") {
+			t.Errorf("temporary left: %s", n.Name())
+		}
+	}
+}
+
+func BenchmarkEnqueue(b *testing.B) {
+	q, err := queuedir.OpenOptions(b.TempDir(), queuedir.Options{GCRootsDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := storepath.Path("/nix/store/0hhb51h788j6gmjd8j9c6jrk34fji2cq-y")
+	for b.Loop() {
+		if err := q.Enqueue(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

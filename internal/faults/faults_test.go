@@ -1,0 +1,280 @@
+package faults
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nixcache/nixcache/internal/faultproxy"
+	"github.com/nixcache/nixcache/internal/testenv"
+)
+
+// TestFaults runs a short version of every scenario against real Nix, the
+// real S3 server and the real hook and daemon binaries: every built path
+// must reach the cache, be accepted by `nix store verify`, the invariant
+// must hold, and nothing may be uploaded twice without a failed attempt.
+func TestFaults(t *testing.T) {
+	if testing.Short() && !testenv.InCI() {
+		t.Skip("-short")
+	}
+	testenv.RequireNix(t)
+	s3 := testenv.StartS3(t)
+	s3.SetEnv(t)
+	ctx := context.Background()
+	work := t.TempDir()
+	hook, daemon, err := BuildBinaries(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(ctx, Config{
+		S3: s3, TB: t, Hook: hook, Daemon: daemon, WorkDir: work,
+		Chain: 4, BigSize: 12 << 20, Kills: 2, Builds: 3, Logf: t.Logf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	var all []Counts
+	for _, sc := range All {
+		t.Run(string(sc), func(t *testing.T) {
+			c, err := h.Run(ctx, sc, 2)
+			all = append(all, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.PathsChecked == 0 {
+				t.Errorf("no paths checked")
+			}
+			if c.Faults == 0 && sc != Concurrent {
+				t.Errorf("no fault injected")
+			}
+			if c.PathsLost != 0 || c.Broken != 0 {
+				t.Errorf("%d paths lost, %d invariant violations (see log)", c.PathsLost, c.Broken)
+			}
+			if c.Needless != 0 {
+				t.Errorf("%d needless re-uploads (see log)", c.Needless)
+			}
+			if sc == DiskFull && c.Unqueued == 0 {
+				t.Errorf("the disk-full builds queued everything: the disk was not full")
+			}
+		})
+	}
+	var buf bytes.Buffer
+	if err := WriteTable(&buf, all); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", buf.String())
+}
+
+// The checker's narinfo reader must read what real Nix writes: `nix copy`
+// to a file:// cache, then every field the checker uses is compared with the
+// files Nix wrote.
+func TestParseNarInfoFieldsRealNix(t *testing.T) {
+	testenv.RequireNix(t)
+	dir := t.TempDir()
+	expr, err := writeExpr(dir, "parse", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outs := strings.Fields(string(testenv.Nix(t, "nix-build", expr, "--no-out-link", "--option", "substituters", "")))
+	if len(outs) != 3 {
+		t.Fatalf("nix-build printed %v", outs)
+	}
+	t.Cleanup(func() { _, _ = testenv.NixCmd("nix-store", append([]string{"--delete"}, outs...)...) })
+	cacheDir := filepath.Join(dir, "cache")
+	testenv.Nix(t, "nix", append([]string{"copy", "--to", "file://" + cacheDir + "?compression=zstd"}, outs...)...)
+	for _, p := range outs {
+		data, err := os.ReadFile(filepath.Join(cacheDir, hashPart(p)+".narinfo"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ni, err := parseNarInfoFields(bytes.NewReader(data))
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", p, err, data)
+		}
+		if ni.StorePath != p {
+			t.Errorf("StorePath %q, want %q", ni.StorePath, p)
+		}
+		fi, err := os.Stat(filepath.Join(cacheDir, ni.URL))
+		if err != nil {
+			t.Fatalf("URL %s: %v", ni.URL, err)
+		}
+		if fi.Size() != ni.FileSize {
+			t.Errorf("%s: FileSize %d, file has %d bytes", p, ni.FileSize, fi.Size())
+		}
+		refs := strings.Fields(string(testenv.Nix(t, "nix-store", "--query", "--references", p)))
+		var want []string
+		for _, r := range refs {
+			want = append(want, filepath.Base(r))
+		}
+		if strings.Join(ni.References, " ") != strings.Join(want, " ") {
+			t.Errorf("%s: References %v, nix-store says %v", p, ni.References, want)
+		}
+	}
+}
+
+// sample is a narinfo as Nix 2.8 writes it (notes/test-rig.md).
+const sample = `StorePath: /nix/store/0hhb51h788j6gmjd8j9c6jrk34fji2cq-y
+URL: nar/0qk0rv9dk5vfdxb91cq2298y6g818wmqi9xvnnnppqw5iba8azdj.nar.zst
+Compression: zstd
+FileHash: sha256:0qk0rv9dk5vfdxb91cq2298y6g818wmqi9xvnnnppqw5iba8azdj
+FileSize: 88
+NarHash: sha256:1xmr8jicvzszfzpz46g37mlpvbzjl2wpwvl2b05psipssyp1sm8h
+NarSize: 120
+References: 
+Deriver: 1bih4j3vfip689mf1s374ijxw69b6mj3-y.drv
+Sig: test-cache-1:awDMthLIjlowQ6AlWxVJ3+206neEo4IVNU0dbIruBfmipO0hYdwiVbnH3fhixPn6M+5uzoGjpHZR7CJISJvNCw==
+`
+
+func TestParseNarInfoFields(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		wantErr  bool
+		refs     int
+	}{
+		{"nix 2.8 sample", sample, false, 0},
+		{"references", strings.Replace(sample, "References: ", "References: 0hhb51h788j6gmjd8j9c6jrk34fji2cq-y aaaab51h788j6gmjd8j9c6jrk34fji2cq-z", 1), false, 2},
+		{"no URL", strings.Replace(sample, "URL: ", "XURL: ", 1), true, 0},
+		{"no StorePath", strings.Replace(sample, "StorePath: ", "Path: ", 1), true, 0},
+		{"no NarHash", strings.Replace(sample, "NarHash: ", "X: ", 1), true, 0},
+		{"no NarSize", strings.Replace(sample, "NarSize: 120\n", "", 1), true, 0},
+		{"no FileSize", strings.Replace(sample, "FileSize: 88\n", "", 1), true, 0},
+		{"bad FileSize", strings.Replace(sample, "FileSize: 88", "FileSize: -1", 1), true, 0},
+		{"CRLF", strings.ReplaceAll(sample, "\n", "\r\n"), true, 0},
+		{"line without colon", sample + "garbage\n", true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ni, err := parseNarInfoFields(strings.NewReader(tc.in))
+			if tc.wantErr {
+				if !errors.Is(err, ErrBadNarInfo) {
+					t.Fatalf("err = %v, want ErrBadNarInfo", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ni.FileSize != 88 || len(ni.References) != tc.refs {
+				t.Errorf("got %+v", ni)
+			}
+		})
+	}
+}
+
+func req(method, path, query string, status int) faultproxy.Request {
+	return faultproxy.Request{Method: method, Path: path, Query: query, Status: status}
+}
+
+func TestAnalyzeLog(t *testing.T) {
+	const nar = "/b/nar/x.nar.zst"
+	for _, tc := range []struct {
+		name                         string
+		log                          []faultproxy.Request
+		keys, stored, failed, needed int
+		needless                     []string
+	}{
+		{"one put", []faultproxy.Request{req("PUT", nar, "", 200)}, 1, 1, 0, 0, nil},
+		{"put twice", []faultproxy.Request{req("PUT", nar, "", 200), req("PUT", nar, "", 200)}, 1, 2, 0, 0, []string{"nar/x.nar.zst"}},
+		{"retry after 503", []faultproxy.Request{req("PUT", nar, "", 200), req("PUT", nar, "", 503), req("PUT", nar, "", 200)}, 1, 2, 1, 1, nil},
+		{"first attempt fails", []faultproxy.Request{req("PUT", nar, "", 429), req("PUT", nar, "", 200)}, 1, 1, 1, 0, nil},
+		{"other bucket ignored", []faultproxy.Request{req("PUT", "/c/nar/x.nar.zst", "", 200), req("PUT", nar, "", 200)}, 1, 1, 0, 0, nil},
+		{"reads ignored", []faultproxy.Request{req("HEAD", nar, "", 404), req("GET", nar, "", 200), req("PUT", nar, "", 200)}, 1, 1, 0, 0, nil},
+		{"multipart", []faultproxy.Request{
+			req("POST", nar, "uploads=", 200),
+			req("PUT", nar, "partNumber=1&uploadId=u", 200),
+			req("PUT", nar, "partNumber=2&uploadId=u", 200),
+			req("POST", nar, "uploadId=u", 200),
+		}, 1, 1, 0, 0, nil},
+		{"multipart part fails, redone", []faultproxy.Request{
+			req("POST", nar, "uploads=", 200),
+			req("PUT", nar, "partNumber=1&uploadId=u", 200),
+			req("POST", nar, "uploadId=u", 200),
+			req("PUT", nar, "partNumber=1&uploadId=v", 502),
+			req("PUT", nar, "partNumber=1&uploadId=v", 200),
+			req("POST", nar, "uploadId=v", 200),
+		}, 1, 2, 1, 1, nil},
+		{"multipart done twice", []faultproxy.Request{
+			req("POST", nar, "uploadId=u", 200),
+			req("POST", nar, "uploads=", 200),
+			req("POST", nar, "uploadId=v", 200),
+		}, 1, 2, 0, 0, []string{"nar/x.nar.zst"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := AnalyzeLog(tc.log, "b")
+			if u.Keys != tc.keys || u.Stored != tc.stored || u.Failed != tc.failed || u.Needed != tc.needed ||
+				fmt.Sprint(u.Needless) != fmt.Sprint(tc.needless) {
+				t.Errorf("got %+v", u)
+			}
+		})
+	}
+}
+
+func TestParseScenario(t *testing.T) {
+	for _, sc := range All {
+		if got, err := ParseScenario(string(sc)); err != nil || got != sc {
+			t.Errorf("ParseScenario(%q) = %q, %v", sc, got, err)
+		}
+	}
+	if _, err := ParseScenario("nope"); !errors.Is(err, ErrUnknownScenario) {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestCheckResultErr(t *testing.T) {
+	if err := (CheckResult{Checked: 3}).Err(); err != nil {
+		t.Errorf("clean result: %v", err)
+	}
+	err := CheckResult{Lost: []string{"/nix/store/x"}, Broken: []string{"a.narinfo: NAR missing"}}.Err()
+	if !errors.Is(err, ErrLost) || !errors.Is(err, ErrInvariant) {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func FuzzParseNarInfoFields(f *testing.F) {
+	f.Add([]byte(sample))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ni, err := parseNarInfoFields(bytes.NewReader(data))
+		if err != nil {
+			if !errors.Is(err, ErrBadNarInfo) {
+				t.Fatalf("error does not wrap ErrBadNarInfo: %v", err)
+			}
+			return
+		}
+		if ni.StorePath == "" || ni.URL == "" || ni.FileSize < 0 {
+			t.Fatalf("accepted incomplete narinfo %+v", ni)
+		}
+	})
+}
+
+func BenchmarkAnalyzeLog(b *testing.B) {
+	var log []faultproxy.Request
+	for i := range 10000 {
+		key := fmt.Sprintf("/bucket/nar/%d.nar.zst", i%2000)
+		status := 200
+		if i%7 == 0 {
+			status = 503
+		}
+		log = append(log, req("PUT", key, "", status))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = AnalyzeLog(log, "bucket")
+	}
+}
+
+func ExampleAnalyzeLog() {
+	log := []faultproxy.Request{
+		{Method: "PUT", Path: "/cache/nar/a.nar.zst", Status: 200},
+		{Method: "PUT", Path: "/cache/a.narinfo", Status: 503, Injected: true},
+		{Method: "PUT", Path: "/cache/a.narinfo", Status: 200},
+		{Method: "PUT", Path: "/cache/nar/a.nar.zst", Status: 200}, // stored again for no reason
+	}
+	u := AnalyzeLog(log, "cache")
+	fmt.Println("keys", u.Keys, "stored", u.Stored, "failed", u.Failed, "needless", u.Needless)
+	// Output: keys 2 stored 3 failed 1 needless [nar/a.nar.zst]
+}
