@@ -240,15 +240,16 @@ func newParallelXZ(w io.Writer, cfg xz.WriterConfig, workers, blockSize int) *pa
 					p.err = err
 				}
 			}
-			p.bufPool.Put(b.in[:0])
+			in := b.in[:0]
+			p.bufPool.Put(&in)
 		}
 	}()
 	return p
 }
 
 func (p *parallelXZ) newBuf() []byte {
-	if b, ok := p.bufPool.Get().([]byte); ok {
-		return b
+	if b, ok := p.bufPool.Get().(*[]byte); ok {
+		return *b
 	}
 	return make([]byte, 0, p.size)
 }
