@@ -2,7 +2,7 @@
 # Runs every fuzz target of the module for FUZZTIME (default 60s) each, then
 # copies the corpus the fuzzer grew (kept in Go's cache) into the package's
 # testdata/fuzz/<FuzzName>/, so that `go test` replays it from then on.
-# Usage: internal/scripts/fuzz.sh [FUZZTIME] [package-pattern]
+# Usage: [FUZZPARALLEL=N] internal/scripts/fuzz.sh [FUZZTIME] [package-pattern]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 fuzztime="${1:-60s}"
@@ -15,7 +15,7 @@ for pkg in $(go list "$pattern"); do
 	targets="$(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' || true)"
 	for target in $targets; do
 		start=$(date +%s)
-		if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" >"/tmp/fuzz-${target}.log" 2>&1; then
+		if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -parallel "${FUZZPARALLEL:-$(nproc)}" "$pkg" >"/tmp/fuzz-${target}.log" 2>&1; then
 			echo "FAIL $pkg $target (see /tmp/fuzz-${target}.log)" >&2
 			tail -20 "/tmp/fuzz-${target}.log" >&2
 			exit 1
