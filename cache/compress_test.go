@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"github.com/nixcache/nixcache/internal/testenv"
 	"io"
 	"os/exec"
 	"testing"
@@ -54,7 +55,9 @@ func TestCompressorExternalTools(t *testing.T) {
 			if err := w.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := exec.LookPath(tt.tool[0]); err == nil {
+			if _, err := exec.LookPath(tt.tool[0]); err != nil && testenv.InCI() {
+				t.Fatalf("%s is required when CI=true", tt.tool[0])
+			} else if err == nil {
 				cmd := exec.Command(tt.tool[0], tt.tool[1:]...)
 				cmd.Stdin = bytes.NewReader(buf.Bytes())
 				out, err := cmd.Output()
@@ -96,6 +99,9 @@ func TestParallelXZEmptyInput(t *testing.T) {
 // without a Compression line mean bzip2).
 func TestDecompressBzip2(t *testing.T) {
 	if _, err := exec.LookPath("bzip2"); err != nil {
+		if testenv.InCI() {
+			t.Fatal("bzip2 is required when CI=true")
+		}
 		t.Skip("bzip2 not installed")
 	}
 	data := testData(100000)
