@@ -30,7 +30,7 @@ const xzBlockSize = 4 << 20
 
 // zstdWindow bounds the zstd window (and so the encoder's memory) whatever
 // the NAR size. Nix's decoder accepts windows up to 128 MiB by default.
-const zstdWindow = 4 << 20
+const zstdWindow = 2 << 20
 
 // CompressOptions selects how a NAR is compressed before upload.
 type CompressOptions struct {
@@ -96,6 +96,7 @@ func NewCompressor(w io.Writer, o CompressOptions) (io.WriteCloser, error) {
 		enc, err := zstd.NewWriter(w,
 			zstd.WithEncoderLevel(level),
 			zstd.WithEncoderConcurrency(o.concurrency()),
+			zstd.WithConcurrentBlocks(o.concurrency() > 1),
 			zstd.WithWindowSize(zstdWindow),
 			zstd.WithEncoderCRC(true),
 		)

@@ -34,8 +34,11 @@
 // rule for failing hooks). The upload is done by `upload-daemon push`, which
 // the hook execs: $NIXCACHE_UPLOADER, else upload-daemon (or
 // nixcache-upload-daemon) in the hook's own directory, else on PATH. This
-// keeps the hook binary free of the S3 client and compressors, so that queue
-// mode starts in a few milliseconds.
+// keeps the hook binary free of the S3 client and compressors; it also
+// links neither the store database (the .drv is read by package drv) nor
+// network or crypto code (it uses package queuedir, not queue), so that
+// queue mode costs a few milliseconds per build, most of it Go's process
+// start and one fsync (TestImportGraphIsSmall keeps it so).
 package main
 
 import (

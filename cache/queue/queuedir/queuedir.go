@@ -1,10 +1,10 @@
 // Package queuedir is the on-disk side of the upload queue: a durable,
 // crash-safe queue kept in a directory, shared by many post-build hooks
 // (which enqueue) and one upload daemon (which drains, see package
-// cache/queue). It imports only the standard library's file-system,
-// formatting and hashing packages and storepath, so that a post-build hook
-// linking it starts in about a millisecond; it has no network, TLS or
-// database code.
+// cache/queue). It imports only storepath and light standard library
+// packages (no network, TLS, crypto or database code), so that a
+// post-build hook linking it stays small and starts fast: Nix waits for the
+// hook after every build.
 //
 // Layout of a queue directory DIR:
 //
@@ -247,6 +247,7 @@ func (q *Queue) addRoot(name string) error {
 	err := os.Symlink(target, link)
 	if errors.Is(err, fs.ErrNotExist) {
 		if mkErr := os.MkdirAll(q.roots, 0o755); mkErr == nil {
+			_ = syncDir(filepath.Dir(q.roots)) // the new directory itself
 			err = os.Symlink(target, link)
 		}
 	}
