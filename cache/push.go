@@ -140,7 +140,8 @@ type pushItem struct {
 //   - paths whose "<hashpart>.narinfo" exists are skipped;
 //   - each missing path is dumped as a NAR in one streaming pass, hashed
 //     (NarHash/NarSize), compressed and hashed again (FileHash/FileSize)
-//     into a temporary file, never held in memory;
+//     into a temporary file, never held in memory whole (NARs up to 1 MiB
+//     are compressed into memory);
 //   - a NAR whose hash or size differs from the store database is refused;
 //   - the NAR goes to "nar/<FileHash nix32>.nar<ext>" (skipped when an
 //     object of that size is there), then the optional "<hashpart>.ls";
@@ -338,6 +339,11 @@ type uploaded struct {
 	narSize     uint64
 }
 
+// smallNARSize is the largest NAR (by the store database's NarSize) that
+// Push compresses into memory instead of a temporary file. With the default
+// 4 jobs that is at most 4 MiB of buffers.
+const smallNARSize = 1 << 20
+
 // ctxWriter fails writes once ctx is done, so a long dump stops promptly.
 type ctxWriter struct {
 	ctx context.Context
@@ -361,24 +367,41 @@ func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, e
 	copts.Method = method
 	ext := narinfo.CompressionExtension(method)
 
-	tmp, err := os.CreateTemp(opts.TempDir, "nixcache-*.nar"+ext)
-	if err != nil {
-		return nil, fmt.Errorf("temporary file: %w", err)
-	}
-	// Unlink at once (as Nix's anonymous temp file): the open descriptor
-	// keeps the data, and even a killed process leaves nothing behind. Where
-	// an open file cannot be removed, the deferred Remove cleans up.
-	removed := os.Remove(tmp.Name()) == nil
-	defer func() {
-		tmp.Close()
-		if !removed {
-			os.Remove(tmp.Name())
+	// Small NARs (most store paths) are compressed into memory: a temporary
+	// file costs more system calls than the NAR itself. Larger ones go to an
+	// unlinked temporary file, so memory stays bounded whatever the size.
+	var (
+		out   io.Writer
+		flush = func() error { return nil }
+		body  func(size int64) io.Reader
+		name  = "memory"
+	)
+	if it.info.NarSize <= smallNARSize {
+		buf := bytes.NewBuffer(make([]byte, 0, it.info.NarSize+512))
+		out = buf
+		body = func(int64) io.Reader { return bytes.NewReader(buf.Bytes()) }
+	} else {
+		tmp, err := os.CreateTemp(opts.TempDir, "nixcache-*.nar"+ext)
+		if err != nil {
+			return nil, fmt.Errorf("temporary file: %w", err)
 		}
-	}()
+		// Unlink at once (as Nix's anonymous temp file): the open descriptor
+		// keeps the data, and even a killed process leaves nothing behind.
+		// Where an open file cannot be removed, the deferred Remove cleans up.
+		removed := os.Remove(tmp.Name()) == nil
+		defer func() {
+			tmp.Close()
+			if !removed {
+				os.Remove(tmp.Name())
+			}
+		}()
+		bw := bufio.NewWriterSize(tmp, 256<<10)
+		out, flush, name = bw, bw.Flush, tmp.Name()
+		body = func(size int64) io.Reader { return io.NewSectionReader(tmp, 0, size) }
+	}
 
 	fileHasher := nixhash.NewHasher(nixhash.SHA256)
-	bw := bufio.NewWriterSize(tmp, 256<<10)
-	comp, err := NewCompressor(io.MultiWriter(bw, fileHasher), copts)
+	comp, err := NewCompressor(io.MultiWriter(out, fileHasher), copts)
 	if err != nil {
 		return nil, err
 	}
@@ -411,8 +434,8 @@ func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, e
 	if closeErr != nil {
 		return nil, fmt.Errorf("compress NAR (%s): %w", method, closeErr)
 	}
-	if err := bw.Flush(); err != nil {
-		return nil, fmt.Errorf("write %s: %w", tmp.Name(), err)
+	if err := flush(); err != nil {
+		return nil, fmt.Errorf("write %s: %w", name, err)
 	}
 
 	up := &uploaded{
@@ -436,8 +459,7 @@ func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, e
 	} else if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("stat %s: %w", up.url, err)
 	} else {
-		r := io.NewSectionReader(tmp, 0, int64(up.fileSize))
-		if err := c.Backend.Put(ctx, up.url, r, int64(up.fileSize), nar.MIMEType); err != nil {
+		if err := c.Backend.Put(ctx, up.url, body(int64(up.fileSize)), int64(up.fileSize), nar.MIMEType); err != nil {
 			return nil, fmt.Errorf("upload %s: %w", up.url, err)
 		}
 	}

@@ -43,9 +43,27 @@ type Proxy struct {
 	// Requests, Injected count the requests seen and the faults injected.
 	Requests atomic.Int64
 	Injected atomic.Int64
+	// InFlight counts the requests being answered and not yet in the log:
+	// a client may see its answer a moment before the proxy logs it, so
+	// wait for InFlight to reach 0 before reading a complete Log.
+	InFlight atomic.Int64
 
 	logMu sync.Mutex
 	log   []Request
+
+	onForward atomic.Pointer[func(Request)]
+}
+
+// OnForward sets a function called with each request just before it is
+// forwarded to the server (not for injected faults), so that a test can
+// strike at a precise moment, such as while the server completes a
+// multipart upload. nil removes it. f must not block for long.
+func (p *Proxy) OnForward(f func(Request)) {
+	if f == nil {
+		p.onForward.Store(nil)
+		return
+	}
+	p.onForward.Store(&f)
 }
 
 // Request is one request the proxy answered, as recorded in its log.
@@ -126,6 +144,7 @@ func Start(target string) (*Proxy, error) {
 	}
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		p.Requests.Add(1)
+		p.InFlight.Add(1)
 		w := &statusWriter{ResponseWriter: rw}
 		rec := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Start: time.Now()}
 		defer func() {
@@ -139,6 +158,7 @@ func Start(target string) (*Proxy, error) {
 			p.logMu.Lock()
 			p.log = append(p.log, rec)
 			p.logMu.Unlock()
+			p.InFlight.Add(-1)
 		}()
 		f := p.Faults()
 		if f.Latency > 0 {
@@ -163,6 +183,9 @@ func Start(target string) (*Proxy, error) {
 			drain(r)
 			s3Error(w, http.StatusTooManyRequests, "TooManyRequests", "Too many requests.")
 			return
+		}
+		if f := p.onForward.Load(); f != nil {
+			(*f)(rec)
 		}
 		rp.ServeHTTP(w, r)
 	})}

@@ -241,6 +241,10 @@ type Uploads struct {
 	// Needless lists keys stored again although the previous upload of the
 	// key had succeeded and nothing failed for it since.
 	Needless []string
+	// Vanished lists keys whose upload the server acknowledged but which a
+	// later HEAD or GET found missing (404): the server lost the object
+	// (or never stored it), so the re-upload that follows is needed.
+	Vanished []string
 }
 
 // AnalyzeLog counts the uploads of the objects of bucket in a proxy log.
@@ -248,7 +252,8 @@ type Uploads struct {
 // upload) or a POST with uploadId (completing a multipart upload) and is
 // answered 2xx. A re-upload of a key is needed only after a failed upload
 // request for that key (the client could not know whether the object was
-// stored); otherwise it is needless. Requests are taken in log order.
+// stored) or after the server answered 404 for the stored key (it lost
+// the object); otherwise it is needless. Requests are taken in log order.
 func AnalyzeLog(log []faultproxy.Request, bucket string) Uploads {
 	type state struct{ stored, failedSince bool }
 	var u Uploads
@@ -256,12 +261,27 @@ func AnalyzeLog(log []faultproxy.Request, bucket string) Uploads {
 	prefix := "/" + bucket + "/"
 	for _, r := range log {
 		key, ok := strings.CutPrefix(r.Path, prefix)
-		if !ok || key == "" || (r.Method != "PUT" && r.Method != "POST") {
+		if !ok || key == "" {
 			continue
 		}
-		q, _ := url.ParseQuery(r.Query)
-		_, multipart := q["uploadId"]
-		_, initiate := q["uploads"]
+		if r.Method == "HEAD" || r.Method == "GET" {
+			if s := st[key]; s != nil && s.stored && !s.failedSince && r.Status == 404 {
+				// The server said it stored the object, and now says
+				// it has none: uploading it again is needed.
+				u.Vanished = append(u.Vanished, key)
+				s.failedSince = true
+			}
+			continue
+		}
+		if r.Method != "PUT" && r.Method != "POST" {
+			continue
+		}
+		var multipart, initiate bool
+		if r.Query != "" {
+			q, _ := url.ParseQuery(r.Query)
+			_, multipart = q["uploadId"]
+			_, initiate = q["uploads"]
+		}
 		s := st[key]
 		if s == nil {
 			s = &state{}

@@ -24,6 +24,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -46,7 +48,9 @@ type Scenario string
 // The scenarios, in the order All runs them.
 const (
 	// S3Restart stops the S3 server mid-push (the proxy then answers 502)
-	// and starts it again with the same data, once or twice per trial.
+	// and starts it again with the same data, once or twice per trial;
+	// in even trials the first stop hits the server while it completes
+	// the big path's multipart upload.
 	S3Restart Scenario = "s3-restart"
 	// Slow adds 50-200 ms of latency to every request.
 	Slow Scenario = "slow"
@@ -133,6 +137,9 @@ type Counts struct {
 	// objects stored, failed upload requests, re-uploads after a failed
 	// request, re-uploads without one.
 	Stored, Failed, Retried, Needless int
+	// Vanished is the number of objects the server acknowledged but later
+	// answered 404 for (see Uploads.Vanished).
+	Vanished int
 	// Unqueued is the number of built paths the hook could not queue
 	// because the disk was full (re-queued by hand, as an operator would).
 	Unqueued int
@@ -148,6 +155,7 @@ func (c *Counts) add(o Counts) {
 	c.Broken += o.Broken
 	c.Stored += o.Stored
 	c.Failed += o.Failed
+	c.Vanished += o.Vanished
 	c.Retried += o.Retried
 	c.Needless += o.Needless
 	c.Unqueued += o.Unqueued
@@ -249,18 +257,55 @@ func (h *Harness) makeBig() error {
 	return nil
 }
 
+// Check judges bucket on the harness's S3 server: every path in want must
+// have a narinfo that real Nix verifies (`nix store verify` over HTTP with
+// PublicKey), and every narinfo in the bucket must have its NAR (FileSize
+// bytes) and its references' narinfos.
+func (h *Harness) Check(ctx context.Context, bucket string, want []string) (CheckResult, error) {
+	return check(ctx, h.cfg.S3.Client(h.cfg.TB), h.cfg.S3.Endpoint, bucket, h.keyPub, want)
+}
+
 // PublicKey returns the public key (name:base64) the harness signs with.
 func (h *Harness) PublicKey() string { return h.keyPub }
 
-// Close stops the proxy and deletes the store paths the harness created
-// (best effort: a path still referenced or rooted is left in place).
+// Close stops the proxy and deletes the store paths the harness created,
+// the built outputs with their .drv files (best effort: a path still
+// referenced or rooted is left in place).
 func (h *Harness) Close() error {
 	err := h.proxy.Close()
 	paths := append([]string{h.big}, h.built...)
+	if len(h.built) > 0 {
+		out, derr := testenv.NixCmd("nix-store", append([]string{"--query", "--deriver"}, h.built...)...)
+		if derr != nil {
+			h.cfg.Logf("cleanup: nix-store --query --deriver: %v", derr)
+		}
+		for _, d := range strings.Fields(string(out)) {
+			if strings.HasSuffix(d, ".drv") {
+				paths = append(paths, d)
+			}
+		}
+	}
+	// nix-store --delete refuses a path whose referrer is still there, even
+	// one deleted by the same call after it: delete d_N before d_N-1.
+	sort.SliceStable(paths, func(i, j int) bool { return chainIndex(paths[i]) > chainIndex(paths[j]) })
 	if _, derr := testenv.NixCmd("nix-store", append([]string{"--delete"}, paths...)...); derr != nil {
 		h.cfg.Logf("cleanup: nix-store --delete: %v", derr)
 	}
 	return err
+}
+
+// chainIndex is N for a path named faults-<tag>-dN (or its .drv), else -1.
+func chainIndex(p string) int {
+	name := strings.TrimSuffix(p, ".drv")
+	i := strings.LastIndex(name, "-d")
+	if i < 0 {
+		return -1
+	}
+	n, err := strconv.Atoi(name[i+2:])
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // Run runs trials trials of scenario sc and returns their counts. It stops at
@@ -298,6 +343,7 @@ func (h *Harness) Run(ctx context.Context, sc Scenario, trials int) (Counts, err
 
 // trialState is one trial's bucket, paths and counters.
 type trialState struct {
+	index    int // of the trial within its scenario's run
 	name     string
 	bucket   string
 	dir      string
@@ -310,6 +356,7 @@ func (h *Harness) runTrial(ctx context.Context, sc Scenario, i int, trial func(c
 	h.trialNo++
 	start := time.Now()
 	ts := &trialState{
+		index:  i,
 		name:   fmt.Sprintf("%s-%d", sc, i),
 		bucket: fmt.Sprintf("faults-%d-%s-%d", time.Now().Unix()%100000, strings.ReplaceAll(string(sc), "-", ""), h.trialNo),
 		dir:    filepath.Join(h.cfg.WorkDir, fmt.Sprintf("trial-%d", h.trialNo)),
@@ -334,10 +381,13 @@ func (h *Harness) runTrial(ctx context.Context, sc Scenario, i int, trial func(c
 	if err != nil {
 		return c, fmt.Errorf("%w: %s: %w", ErrTrial, ts.name, err)
 	}
+	// Let the proxy log the answers its clients have already seen.
+	for deadline := time.Now().Add(5 * time.Second); h.proxy.InFlight.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	up := AnalyzeLog(h.proxy.Log(), ts.bucket)
-	c.Stored, c.Failed, c.Retried, c.Needless = up.Stored, up.Failed, up.Needed, len(up.Needless)
-	mc := h.cfg.S3.Client(h.cfg.TB)
-	res, err := check(ctx, mc, h.cfg.S3.Endpoint, ts.bucket, h.keyPub, ts.want)
+	c.Stored, c.Failed, c.Retried, c.Needless, c.Vanished = up.Stored, up.Failed, up.Needed, len(up.Needless), len(up.Vanished)
+	res, err := h.Check(ctx, ts.bucket, ts.want)
 	if err != nil {
 		return c, fmt.Errorf("%w: %s: %w", ErrTrial, ts.name, err)
 	}
@@ -350,8 +400,8 @@ func (h *Harness) runTrial(ctx context.Context, sc Scenario, i int, trial func(c
 			}
 		}
 	}
-	h.cfg.Logf("%s: %d paths, %d narinfos, %d faults, %d stored, %d failed, %d re-uploads, needless %v, lost %v, broken %v (%v)",
-		ts.name, res.Checked, res.NarInfos, c.Faults, up.Stored, up.Failed, up.Needed, up.Needless, res.Lost, res.Broken, c.Duration.Round(time.Millisecond))
+	h.cfg.Logf("%s: %d paths, %d narinfos, %d faults, %d stored, %d failed, %d re-uploads, needless %v, vanished %v, lost %v, broken %v (%v)",
+		ts.name, res.Checked, res.NarInfos, c.Faults, up.Stored, up.Failed, up.Needed, up.Needless, up.Vanished, res.Lost, res.Broken, c.Duration.Round(time.Millisecond))
 	return c, nil
 }
 
@@ -534,11 +584,38 @@ func (h *Harness) trialRestart(ctx context.Context, ts *trialState) error {
 	h.proxy.Set(faultproxy.Faults{Latency: 20 * time.Millisecond})
 	done := make(chan error, 1)
 	go func() { done <- h.pushUntilDone(ctx, ts.bucket, paths, 2*time.Minute) }()
+	// Even trials stop the server while it completes the big path's
+	// multipart upload (once the proxy has forwarded the
+	// CompleteMultipartUpload POST and the server has begun assembling
+	// the object): the narrowest window, where a client cannot know
+	// whether the object exists. Odd trials stop it after a random number
+	// of requests.
+	var completing chan struct{}
+	if ts.index%2 == 0 {
+		completing = make(chan struct{}, 1)
+		h.proxy.OnForward(func(r faultproxy.Request) {
+			if r.Method == "POST" && strings.Contains(r.Query, "uploadId=") {
+				select {
+				case completing <- struct{}{}:
+				default:
+				}
+			}
+		})
+		defer h.proxy.OnForward(nil)
+	}
 	restarts := 1 + rand.IntN(2)
-	for range restarts {
-		// Stop the server after a random number of requests, so the
-		// outage lands anywhere in the push, multipart parts included.
-		if pushDone := h.waitRequests(done, 1+rand.IntN(25), 5*time.Second); pushDone {
+	for i := range restarts {
+		if i == 0 && completing != nil {
+			select {
+			case err := <-done:
+				return err
+			case <-completing:
+				h.waitCompleting(ts.bucket, 200*time.Millisecond)
+			case <-time.After(30 * time.Second):
+			}
+		} else if pushDone := h.waitRequests(done, 1+rand.IntN(25), 5*time.Second); pushDone {
+			// Stop the server after a random number of requests, so the
+			// outage lands anywhere in the push, multipart parts included.
 			return <-done
 		}
 		h.cfg.S3.Stop()
@@ -550,6 +627,20 @@ func (h *Harness) trialRestart(ctx context.Context, ts *trialState) error {
 		}
 	}
 	return <-done
+}
+
+// waitCompleting waits until the S3 server (versitygw) has begun to
+// complete a multipart upload in bucket, which it marks by renaming the
+// upload's directory under <bucket>/.sgwtmp/multipart to "*.inprogress",
+// or until limit has passed.
+func (h *Harness) waitCompleting(bucket string, limit time.Duration) {
+	pattern := filepath.Join(h.cfg.S3.DataDir, bucket, ".sgwtmp", "multipart", "*", "*.inprogress")
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); {
+		if m, _ := filepath.Glob(pattern); len(m) > 0 {
+			return
+		}
+		time.Sleep(500 * time.Microsecond)
+	}
 }
 
 // waitRequests waits until the proxy has answered n more requests, at most
@@ -863,7 +954,7 @@ func BuildBinaries(ctx context.Context, dir string) (hook, daemon string, err er
 // WriteTable prints the counts as an aligned table with a total line.
 func WriteTable(w io.Writer, counts []Counts) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\ttrials\tfaults\tpaths checked\tpaths lost\tbroken\tstored\tfailed PUTs\tre-uploads\tneedless re-uploads\tunqueued (disk full)\ttime\t")
+	fmt.Fprintln(tw, "scenario\ttrials\tfaults\tpaths checked\tpaths lost\tbroken\tstored\tfailed PUTs\tre-uploads\tneedless re-uploads\tvanished\tunqueued (disk full)\ttime\t")
 	var total Counts
 	total.Scenario = "total"
 	for _, c := range append(counts, Counts{}) {
@@ -872,8 +963,8 @@ func WriteTable(w io.Writer, counts []Counts) error {
 		} else {
 			total.add(c)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", c.Scenario, c.Trials, c.Faults, c.PathsChecked,
-			c.PathsLost, c.Broken, c.Stored, c.Failed, c.Retried, c.Needless, c.Unqueued, c.Duration.Round(100*time.Millisecond))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", c.Scenario, c.Trials, c.Faults, c.PathsChecked,
+			c.PathsLost, c.Broken, c.Stored, c.Failed, c.Retried, c.Needless, c.Vanished, c.Unqueued, c.Duration.Round(100*time.Millisecond))
 	}
 	return tw.Flush()
 }

@@ -22,27 +22,11 @@ func TestFaults(t *testing.T) {
 	if testing.Short() && !testenv.InCI() {
 		t.Skip("-short")
 	}
-	testenv.RequireNix(t)
-	s3 := testenv.StartS3(t)
-	s3.SetEnv(t)
-	ctx := context.Background()
-	work := t.TempDir()
-	hook, daemon, err := BuildBinaries(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := New(ctx, Config{
-		S3: s3, TB: t, Hook: hook, Daemon: daemon, WorkDir: work,
-		Chain: 4, BigSize: 12 << 20, Kills: 2, Builds: 3, Logf: t.Logf,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = h.Close() })
+	h := newHarness(t, Config{Chain: 4, BigSize: 12 << 20, Kills: 2, Builds: 3})
 	var all []Counts
 	for _, sc := range All {
 		t.Run(string(sc), func(t *testing.T) {
-			c, err := h.Run(ctx, sc, 2)
+			c, err := h.Run(context.Background(), sc, 2)
 			all = append(all, c)
 			if err != nil {
 				t.Fatal(err)
@@ -71,6 +55,45 @@ func TestFaults(t *testing.T) {
 	t.Logf("\n%s", buf.String())
 }
 
+// newHarness starts the S3 server, builds the hook and the daemon, and
+// returns a harness with cfg's sizes.
+func newHarness(t *testing.T, cfg Config) *Harness {
+	t.Helper()
+	testenv.RequireNix(t)
+	s3 := testenv.StartS3(t)
+	s3.SetEnv(t)
+	ctx := context.Background()
+	hook, daemon, err := BuildBinaries(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.S3, cfg.TB, cfg.Hook, cfg.Daemon, cfg.WorkDir, cfg.Logf = s3, t, hook, daemon, t.TempDir(), t.Logf
+	h, err := New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	return h
+}
+
+// The S3 server killed while it completes a multipart upload, then
+// restarted: the client's retried CompleteMultipartUpload is answered 200
+// by versitygw although the object was never created. The push must not
+// trust that answer and publish a narinfo whose NAR is missing (Nix then
+// fails with "file 'nar/....nar.zst' does not exist in binary cache").
+// Trials 0, 2 and 4 strike in that window.
+func TestS3RestartDuringMultipartComplete(t *testing.T) {
+	h := newHarness(t, Config{Chain: 2, BigSize: 40 << 20})
+	c, err := h.Run(context.Background(), S3Restart, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PathsLost != 0 || c.Broken != 0 {
+		t.Errorf("%d of %d paths lost, %d invariant violations after restarts during CompleteMultipartUpload (see log)",
+			c.PathsLost, c.PathsChecked, c.Broken)
+	}
+}
+
 // The checker's narinfo reader must read what real Nix writes: `nix copy`
 // to a file:// cache, then every field the checker uses is compared with the
 // files Nix wrote.
@@ -85,7 +108,20 @@ func TestParseNarInfoFieldsRealNix(t *testing.T) {
 	if len(outs) != 3 {
 		t.Fatalf("nix-build printed %v", outs)
 	}
-	t.Cleanup(func() { _, _ = testenv.NixCmd("nix-store", append([]string{"--delete"}, outs...)...) })
+	drvs := strings.Fields(string(testenv.Nix(t, "nix-store", append([]string{"--query", "--deriver"}, outs...)...)))
+	t.Cleanup(func() {
+		// Referrers first: nix-store --delete refuses d0 while d1 exists.
+		del := []string{"--delete"}
+		for i := len(outs) - 1; i >= 0; i-- {
+			del = append(del, outs[i])
+		}
+		for i := len(drvs) - 1; i >= 0; i-- {
+			del = append(del, drvs[i])
+		}
+		if out, err := testenv.NixCmd("nix-store", del...); err != nil {
+			t.Logf("cleanup: %v %s", err, out)
+		}
+	})
 	cacheDir := filepath.Join(dir, "cache")
 	testenv.Nix(t, "nix", append([]string{"copy", "--to", "file://" + cacheDir + "?compression=zstd"}, outs...)...)
 	for _, p := range outs {
@@ -196,6 +232,12 @@ func TestAnalyzeLog(t *testing.T) {
 			req("POST", nar, "uploadId=u", 200),
 			req("PUT", nar, "partNumber=1&uploadId=v", 502),
 			req("PUT", nar, "partNumber=1&uploadId=v", 200),
+			req("POST", nar, "uploadId=v", 200),
+		}, 1, 2, 1, 1, nil},
+		{"acknowledged but missing", []faultproxy.Request{
+			req("POST", nar, "uploadId=u", 502),
+			req("POST", nar, "uploadId=u", 200),
+			req("HEAD", nar, "", 404),
 			req("POST", nar, "uploadId=v", 200),
 		}, 1, 2, 1, 1, nil},
 		{"multipart done twice", []faultproxy.Request{

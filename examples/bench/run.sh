@@ -1,0 +1,307 @@
+#!/usr/bin/env bash
+# run.sh: nixcache side by side with real Nix (and plain minio-go), in one run.
+#
+#   sudo bash examples/bench/run.sh [--quick]
+#
+# Every row alternates ours/Nix runs (the order flips each run) and compares
+# medians of N runs (5; 3 with --quick; RUNS=N overrides). Wall time comes
+# from date +%s%N around /usr/bin/time, peak RSS from /usr/bin/time -f %M.
+# Rows: NAR dump and hash of SRC (/usr/local/go); push of SRC as a store path
+# to a fresh file:// cache with compression none, zstd, xz (ours with
+# parallel-compression=true; Nix plain and parallel) against nix copy; push
+# of a 31-path closure; push of a 1 GiB path (BIG_MIB) with zstd; push to a
+# local S3 server (versitygw) against one minio-go PutObject of the same NAR;
+# narinfo parse/write against the published figures of the other Go
+# libraries; the post-build hook (hook-overhead.sh). The table goes to stdout
+# at the end; progress to stderr. Needs root, Nix, Go; leaves nothing behind.
+set -euo pipefail
+QUICK=0
+case "${1:-}" in
+--quick) QUICK=1 ;;
+"") ;;
+*) echo "usage: $0 [--quick]" >&2; exit 2 ;;
+esac
+N=${RUNS:-$([ "$QUICK" = 1 ] && echo 3 || echo 5)}
+SRC=${SRC:-/usr/local/go}
+BIG_MIB=${BIG_MIB:-1024}
+XZ_RUNS=${XZ_RUNS:-$([ "$QUICK" = 1 ] && echo 1 || echo "$N")}
+SECTIONS=${SECTIONS:-"nar push closure big s3 narinfo hook"}
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
+VERSITYGW=${VERSITYGW:-/root/.cache/nixcache-bin/versitygw}
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+NIX=(nix --extra-experimental-features nix-command)
+SUBST=(--option substituters '')
+
+WORK=$(mktemp -d /tmp/nixcache-bench.XXXXXX)
+BIG="" S3PID=""
+cleanup() {
+  if [ -n "$S3PID" ]; then kill "$S3PID" 2>/dev/null || true; wait "$S3PID" 2>/dev/null || true; fi
+  if [ -n "$BIG" ]; then nix-store --delete "$BIG" >/dev/null 2>&1 || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+log() { echo "[$(date +%T)] $*" >&2; }
+
+if [ ! -x /usr/bin/time ]; then
+  log "installing GNU time"
+  apt-get install -y time >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y time >/dev/null; }
+fi
+command -v nix-store >/dev/null || { echo "needs Nix (apt-get install nix-bin)" >&2; exit 1; }
+
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+log "building (load average $LOAD_START)"
+BIN=$WORK/bin
+mkdir -p "$BIN"
+(cd "$REPO" && go build -o "$BIN" ./examples/nar ./examples/push ./examples/bench/s3helper)
+nix-store --generate-binary-cache-key bench-1 "$WORK/key.sec" "$WORK/key.pub"
+KEY=$WORK/key.sec
+PUB=$(cat "$WORK/key.pub")
+P=$(nix-store --add "$SRC")
+NARSIZE=$(nix-store --query --size "$P")
+
+# measure KEY CMD...: appends wall µs to KEY.t and peak RSS KiB to KEY.m.
+measure() {
+  local key=$1 t0 t1
+  shift
+  t0=$(date +%s%N)
+  if ! /usr/bin/time -f %M -o "$WORK/rss" "$@" >/dev/null 2>"$WORK/err"; then
+    echo "FAILED: $*" >&2
+    cat "$WORK/err" >&2
+    exit 1
+  fi
+  t1=$(date +%s%N)
+  echo $(((t1 - t0) / 1000)) >>"$WORK/$key.t"
+  tail -1 "$WORK/rss" >>"$WORK/$key.m"
+}
+median() { sort -n "$1" | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+# pair KEY RUNS [SIDES]: runs cmd_KEY SIDE I for each side (default
+# "ours base") RUNS times, rotating which goes first. cmd_KEY sets the CMD
+# array (and prepares fresh directories).
+pair() {
+  local key=$1 runs=$2 i side order msg
+  local -a sides
+  read -r -a sides <<<"${3:-ours base}"
+  for i in $(seq "$runs"); do
+    order=("${sides[@]:$(((i - 1) % ${#sides[@]}))}" "${sides[@]:0:$(((i - 1) % ${#sides[@]}))}")
+    msg=""
+    for side in "${order[@]}"; do
+      "cmd_$key" "$side" "$i"
+      measure "$key.$side" "${CMD[@]}"
+      msg+=" $side $(tail -1 "$WORK/$key.$side.t") µs $(tail -1 "$WORK/$key.$side.m") KiB,"
+    done
+    log "$key run $i/$runs:${msg%,}"
+  done
+}
+
+TABLE=$WORK/table
+printf '| %-50s | %-20s | %-20s | %-6s | %-16s | %-4s |\n' what ours "Nix / baseline" ratio target result >"$TABLE"
+printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..52})" "$(printf -- '-%.0s' {1..22})" "$(printf -- '-%.0s' {1..22})" "--------" "$(printf -- '-%.0s' {1..18})" "------" >>"$TABLE"
+FAILS=0
+# verdict RATIO MAX: PASS if RATIO <= MAX
+verdict() { awk -v r="$1" -v m="$2" 'BEGIN {print (r <= m ? "PASS" : "MISS")}'; }
+addrow() { # what ours base ratio target result
+  printf '| %-50s | %-20s | %-20s | %-6s | %-16s | %-4s |\n' "$@" >>"$TABLE"
+  if [ "$6" = MISS ] || [ "$6" = FAIL ]; then FAILS=$((FAILS + 1)); fi
+}
+sec() { awk -v u="$1" 'BEGIN {printf "%.3f s", u / 1e6}'; }
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k / 1024}'; }
+# timerow WHAT KEY MAX [BASESIDE]: median time ours vs base, RSS in the cells.
+timerow() {
+  local what=$1 key=$2 max=$3 bs=${4:-base} ot bt om bm r
+  ot=$(median "$WORK/$key.ours.t"); bt=$(median "$WORK/$key.$bs.t")
+  om=$(median "$WORK/$key.ours.m"); bm=$(median "$WORK/$key.$bs.m")
+  r=$(awk -v a="$ot" -v b="$bt" 'BEGIN {printf "%.2f", a / b}')
+  addrow "$what" "$(sec "$ot"), $(mib "$om")" "$(sec "$bt"), $(mib "$bm")" "$r" "time <= ${max}x" "$(verdict "$r" "$max")"
+}
+# rssrow WHAT KEY MAXMIB [BASESIDE]: absolute peak RSS target.
+rssrow() {
+  local what=$1 key=$2 max=$3 bs=${4:-base} om bm r
+  om=$(median "$WORK/$key.ours.m"); bm=$(median "$WORK/$key.$bs.m")
+  r=$(awk -v a="$om" -v b="$bm" 'BEGIN {printf "%.2f", a / b}')
+  addrow "$what" "$(mib "$om")" "$(mib "$bm")" "$r" "<= $max MiB" "$(awk -v a="$om" -v m="$max" 'BEGIN {print (a / 1024 <= m ? "PASS" : "MISS")}')"
+}
+
+# verify_row WHAT DIR: Nix checks every signature and NAR of a file:// cache.
+verify_row() {
+  if "${NIX[@]}" store verify --store "file://$2" --all --trusted-public-keys "$PUB" 2>"$WORK/verify.err"; then
+    addrow "$1" "ok (exit 0)" "" - "exit 0" PASS
+  else
+    addrow "$1" "exit $?" "" - "exit 0" FAIL
+    cat "$WORK/verify.err" >&2
+  fi
+}
+
+log "path $P (NAR $NARSIZE bytes), $N runs per row, $(nproc) cores"
+
+# --- NAR dump and hash ---------------------------------------------------------
+cmd_dump() { if [ "$1" = ours ]; then CMD=("$BIN/nar" dump "$SRC"); else CMD=(nix-store --dump "$SRC"); fi; }
+cmd_hash() { if [ "$1" = ours ]; then CMD=("$BIN/nar" hash "$SRC"); else CMD=(nix-hash --type sha256 --base32 "$SRC"); fi; }
+nix-store --dump "$SRC" >/dev/null # warm the page cache for both
+if want nar; then
+pair dump "$N"
+pair hash "$N"
+timerow "NAR dump $SRC > /dev/null" dump 1.00
+H1=$("$BIN/nar" hash "$SRC"); H2=$(nix-hash --type sha256 --base32 "$SRC")
+if [ "$H1" = "$H2" ]; then timerow "NAR hash (sha256 nix32; identical)" hash 1.00; else
+  addrow "NAR hash: DIFFERENT from nix-hash" "$H1" "$H2" - equal FAIL
+fi
+fi
+
+# --- push of SRC to file:// -----------------------------------------------------
+# cmd_push_METHOD SIDE I: fresh cache dir per run (the previous one is removed).
+push_cmd() { # side name method ours-params nix-params
+  local d=$WORK/cache-$2-$1
+  rm -rf "$d"
+  if [ "$1" = ours ]; then
+    CMD=("$BIN/push" -q --secret-key "$KEY" --to "file://$d?compression=$3${4:+&$4}" "$P")
+  else
+    CMD=("${NIX[@]}" copy --to "file://$d?compression=$3&secret-key=$KEY${5:+&$5}" "$P")
+  fi
+}
+cmd_none() { push_cmd "$1" none none "" ""; }
+cmd_zstd() { push_cmd "$1" zstd zstd "" ""; }
+cmd_xz() { # base: Nix's xz; basep: Nix's xz with parallel-compression=true
+  if [ "$1" = basep ]; then push_cmd base xzp xz "" parallel-compression=true
+  else push_cmd "$1" xz xz parallel-compression=true ""; fi
+}
+XZN=$XZ_RUNS
+if want push; then
+pair none "$N"
+pair zstd "$N"
+pair xz "$XZN" "ours base basep"
+timerow "push $SRC, compression=none" none 1.00
+timerow "push $SRC, zstd (vs nix copy)" zstd 0.60
+timerow "push $SRC, xz parallel vs Nix xz" xz 0.50
+timerow "push $SRC, xz parallel vs Nix xz parallel" xz 1.00 basep
+rssrow "  peak RSS, xz parallel (vs Nix xz parallel)" xz 64 basep
+# Our caches must be readable by Nix: signatures and NAR contents.
+verify_row "  our xz cache: nix store verify --all" "$WORK/cache-xz-ours"
+verify_row "  our zstd cache: nix store verify --all" "$WORK/cache-zstd-ours"
+ZS1=$(du -sb "$WORK/cache-zstd-ours/nar" | cut -f1); ZS2=$(du -sb "$WORK/cache-zstd-base/nar" | cut -f1)
+XS1=$(du -sb "$WORK/cache-xz-ours/nar" | cut -f1); XS2=$(du -sb "$WORK/cache-xz-base/nar" | cut -f1)
+addrow "  compressed size zstd (info)" "$(mib $((ZS1 / 1024)))" "$(mib $((ZS2 / 1024)))" "$(awk -v a="$ZS1" -v b="$ZS2" 'BEGIN {printf "%.2f", a / b}')" "info" "-"
+addrow "  compressed size xz (info)" "$(mib $((XS1 / 1024)))" "$(mib $((XS2 / 1024)))" "$(awk -v a="$XS1" -v b="$XS2" 'BEGIN {printf "%.2f", a / b}')" "info" "-"
+rm -rf "$WORK"/cache-*
+fi
+
+# --- 31-path closure --------------------------------------------------------------
+if want closure; then
+{
+  echo "let seed = \"bench-$$-$(date +%s%N)\"; mk = name: deps: derivation { inherit name; system = builtins.currentSystem;"
+  echo "  builder = \"/bin/sh\"; PATH = \"/usr/bin:/bin\";"
+  echo "  args = [ \"-c\" (\"mkdir \$out; echo \${seed} \${name} > \$out/seed; \" + builtins.concatStringsSep \"\" (map (d: \"echo \${d} >> \$out/deps; \") deps)) ]; };"
+  echo "  d0 = mk \"bench-d0\" [ ];"
+  for i in $(seq 1 30); do echo "  d$i = mk \"bench-d$i\" [ d$((i - 1)) ];"; done
+  echo "in d30"
+} >"$WORK/closure.nix"
+TOP=$(nix-build "$WORK/closure.nix" --no-out-link "${SUBST[@]}" 2>"$WORK/build.log")
+CLOSURE_N=$(nix-store --query --requisites "$TOP" | wc -l)
+cmd_closure() {
+  local d=$WORK/cache-closure-$1
+  rm -rf "$d"
+  if [ "$1" = ours ]; then CMD=("$BIN/push" -q --secret-key "$KEY" --to "file://$d?compression=zstd" "$TOP")
+  else CMD=("${NIX[@]}" copy --to "file://$d?compression=zstd&secret-key=$KEY" "$TOP"); fi
+}
+pair closure "$N"
+timerow "push closure of $CLOSURE_N paths, zstd" closure 1.00
+rm -rf "$WORK"/cache-*
+fi
+
+# --- 1 GiB path -------------------------------------------------------------------
+if want big && [ "$BIG_MIB" -gt 0 ]; then
+  log "generating a $BIG_MIB MiB path"
+  mkdir "$WORK/big"
+  # Half random (incompressible), half text (compressible).
+  head -c $((BIG_MIB / 2))M /dev/urandom >"$WORK/big/random.bin"
+  head -c $((BIG_MIB / 2))M < <(yes "nixcache big path line $$ $(date +%s%N)") >"$WORK/big/text.txt" || true
+  BIG=$(nix-store --add "$WORK/big")
+  rm -rf "$WORK/big"
+  cmd_big() {
+    local d=$WORK/cache-big-$1
+    rm -rf "$d"
+    if [ "$1" = ours ]; then CMD=("$BIN/push" -q --secret-key "$KEY" --to "file://$d?compression=zstd" "$BIG")
+    else CMD=("${NIX[@]}" copy --to "file://$d?compression=zstd&secret-key=$KEY" "$BIG"); fi
+  }
+  pair big "$N"
+  timerow "push $BIG_MIB MiB path, zstd" big 0.60
+  rssrow "  peak RSS, $BIG_MIB MiB path zstd" big 64
+  verify_row "  our $BIG_MIB MiB zstd cache: nix store verify --all" "$WORK/cache-big-ours"
+  rm -rf "$WORK"/cache-*
+  nix-store --delete "$BIG" >/dev/null 2>&1 && BIG=""
+fi
+
+# --- S3 -----------------------------------------------------------------------------
+if ! want s3; then :
+elif [ -x "$VERSITYGW" ]; then
+  export AWS_ACCESS_KEY_ID=benchaccess AWS_SECRET_ACCESS_KEY=benchsecret123
+  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 39517)
+  mkdir "$WORK/s3"
+  ROOT_ACCESS_KEY=$AWS_ACCESS_KEY_ID ROOT_SECRET_KEY=$AWS_SECRET_ACCESS_KEY \
+    "$VERSITYGW" --port "127.0.0.1:$PORT" --quiet posix "$WORK/s3" >"$WORK/s3.log" 2>&1 &
+  S3PID=$!
+  EP=http://127.0.0.1:$PORT
+  for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+  nix-store --dump "$P" >"$WORK/go.nar"
+  S3="$BIN/s3helper -endpoint $EP"
+  cmd_s3() {
+    local b="b$1$2"
+    $S3 -public mkbucket "$b"
+    if [ "$1" = ours ]; then CMD=("$BIN/push" -q --secret-key "$KEY" --to "s3://$b?endpoint=$EP&region=us-east-1&addressing-style=path&compression=none" "$P")
+    else CMD=($S3 put "$b" nar/go.nar "$WORK/go.nar"); fi
+  }
+  pair s3 "$N"
+  timerow "push $SRC to S3 (none) vs minio PutObject" s3 1.25
+  # Nix must substitute-check what we uploaded, over plain HTTP.
+  if "${NIX[@]}" store verify --store "$EP/bours1" --trusted-public-keys "$PUB" "$P" 2>"$WORK/verify.err"; then
+    addrow "  our S3 upload: nix store verify over HTTP" "ok (exit 0)" "" - "exit 0" PASS
+  else
+    addrow "  our S3 upload: nix store verify over HTTP" "exit $?" "" - "exit 0" FAIL
+    cat "$WORK/verify.err" >&2
+  fi
+  kill "$S3PID"; wait "$S3PID" 2>/dev/null || true; S3PID=""
+  rm -rf "$WORK/s3" "$WORK/go.nar"
+else
+  addrow "push to S3" "versitygw missing" "" - - SKIP
+fi
+
+# --- narinfo micro-benchmarks -----------------------------------------------------------
+if want narinfo; then
+log "narinfo benchmarks"
+(cd "$REPO" && go test -run '^$' -bench '^Benchmark(Parse|Marshal)$' -benchtime 1s -count "$N" ./narinfo/) >"$WORK/bench.txt"
+PARSE=$(awk '$1 ~ /^BenchmarkParse(-[0-9]+)?$/ {print $3}' "$WORK/bench.txt" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+WRITE=$(awk '$1 ~ /^BenchmarkMarshal(-[0-9]+)?$/ {print $3}' "$WORK/bench.txt" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+addrow "narinfo parse (vs zombiezen, published)" "$PARSE ns/op" "4000 ns/op" "$(awk -v a="$PARSE" 'BEGIN {printf "%.2f", a / 4000}')" "<= 1.00x" "$(verdict "$(awk -v a="$PARSE" 'BEGIN {print a / 4000}')" 1)"
+addrow "narinfo parse (vs nix-community, published)" "$PARSE ns/op" "177000 ns/op" "$(awk -v a="$PARSE" 'BEGIN {printf "%.3f", a / 177000}')" "<= 1.00x" "$(verdict "$(awk -v a="$PARSE" 'BEGIN {print a / 177000}')" 1)"
+addrow "narinfo write (MarshalText)" "$WRITE ns/op" "no published figure" - info -
+fi
+
+# --- post-build hook ---------------------------------------------------------------------
+if want hook; then
+log "hook overhead (hook-overhead.sh)"
+HN=200 HR=5
+if [ "$QUICK" = 1 ]; then HN=50 HR=3; fi
+ROUNDS=$HR bash "$REPO/examples/bench/hook-overhead.sh" "$HN" >"$WORK/hook.txt" 2>&1 || { cat "$WORK/hook.txt" >&2; addrow "hook-overhead.sh" failed "" - - FAIL; }
+cat "$WORK/hook.txt" >&2
+HWORK=$(sed -n 's/.*; work dir \(\/tmp\/nixcache-bench\.[A-Za-z0-9]*\)$/\1/p' "$WORK/hook.txt")
+if [ -n "$HWORK" ] && [ -d "$HWORK" ]; then rm -rf "$HWORK"; fi
+PERCALL=$(sed -n 's/^queue-mode hook: \([0-9.]*\) ms per call.*/\1/p' "$WORK/hook.txt")
+SPAWN=$(sed -n 's/.*process spawn alone: \([0-9.]*\) ms.*/\1/p' "$WORK/hook.txt")
+HRATIO=$(sed -n 's/^ratio queue\/none: \([0-9.]*\).*/\1/p' "$WORK/hook.txt")
+HMS=$(sed -n 's/.*queue hook \([0-9]*\) \[.*/\1/p' "$WORK/hook.txt")
+NONE=$(sed -n 's/.*no hook \([0-9]*\) \[.*/\1/p' "$WORK/hook.txt")
+if [ -n "$PERCALL" ]; then
+  addrow "hook, queue mode: per call (vs /bin/true)" "$PERCALL ms" "$SPAWN ms" "$(awk -v a="$PERCALL" -v b="$SPAWN" 'BEGIN {printf "%.1f", a / b}')" "< 10 ms" "$(awk -v a="$PERCALL" 'BEGIN {print (a < 10 ? "PASS" : "MISS")}')"
+  addrow "31-drv build: queue hook vs no hook" "$HMS ms" "$NONE ms" "$HRATIO" "<= 1.30x" "$(verdict "$HRATIO" 1.3)"
+fi
+fi
+
+# --- table --------------------------------------------------------------------------------
+echo
+echo "nixcache vs Nix $(nix-store --version | awk '{print $NF}'), $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg); medians of $N alternating runs (xz rows: $XZ_RUNS)"
+echo "SRC $SRC = $P, NAR $NARSIZE bytes"
+echo
+cat "$TABLE"
+echo
+echo "$FAILS row(s) MISS/FAIL"
