@@ -484,18 +484,49 @@ func (b *Backend) Put(ctx context.Context, key string, r io.Reader, size int64, 
 			opts.ConcurrentStreamParts = true
 		}
 	}
-	start := time.Now()
-	if _, err := b.client.PutObject(ctx, b.bucket, b.prefix+key, body, size, opts); err != nil {
-		if size > partSize {
-			b.abortLeftovers(ctx, key, start)
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		if _, err := b.client.PutObject(ctx, b.bucket, b.prefix+key, body, size, opts); err != nil {
+			if size > partSize {
+				b.abortLeftovers(ctx, key, start)
+			}
+			if errors.Is(err, cache.ErrSizeMismatch) {
+				return fmt.Errorf("s3: put %q: %w", key, err)
+			}
+			if ctx.Err() != nil {
+				return b.wrap("put", key, fmt.Errorf("%w (%v)", ctx.Err(), err))
+			}
+			return b.wrap("put", key, err)
 		}
-		if errors.Is(err, cache.ErrSizeMismatch) {
-			return fmt.Errorf("s3: put %q: %w", key, err)
+		if size <= partSize {
+			return nil
 		}
-		if ctx.Err() != nil {
-			return b.wrap("put", key, fmt.Errorf("%w (%v)", ctx.Err(), err))
+		// A multipart upload is only done when the object is there: a
+		// CompleteMultipartUpload retried across a server restart can be
+		// answered 200 although the object was never assembled (seen with
+		// versitygw), and a narinfo must never point at a missing NAR.
+		err := b.checkStored(ctx, key, size)
+		if err == nil {
+			return nil
 		}
-		return b.wrap("put", key, err)
+		sec, rewindable := body.(*io.SectionReader)
+		if attempt >= 2 || !rewindable {
+			return err
+		}
+		if _, serr := sec.Seek(0, io.SeekStart); serr != nil {
+			return err
+		}
+	}
+}
+
+// checkStored checks that key exists with size bytes.
+func (b *Backend) checkStored(ctx context.Context, key string, size int64) error {
+	oi, err := b.client.StatObject(ctx, b.bucket, b.prefix+key, minio.StatObjectOptions{})
+	if err != nil {
+		return b.wrap("put (check after upload)", key, err)
+	}
+	if oi.Size != size {
+		return fmt.Errorf("s3: put %q: %w: server stored %d bytes, sent %d", key, cache.ErrSizeMismatch, oi.Size, size)
 	}
 	return nil
 }
