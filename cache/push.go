@@ -50,9 +50,10 @@ type PushOptions struct {
 	// (default 16).
 	CheckJobs int
 	// TempDir holds the compressed NARs between compression and upload
-	// (default os.TempDir()). Each file is unlinked as soon as it is created
-	// and lives only as an open descriptor, so nothing is left behind even
-	// if the process is killed.
+	// (default os.TempDir()); NARs up to 1 MiB are kept in memory instead.
+	// Each file is unlinked as soon as it is created and lives only as an
+	// open descriptor, so nothing is left behind even if the process is
+	// killed.
 	TempDir string
 	// Progress, if set, receives events from several goroutines.
 	Progress func(Event)
@@ -400,8 +401,14 @@ func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, e
 		body = func(size int64) io.Reader { return io.NewSectionReader(tmp, 0, size) }
 	}
 
-	fileHasher := nixhash.NewHasher(nixhash.SHA256)
-	comp, err := NewCompressor(io.MultiWriter(out, fileHasher), copts)
+	// Without compression the file is the NAR: FileHash is NarHash, so the
+	// bytes are hashed once, not twice.
+	var fileHasher *nixhash.Hasher
+	if method != CompressionNone {
+		fileHasher = nixhash.NewHasher(nixhash.SHA256)
+		out = io.MultiWriter(out, fileHasher)
+	}
+	comp, err := NewCompressor(out, copts)
 	if err != nil {
 		return nil, err
 	}
@@ -442,8 +449,11 @@ func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, e
 		compression: method,
 		narHash:     narHasher.SumHash(),
 		narSize:     uint64(narHasher.Len()),
-		fileHash:    fileHasher.SumHash(),
-		fileSize:    uint64(fileHasher.Len()),
+	}
+	if fileHasher != nil {
+		up.fileHash, up.fileSize = fileHasher.SumHash(), uint64(fileHasher.Len())
+	} else {
+		up.fileHash, up.fileSize = up.narHash, up.narSize
 	}
 	if up.narHash != it.info.NarHash || up.narSize != it.info.NarSize {
 		return nil, fmt.Errorf("%w: dumped NarHash %s NarSize %d, database NarHash %s NarSize %d",
