@@ -37,6 +37,8 @@ type Options struct {
 	SecretKeys []signature.SecretKey
 	// Logger receives warnings (default slog.Default()).
 	Logger *slog.Logger
+
+	keyFiles []string // from WithSecretKeyFiles, loaded by Open
 }
 
 // Cache is a Nix binary cache on a Backend, with the settings to write to it.
@@ -109,6 +111,12 @@ type OpenOption func(*Options)
 // by group or others) to l.
 func WithLogger(l *slog.Logger) OpenOption { return func(o *Options) { o.Logger = l } }
 
+// WithSecretKeyFiles adds secret key files to those the URL's secret-key
+// parameters name, without having to escape their paths into the URL.
+func WithSecretKeyFiles(files ...string) OpenOption {
+	return func(o *Options) { o.keyFiles = append(o.keyFiles, files...) }
+}
+
 // OptionsFromURL turns the binary-cache parameters of a parsed store URL
 // into Options, loading every secret-key file. An unreadable or malformed
 // key file is an error naming the file; a key file that group or others may
@@ -155,6 +163,7 @@ func Open(ctx context.Context, rawURL string, opts ...OpenOption) (*Cache, error
 	for _, f := range opts {
 		f(&o)
 	}
+	u.SecretKeys = append(u.SecretKeys, o.keyFiles...)
 	o2, err := OptionsFromURL(u, o.Logger)
 	if err != nil {
 		return nil, err

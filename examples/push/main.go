@@ -54,16 +54,8 @@ func main() {
 }
 
 func run(ctx context.Context, to string, keys []string, jobs int, quiet bool, args []string) error {
-	raw := to
-	for _, k := range keys {
-		sep := "?"
-		if strings.Contains(raw, "?") {
-			sep = "&"
-		}
-		raw += sep + "secret-key=" + k
-	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	c, err := cache.Open(ctx, raw, cache.WithLogger(logger))
+	c, err := cache.Open(ctx, to, cache.WithLogger(logger), cache.WithSecretKeyFiles(keys...))
 	if err != nil {
 		return err
 	}

@@ -53,8 +53,12 @@ func (c Config) StoreURL() string {
 	if strings.Contains(c.To, "?") {
 		sep = "&"
 	}
-	return c.To + sep + "secret-key=" + c.SecretKeyFile
+	return c.To + sep + "secret-key=" + queryValueEscaper.Replace(c.SecretKeyFile)
 }
+
+// queryValueEscaper escapes what would end or garble a store URL parameter
+// value; the URL parser decodes %XX.
+var queryValueEscaper = strings.NewReplacer("%", "%25", "&", "%26", "#", "%23", " ", "%20")
 
 // LoadConfig reads the configuration: the config file named by
 // NIXCACHE_CONFIG (an error if it cannot be read), else DefaultConfigFile

@@ -106,3 +106,12 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestStoreURLEscapesKeyPath(t *testing.T) {
+	c := queuedir.Config{To: "file:///srv/cache?compression=zstd", SecretKeyFile: "/etc/nix/a&b %1#.sec"}
+	got := c.StoreURL()
+	want := "file:///srv/cache?compression=zstd&secret-key=/etc/nix/a%26b%20%251%23.sec"
+	if got != want {
+		t.Errorf("StoreURL() = %q, want %q", got, want)
+	}
+}
