@@ -85,11 +85,8 @@ func (o CompressOptions) Validate() error {
 	case "", CompressionZstd, CompressionNone:
 		return nil
 	case CompressionXZ:
-		cfg := xz.WriterConfig{DictCap: xzDictCap(o.Level), CheckSum: xz.CRC64}
-		if err := cfg.Verify(); err != nil {
-			return fmt.Errorf("cache: xz level %d: %w", o.Level, err)
-		}
-		return nil
+		_, err := xzConfig(o.Level)
+		return err
 	}
 	return fmt.Errorf("%w: %q (want zstd, xz or none)", ErrUnsupportedCompression, o.Method)
 }
@@ -133,9 +130,9 @@ func NewCompressor(w io.Writer, o CompressOptions) (io.WriteCloser, error) {
 		}
 		return enc, nil
 	case CompressionXZ:
-		cfg := xz.WriterConfig{DictCap: xzDictCap(o.Level), CheckSum: xz.CRC64}
-		if err := cfg.Verify(); err != nil {
-			return nil, fmt.Errorf("cache: xz level %d: %w", o.Level, err)
+		cfg, err := xzConfig(o.Level)
+		if err != nil {
+			return nil, err
 		}
 		if o.Parallel && o.concurrency() > 1 {
 			bs := o.BlockSize
@@ -165,6 +162,15 @@ func NewCompressor(w io.Writer, o CompressOptions) (io.WriteCloser, error) {
 	default:
 		return nil, fmt.Errorf("%w: %q (want zstd, xz or none)", ErrUnsupportedCompression, o.Method)
 	}
+}
+
+// xzConfig returns the xz writer configuration for a level, checked.
+func xzConfig(level int) (xz.WriterConfig, error) {
+	cfg := xz.WriterConfig{DictCap: xzDictCap(level), CheckSum: xz.CRC64}
+	if err := cfg.Verify(); err != nil {
+		return cfg, fmt.Errorf("cache: xz level %d: %w", level, err)
+	}
+	return cfg, nil
 }
 
 // xzDictCap maps an xz preset (as liblzma's) to a dictionary size, capped

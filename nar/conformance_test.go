@@ -3,6 +3,7 @@ package nar
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -286,7 +287,7 @@ func rewriteErr(data []byte) ([]byte, error) {
 	for {
 		h, err := r.Next()
 		if err != nil {
-			if err.Error() == "EOF" {
+			if err == io.EOF {
 				break
 			}
 			return nil, err

@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+
+	"github.com/nixcache/nixcache/storepath/nixhash"
 )
 
 // DumpPath writes the NAR serialisation of the file system object at path to
@@ -29,28 +31,16 @@ func DumpPath(w io.Writer, path string) error {
 // path, computed in the same single pass. w may be nil or io.Discard to
 // compute only the hash.
 func DumpPathSum(w io.Writer, path string) (narHash [sha256.Size]byte, narSize int64, err error) {
-	h := sha256.New()
-	cw := &sumWriter{w: w, h: h}
-	if err := DumpPath(cw, path); err != nil {
-		return narHash, cw.n, err
+	h := nixhash.NewHasher(nixhash.SHA256)
+	var out io.Writer = h
+	if w != nil && w != io.Discard {
+		out = io.MultiWriter(h, w)
+	}
+	if err := DumpPath(out, path); err != nil {
+		return narHash, h.Len(), err
 	}
 	h.Sum(narHash[:0])
-	return narHash, cw.n, nil
-}
-
-type sumWriter struct {
-	w io.Writer
-	h io.Writer
-	n int64
-}
-
-func (s *sumWriter) Write(p []byte) (int, error) {
-	s.h.Write(p)
-	s.n += int64(len(p))
-	if s.w == nil || s.w == io.Discard {
-		return len(p), nil
-	}
-	return s.w.Write(p)
+	return narHash, h.Len(), nil
 }
 
 // AddTree writes the file system object at fsPath, and everything below it

@@ -1,6 +1,7 @@
 package nar
 
 import (
+	"bytes"
 	"io"
 	"slices"
 	"strings"
@@ -22,7 +23,6 @@ type dirEntry struct {
 type dumper struct {
 	w      *Writer
 	root   string // file system path of the dumped object
-	rel    string // NAR path of the root object
 	hdr    Header
 	big    []byte
 	dirent []byte
@@ -31,27 +31,11 @@ type dumper struct {
 }
 
 func (d *dumper) dumpRoot(narPath string) error {
-	d.rel = narPath
 	var st syscall.Stat_t
 	if err := syscall.Lstat(d.root, &st); err != nil {
 		return dumpErr(d.root, "", "lstat", err)
 	}
-	switch st.Mode & syscall.S_IFMT {
-	case syscall.S_IFDIR:
-		fd, err := openDir(atFDCWD, d.root)
-		if err != nil {
-			return dumpErr(d.root, "", "open", err)
-		}
-		defer syscall.Close(fd)
-		d.hdr = Header{Path: narPath, Type: TypeDirectory}
-		if err := d.w.WriteHeader(&d.hdr); err != nil {
-			return err
-		}
-		return d.dir(fd, narPath, "")
-	case syscall.S_IFLNK, syscall.S_IFREG:
-		return d.entry(atFDCWD, d.root, narPath, "", st.Mode&syscall.S_IFMT)
-	}
-	return dumpErr(d.root, "", "file type", ErrUnsupported)
+	return d.entry(atFDCWD, d.root, narPath, "", st.Mode&syscall.S_IFMT)
 }
 
 func openDir(dirfd int, name string) (int, error) {
@@ -63,8 +47,8 @@ func openDir(dirfd int, name string) (int, error) {
 	}
 }
 
-// entry dumps one non-directory (or a directory by recursion) named name in
-// dirfd; narPath is its NAR path, rel its path below d.root.
+// entry dumps the object named name in dirfd (a directory by recursion);
+// narPath is its NAR path, rel its path below d.root.
 func (d *dumper) entry(dirfd int, name, narPath, rel string, ifmt uint32) error {
 	switch ifmt {
 	case syscall.S_IFREG:
@@ -232,7 +216,7 @@ func parseDirents(b []byte, ents []dirEntry) []dirEntry {
 		}
 		typ := b[18]
 		name := b[19:reclen]
-		if i := indexZero(name); i >= 0 {
+		if i := bytes.IndexByte(name, 0); i >= 0 {
 			name = name[:i]
 		}
 		b = b[reclen:]
@@ -242,15 +226,6 @@ func parseDirents(b []byte, ents []dirEntry) []dirEntry {
 		ents = append(ents, dirEntry{name: string(name), typ: typ})
 	}
 	return ents
-}
-
-func indexZero(b []byte) int {
-	for i, c := range b {
-		if c == 0 {
-			return i
-		}
-	}
-	return -1
 }
 
 func readlinkat(dirfd int, name string, buf []byte) (int, error) {

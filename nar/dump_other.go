@@ -13,7 +13,6 @@ type dumper struct {
 	w    *Writer
 	root string
 	hdr  Header
-	big  []byte
 }
 
 func (d *dumper) dumpRoot(narPath string) error { return d.object(d.root, narPath, "") }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 )
 
 // Modes nix-store --generate-binary-cache-key gives new key files (Nix 2.8
@@ -39,18 +40,11 @@ func LoadPublicKeyFile(path string) (PublicKey, error) {
 	if err != nil {
 		return PublicKey{}, fmt.Errorf("signature: load public key: %w", err)
 	}
-	k, err := ParsePublicKey(trimSpace(string(b)))
+	k, err := ParsePublicKey(strings.TrimRight(string(b), "\n\r \t"))
 	if err != nil {
 		return PublicKey{}, fmt.Errorf("signature: public key file %s: %w", path, err)
 	}
 	return k, nil
-}
-
-func trimSpace(s string) string {
-	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r' || s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 // CheckKeyFileMode returns an error wrapping [ErrInsecureKeyFile] when the

@@ -122,13 +122,7 @@ func ParsePublicKey(s string) (PublicKey, error) {
 	if err != nil {
 		return PublicKey{}, err
 	}
-	if len(data) != PublicKeySize {
-		return PublicKey{}, fmt.Errorf("signature: public key %q is %d bytes, want %d: %w", name, len(data), PublicKeySize, ErrMalformed)
-	}
-	var k PublicKey
-	k.name = name
-	copy(k.key[:], data)
-	return k, nil
+	return NewPublicKey(name, data)
 }
 
 // ParsePublicKeys parses a white-space separated list of public keys, the
@@ -267,7 +261,7 @@ func GenerateKey(name string, rand io.Reader) (SecretKey, PublicKey, error) {
 	if err := validName(name); err != nil {
 		return SecretKey{}, PublicKey{}, fmt.Errorf("signature: generate key: %w", err)
 	}
-	pub, priv, err := ed25519.GenerateKey(rand)
+	_, priv, err := ed25519.GenerateKey(rand)
 	if err != nil {
 		return SecretKey{}, PublicKey{}, fmt.Errorf("signature: generate key %q: %w", name, err)
 	}
@@ -275,10 +269,8 @@ func GenerateKey(name string, rand io.Reader) (SecretKey, PublicKey, error) {
 	sk.name = name
 	copy(sk.priv[:], priv)
 	clear(priv)
-	var pk PublicKey
-	pk.name = name
-	copy(pk.key[:], pub)
-	return sk, pk, nil
+	// The public half of an ed25519 private key is pub.
+	return sk, sk.PublicKey(), nil
 }
 
 // Name returns the key name.
@@ -354,13 +346,7 @@ func ParseSignature(s string) (Signature, error) {
 	if err != nil {
 		return Signature{}, err
 	}
-	if len(data) != SignatureSize {
-		return Signature{}, fmt.Errorf("signature: signature by %q is %d bytes, want %d: %w", name, len(data), SignatureSize, ErrMalformed)
-	}
-	var sig Signature
-	sig.name = name
-	copy(sig.sig[:], data)
-	return sig, nil
+	return NewSignature(name, data)
 }
 
 // NewSignature returns a signature by the key named name with the given 64

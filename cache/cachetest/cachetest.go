@@ -194,7 +194,7 @@ func testShort(t *testing.T, b cache.Backend) {
 				t.Fatalf("Put(%q) with %d of %d bytes succeeded", key, size-1, size)
 			}
 			if !errors.Is(err, cache.ErrSizeMismatch) {
-				t.Logf("Put(%q) short reader error does not wrap ErrSizeMismatch: %v", key, err)
+				t.Errorf("Put(%q) short reader error = %v, want ErrSizeMismatch", key, err)
 			}
 			checkMissing(t, b, key)
 		}

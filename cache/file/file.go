@@ -178,12 +178,11 @@ func (b *Backend) Put(ctx context.Context, key string, r io.Reader, size int64, 
 	if err := f.Chmod(ObjectMode); err != nil {
 		return fmt.Errorf("file: put %q: %w", key, err)
 	}
+	// ExactReader ends with io.EOF only after exactly size bytes, so a
+	// copy without error wrote size bytes.
 	n, err := io.Copy(f, &ctxReader{ctx: ctx, r: cache.ExactReader(r, size)})
 	if err != nil {
 		return fmt.Errorf("file: put %q: after %d bytes: %w", key, n, err)
-	}
-	if n != size {
-		return fmt.Errorf("file: put %q: %w: wrote %d of %d bytes", key, cache.ErrSizeMismatch, n, size)
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("file: put %q: sync: %w", key, err)

@@ -69,7 +69,7 @@ func openDB(ctx context.Context, path string, dir storepath.Dir, busy time.Durat
 	if err == nil {
 		// Read one row of each column we use, so a schema without them
 		// fails here and the caller falls back to the nix command.
-		_, err = db.ExecContext(ctx, `SELECT id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca FROM ValidPaths LIMIT 0`)
+		_, err = db.ExecContext(ctx, `SELECT `+infoColumns+` FROM ValidPaths LIMIT 0`)
 	}
 	if err != nil {
 		db.Close()
@@ -238,13 +238,9 @@ func (s *dbSource) closureInfos(ctx context.Context, roots []storepath.Path) (ma
 		// Resolve the roots first, so a missing one is named.
 		var rootIDs []any
 		for _, r := range roots {
-			var id int64
-			err := tx.QueryRowContext(ctx, `SELECT id FROM ValidPaths WHERE path = ?`, string(r)).Scan(&id)
-			if errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("localstore: %s: %w", r, ErrNotValid)
-			}
+			id, err := s.pathID(ctx, tx, r)
 			if err != nil {
-				return fmt.Errorf("localstore: database %s: query %s: %w", s.path, r, err)
+				return err
 			}
 			rootIDs = append(rootIDs, id)
 		}
@@ -257,16 +253,26 @@ func (s *dbSource) closureInfos(ctx context.Context, roots []storepath.Path) (ma
 	return out, err
 }
 
+// pathID returns p's ValidPaths id; its error wraps ErrNotValid when p is
+// not a valid path.
+func (s *dbSource) pathID(ctx context.Context, tx *sql.Tx, p storepath.Path) (int64, error) {
+	var id int64
+	err := tx.QueryRowContext(ctx, `SELECT id FROM ValidPaths WHERE path = ?`, string(p)).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("localstore: %s: %w", p, ErrNotValid)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("localstore: database %s: query %s: %w", s.path, p, err)
+	}
+	return id, nil
+}
+
 func (s *dbSource) drvOutputs(ctx context.Context, drv storepath.Path) (map[string]storepath.Path, bool, error) {
 	out := make(map[string]storepath.Path)
 	err := s.readTx(ctx, func(tx *sql.Tx) error {
-		var id int64
-		err := tx.QueryRowContext(ctx, `SELECT id FROM ValidPaths WHERE path = ?`, string(drv)).Scan(&id)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("localstore: %s: %w", drv, ErrNotValid)
-		}
+		id, err := s.pathID(ctx, tx, drv)
 		if err != nil {
-			return fmt.Errorf("localstore: database %s: query %s: %w", s.path, drv, err)
+			return err
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT id, path FROM DerivationOutputs WHERE drv = ?`, id)
 		if err != nil {

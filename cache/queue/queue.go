@@ -4,19 +4,20 @@
 //
 // The directory side (Queue, Config) lives in package queuedir, which has no
 // network code and is what a post-build hook should import; this package
-// re-exports it under the same names and adds the Drainer.
+// re-exports the Queue and its errors under the same names and adds the
+// Drainer. Import queuedir for the hook/daemon configuration.
 //
 // Layout of a queue directory DIR:
 //
 //	DIR/entries/<hash>-<name>   symlink to /nix/store/<hash>-<name>, one per queued path
-//	DIR/entries/.tmp-*          a hook's entry being created (never read)
+//	DIR/entries/.*              temporaries (never read; see Queue.Clean)
 //	DIR/status.json             the daemon's latest Stats, rewritten atomically
 //	DIR/daemon.lock             flock(2)ed by the running daemon
 //
-// An entry is created under a unique temporary name, renamed into place and
-// the directory is fsync'ed before Enqueue returns: after a crash an entry is
+// An entry is created with one symlink(2), which is atomic, and the
+// directory is fsync'ed before Enqueue returns: after a crash an entry is
 // either complete or absent, and enqueueing the same path twice merges into
-// one entry for free (rename replaces the identical link). Entries are
+// one entry (the existing link is kept). Entries are
 // removed only after the path's narinfo is in the cache (see [Drainer]).
 //
 // Nix's post-build hook runs before anything holds a GC root to the new
@@ -34,11 +35,6 @@ import "github.com/nixcache/nixcache/cache/queue/queuedir"
 // ErrNotStorePath is wrapped by Enqueue and Done errors for an argument that
 // is not a valid absolute store path (Nix's <store dir>/<32 nix32>-<name>).
 var ErrNotStorePath = queuedir.ErrNotStorePath
-
-// ErrGCRoot is wrapped (joined) into Enqueue's error when the entries were
-// stored durably but the GC root under Nix's gcroots directory could not be
-// created, for example when not running as root.
-var ErrGCRoot = queuedir.ErrGCRoot
 
 // ErrLocked is returned by Lock when another process holds the queue's
 // daemon lock: only one drainer may run per queue directory.

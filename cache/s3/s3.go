@@ -470,11 +470,14 @@ func (b *Backend) Put(ctx context.Context, key string, r io.Reader, size int64, 
 			// Buffer small objects: the PUT then carries Content-MD5 and can
 			// be retried (a plain reader cannot be rewound).
 			buf := make([]byte, size)
+			// ExactReader reports a short reader as ErrSizeMismatch; a long
+			// one fails the read after the last byte, which ReadFull does
+			// not make, hence the one-byte read for the EOF.
 			if _, err := io.ReadFull(exact, buf); err != nil {
-				return fmt.Errorf("s3: put %q: %w", key, sizeErr(err, size))
+				return fmt.Errorf("s3: put %q: %w", key, err)
 			}
 			if _, err := exact.Read(make([]byte, 1)); err != io.EOF {
-				return fmt.Errorf("s3: put %q: %w", key, sizeErr(err, size))
+				return fmt.Errorf("s3: put %q: %w", key, err)
 			}
 			body = bytes.NewReader(buf)
 		} else {
@@ -529,13 +532,6 @@ func (b *Backend) checkStored(ctx context.Context, key string, size int64) error
 		return fmt.Errorf("s3: put %q: %w: server stored %d bytes, sent %d", key, cache.ErrSizeMismatch, oi.Size, size)
 	}
 	return nil
-}
-
-func sizeErr(err error, size int64) error {
-	if err == io.ErrUnexpectedEOF || err == io.EOF {
-		return fmt.Errorf("%w: reader ended before %d bytes", cache.ErrSizeMismatch, size)
-	}
-	return err
 }
 
 // checkReaderAtSize checks that ra holds exactly size bytes from off: the
@@ -606,6 +602,7 @@ func (b *Backend) abortLeftovers(ctx context.Context, key string, since time.Tim
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	name := b.prefix + key
+	core := minio.Core{Client: b.client}
 	for round := range 3 {
 		if round > 0 {
 			time.Sleep(time.Duration(round) * 150 * time.Millisecond)
@@ -619,7 +616,9 @@ func (b *Backend) abortLeftovers(ctx context.Context, key string, since time.Tim
 				continue
 			}
 			found = true
-			_ = b.client.RemoveIncompleteUpload(ctx, b.bucket, name)
+			// Abort this upload by its ID: RemoveIncompleteUpload would list
+			// the key's uploads again and abort all of them, old ones too.
+			_ = core.AbortMultipartUpload(ctx, b.bucket, name, u.UploadID)
 		}
 		if !found && round > 0 {
 			return

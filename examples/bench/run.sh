@@ -122,9 +122,10 @@ rssrow() {
   addrow "$what" "$(mib "$om")" "$(mib "$bm")" "$r" "<= $max MiB" "$(awk -v a="$om" -v m="$max" 'BEGIN {print (a / 1024 <= m ? "PASS" : "MISS")}')"
 }
 
-# verify_row WHAT DIR: Nix checks every signature and NAR of a file:// cache.
+# verify_row WHAT STORE ARGS...: Nix checks the signatures and NARs of the
+# paths ARGS (--all: every path) in STORE.
 verify_row() {
-  if "${NIX[@]}" store verify --store "file://$2" --all --trusted-public-keys "$PUB" 2>"$WORK/verify.err"; then
+  if "${NIX[@]}" store verify --store "$2" --trusted-public-keys "$PUB" "${@:3}" 2>"$WORK/verify.err"; then
     addrow "$1" "ok (exit 0)" "" - "exit 0" PASS
   else
     addrow "$1" "exit $?" "" - "exit 0" FAIL
@@ -150,13 +151,13 @@ fi
 
 # --- push of SRC to file:// -----------------------------------------------------
 # cmd_push_METHOD SIDE I: fresh cache dir per run (the previous one is removed).
-push_cmd() { # side name method ours-params nix-params
-  local d=$WORK/cache-$2-$1
+push_cmd() { # side name method ours-params nix-params [path, default $P]
+  local d=$WORK/cache-$2-$1 path=${6:-$P}
   rm -rf "$d"
   if [ "$1" = ours ]; then
-    CMD=("$BIN/push" -q --secret-key "$KEY" --to "file://$d?compression=$3${4:+&$4}" "$P")
+    CMD=("$BIN/push" -q --secret-key "$KEY" --to "file://$d?compression=$3${4:+&$4}" "$path")
   else
-    CMD=("${NIX[@]}" copy --to "file://$d?compression=$3&secret-key=$KEY${5:+&$5}" "$P")
+    CMD=("${NIX[@]}" copy --to "file://$d?compression=$3&secret-key=$KEY${5:+&$5}" "$path")
   fi
 }
 cmd_none() { push_cmd "$1" none none "" ""; }
@@ -176,8 +177,8 @@ timerow "push $SRC, xz parallel vs Nix xz" xz 0.50
 timerow "push $SRC, xz parallel vs Nix xz parallel" xz 1.00 basep
 rssrow "  peak RSS, xz parallel (vs Nix xz parallel)" xz 64 basep
 # Our caches must be readable by Nix: signatures and NAR contents.
-verify_row "  our xz cache: nix store verify --all" "$WORK/cache-xz-ours"
-verify_row "  our zstd cache: nix store verify --all" "$WORK/cache-zstd-ours"
+verify_row "  our xz cache: nix store verify --all" "file://$WORK/cache-xz-ours" --all
+verify_row "  our zstd cache: nix store verify --all" "file://$WORK/cache-zstd-ours" --all
 ZS1=$(du -sb "$WORK/cache-zstd-ours/nar" | cut -f1); ZS2=$(du -sb "$WORK/cache-zstd-base/nar" | cut -f1)
 XS1=$(du -sb "$WORK/cache-xz-ours/nar" | cut -f1); XS2=$(du -sb "$WORK/cache-xz-base/nar" | cut -f1)
 addrow "  compressed size zstd (info)" "$(mib $((ZS1 / 1024)))" "$(mib $((ZS2 / 1024)))" "$(awk -v a="$ZS1" -v b="$ZS2" 'BEGIN {printf "%.2f", a / b}')" "info" "-"
@@ -197,12 +198,7 @@ if want closure; then
 } >"$WORK/closure.nix"
 TOP=$(nix-build "$WORK/closure.nix" --no-out-link "${SUBST[@]}" 2>"$WORK/build.log")
 CLOSURE_N=$(nix-store --query --requisites "$TOP" | wc -l)
-cmd_closure() {
-  local d=$WORK/cache-closure-$1
-  rm -rf "$d"
-  if [ "$1" = ours ]; then CMD=("$BIN/push" -q --secret-key "$KEY" --to "file://$d?compression=zstd" "$TOP")
-  else CMD=("${NIX[@]}" copy --to "file://$d?compression=zstd&secret-key=$KEY" "$TOP"); fi
-}
+cmd_closure() { push_cmd "$1" closure zstd "" "" "$TOP"; }
 pair closure "$N"
 timerow "push closure of $CLOSURE_N paths, zstd" closure 1.00
 rm -rf "$WORK"/cache-*
@@ -217,16 +213,11 @@ if want big && [ "$BIG_MIB" -gt 0 ]; then
   head -c $((BIG_MIB / 2))M < <(yes "nixcache big path line $$ $(date +%s%N)") >"$WORK/big/text.txt" || true
   BIG=$(nix-store --add "$WORK/big")
   rm -rf "$WORK/big"
-  cmd_big() {
-    local d=$WORK/cache-big-$1
-    rm -rf "$d"
-    if [ "$1" = ours ]; then CMD=("$BIN/push" -q --secret-key "$KEY" --to "file://$d?compression=zstd" "$BIG")
-    else CMD=("${NIX[@]}" copy --to "file://$d?compression=zstd&secret-key=$KEY" "$BIG"); fi
-  }
+  cmd_big() { push_cmd "$1" big zstd "" "" "$BIG"; }
   pair big "$N"
   timerow "push $BIG_MIB MiB path, zstd" big 0.60
   rssrow "  peak RSS, $BIG_MIB MiB path zstd" big 64
-  verify_row "  our $BIG_MIB MiB zstd cache: nix store verify --all" "$WORK/cache-big-ours"
+  verify_row "  our $BIG_MIB MiB zstd cache: nix store verify --all" "file://$WORK/cache-big-ours" --all
   rm -rf "$WORK"/cache-*
   nix-store --delete "$BIG" >/dev/null 2>&1 && BIG=""
 fi
@@ -253,12 +244,7 @@ elif [ -x "$VERSITYGW" ]; then
   pair s3 "$N"
   timerow "push $SRC to S3 (none) vs minio PutObject" s3 1.25
   # Nix must substitute-check what we uploaded, over plain HTTP.
-  if "${NIX[@]}" store verify --store "$EP/bours1" --trusted-public-keys "$PUB" "$P" 2>"$WORK/verify.err"; then
-    addrow "  our S3 upload: nix store verify over HTTP" "ok (exit 0)" "" - "exit 0" PASS
-  else
-    addrow "  our S3 upload: nix store verify over HTTP" "exit $?" "" - "exit 0" FAIL
-    cat "$WORK/verify.err" >&2
-  fi
+  verify_row "  our S3 upload: nix store verify over HTTP" "$EP/bours1" "$P"
   kill "$S3PID"; wait "$S3PID" 2>/dev/null || true; S3PID=""
   rm -rf "$WORK/s3" "$WORK/go.nar"
 else

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nixcache/nixcache/internal/testenv"
@@ -46,7 +47,15 @@ func TestCommand(t *testing.T) {
 	if got := testenv.Nix(t, "nix-store", "--dump", out); !bytes.Equal(got, want) {
 		t.Errorf("nar restore output dumps differently")
 	}
-	if ls := run("ls", narFile); !bytes.HasPrefix(ls, []byte(`{"version":1,"root":{"type":"directory"`)) {
-		t.Errorf("nar ls = %s", ls)
+	// nar ls prints the .ls listing Nix writes with write-nar-listing=true.
+	sp := strings.TrimSpace(string(testenv.Nix(t, "nix-store", "--add", tree)))
+	cache := filepath.Join(dir, "cache")
+	testenv.Nix(t, "nix", "copy", "--to", "file://"+cache+"?write-nar-listing=true&compression=none", sp)
+	wantLs, err := os.ReadFile(filepath.Join(cache, filepath.Base(sp)[:32]+".ls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ls := run("ls", narFile); !bytes.Equal(ls, append(wantLs, '\n')) {
+		t.Errorf("nar ls = %s, Nix's .ls = %s", ls, wantLs)
 	}
 }

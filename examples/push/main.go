@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"time"
 
@@ -25,15 +24,10 @@ import (
 	"github.com/nixcache/nixcache/storepath"
 )
 
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
-
 func main() {
-	var keys multiFlag
+	var keys []string
 	to := flag.String("to", "", "binary cache store URL (file:///dir, s3://bucket?...)")
-	flag.Var(&keys, "secret-key", "secret key `FILE` to sign with (repeatable; adds to the URL's secret-key)")
+	flag.Func("secret-key", "secret key `FILE` to sign with (repeatable; adds to the URL's secret-key)", func(s string) error { keys = append(keys, s); return nil })
 	jobs := flag.Int("j", 4, "paths compressed and uploaded at once")
 	quiet := flag.Bool("q", false, "print only the summary and errors")
 	flag.Usage = func() {

@@ -43,12 +43,13 @@ import (
 	"github.com/nixcache/nixcache/cache/localstore"
 	"github.com/nixcache/nixcache/cache/queue"
 	"github.com/nixcache/nixcache/cache/queue/cachepush"
+	"github.com/nixcache/nixcache/cache/queue/queuedir"
 	_ "github.com/nixcache/nixcache/cache/s3"
 	"github.com/nixcache/nixcache/storepath"
 )
 
 func main() {
-	cfg, err := queue.LoadConfig(os.Getenv)
+	cfg, err := queuedir.LoadConfig(os.Getenv)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "upload-daemon:", err)
 		os.Exit(2)
@@ -74,7 +75,7 @@ func main() {
 	}
 }
 
-func daemon(cfg queue.Config, args []string) error {
+func daemon(cfg queuedir.Config, args []string) error {
 	fl := flag.NewFlagSet("upload-daemon", flag.ExitOnError)
 	dir := fl.String("queue", cfg.Queue, "queue `DIR` (default $NIXCACHE_QUEUE)")
 	to := fl.String("to", cfg.To, "binary cache store `URL` (default $NIXCACHE_TO)")
@@ -106,7 +107,7 @@ func daemon(cfg queue.Config, args []string) error {
 	}
 	// Bad URLs and key files fail now; an unreachable cache only delays
 	// uploads (the backend is opened on first use and retried).
-	u, err := cache.ParseURL(queue.Config{To: *to, SecretKeyFile: *key}.StoreURL())
+	u, err := cache.ParseURL(queuedir.Config{To: *to, SecretKeyFile: *key}.StoreURL())
 	if err != nil {
 		return err
 	}
@@ -153,7 +154,7 @@ func daemon(cfg queue.Config, args []string) error {
 	return nil
 }
 
-func status(cfg queue.Config, args []string) error {
+func status(cfg queuedir.Config, args []string) error {
 	fl := flag.NewFlagSet("upload-daemon status", flag.ExitOnError)
 	dir := fl.String("queue", cfg.Queue, "queue `DIR` (default $NIXCACHE_QUEUE)")
 	asJSON := fl.Bool("json", false, "print the status file as JSON")
@@ -212,7 +213,7 @@ func status(cfg queue.Config, args []string) error {
 	return nil
 }
 
-func enqueue(cfg queue.Config, args []string) error {
+func enqueue(cfg queuedir.Config, args []string) error {
 	fl := flag.NewFlagSet("upload-daemon enqueue", flag.ExitOnError)
 	dir := fl.String("queue", cfg.Queue, "queue `DIR` (default $NIXCACHE_QUEUE)")
 	_ = fl.Parse(args)
@@ -235,7 +236,7 @@ func enqueue(cfg queue.Config, args []string) error {
 }
 
 // push uploads the closures of the given paths synchronously.
-func push(cfg queue.Config, args []string) error {
+func push(cfg queuedir.Config, args []string) error {
 	fl := flag.NewFlagSet("upload-daemon push", flag.ExitOnError)
 	to := fl.String("to", cfg.To, "binary cache store `URL` (default $NIXCACHE_TO)")
 	key := fl.String("secret-key", cfg.SecretKeyFile, "secret key `FILE` to sign with (default $NIXCACHE_SECRET_KEY_FILE)")
@@ -254,12 +255,12 @@ func push(cfg queue.Config, args []string) error {
 	})).With("prog", "nixcache-push")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	c, err := cache.Open(ctx, queue.Config{To: *to, SecretKeyFile: *key}.StoreURL(), cache.WithLogger(log))
+	c, err := cache.Open(ctx, queuedir.Config{To: *to, SecretKeyFile: *key}.StoreURL(), cache.WithLogger(log))
 	if err != nil {
 		return err
 	}
 	if len(c.Options().SecretKeys) == 0 {
-		log.Warn("no secret key configured: narinfos are unsigned and Nix will not trust them (set " + queue.EnvSecretKeyFile + ")")
+		log.Warn("no secret key configured: narinfos are unsigned and Nix will not trust them (set " + queuedir.EnvSecretKeyFile + ")")
 	}
 	store, err := localstore.Open(ctx, localstore.Options{})
 	if err != nil {

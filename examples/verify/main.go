@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 
 	"github.com/nixcache/nixcache/cache"
 	_ "github.com/nixcache/nixcache/cache/file"
@@ -22,15 +21,10 @@ import (
 	"github.com/nixcache/nixcache/storepath"
 )
 
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
-
 func main() {
-	var keys multiFlag
+	var keys []string
 	from := flag.String("from", "", "binary cache store URL (file:///dir, s3://bucket?...)")
-	flag.Var(&keys, "trusted-key", "trusted public `KEY` (name:base64, or a file holding one; repeatable)")
+	flag.Func("trusted-key", "trusted public `KEY` (name:base64, or a file holding one; repeatable)", func(s string) error { keys = append(keys, s); return nil })
 	jobs := flag.Int("j", 4, "paths checked at once")
 	flag.Parse()
 	if *from == "" || len(keys) == 0 {

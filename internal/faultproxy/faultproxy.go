@@ -38,7 +38,6 @@ type Proxy struct {
 	mu     sync.Mutex
 	faults Faults
 	srv    *http.Server
-	ln     net.Listener
 
 	// Requests, Injected count the requests seen and the faults injected.
 	Requests atomic.Int64
@@ -128,7 +127,7 @@ func Start(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("faultproxy: listen: %w", err)
 	}
-	p := &Proxy{URL: "http://" + ln.Addr().String(), ln: ln}
+	p := &Proxy{URL: "http://" + ln.Addr().String()}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.Out.URL.Scheme = u.Scheme
@@ -164,24 +163,21 @@ func Start(target string) (*Proxy, error) {
 		if f.Latency > 0 {
 			time.Sleep(f.Latency)
 		}
+		inject := func(answer func()) {
+			rec.Injected = true
+			p.Injected.Add(1)
+			drain(r)
+			answer()
+		}
 		switch {
 		case f.Down:
-			rec.Injected = true
-			p.Injected.Add(1)
-			drain(r)
-			http.Error(w, "proxy: server down", http.StatusBadGateway)
+			inject(func() { http.Error(w, "proxy: server down", http.StatusBadGateway) })
 			return
 		case f.SlowDownRate > 0 && rand.Float64() < f.SlowDownRate:
-			rec.Injected = true
-			p.Injected.Add(1)
-			drain(r)
-			s3Error(w, http.StatusServiceUnavailable, "SlowDown", "Please reduce your request rate.")
+			inject(func() { s3Error(w, http.StatusServiceUnavailable, "SlowDown", "Please reduce your request rate.") })
 			return
 		case f.TooManyRate > 0 && rand.Float64() < f.TooManyRate:
-			rec.Injected = true
-			p.Injected.Add(1)
-			drain(r)
-			s3Error(w, http.StatusTooManyRequests, "TooManyRequests", "Too many requests.")
+			inject(func() { s3Error(w, http.StatusTooManyRequests, "TooManyRequests", "Too many requests.") })
 			return
 		}
 		if f := p.onForward.Load(); f != nil {
@@ -230,9 +226,6 @@ func (p *Proxy) ResetLog() {
 	p.log = nil
 	p.logMu.Unlock()
 }
-
-// Host returns the proxy's host:port.
-func (p *Proxy) Host() string { return p.ln.Addr().String() }
 
 // Close stops the proxy.
 func (p *Proxy) Close() error { return p.srv.Close() }

@@ -259,14 +259,11 @@ func (h *Harness) makeBig() error {
 
 // Check judges bucket on the harness's S3 server: every path in want must
 // have a narinfo that real Nix verifies (`nix store verify` over HTTP with
-// PublicKey), and every narinfo in the bucket must have its NAR (FileSize
-// bytes) and its references' narinfos.
+// the harness's public key), and every narinfo in the bucket must have its
+// NAR (FileSize bytes) and its references' narinfos.
 func (h *Harness) Check(ctx context.Context, bucket string, want []string) (CheckResult, error) {
 	return check(ctx, h.cfg.S3.Client(h.cfg.TB), h.cfg.S3.Endpoint, bucket, h.keyPub, want)
 }
-
-// PublicKey returns the public key (name:base64) the harness signs with.
-func (h *Harness) PublicKey() string { return h.keyPub }
 
 // Close stops the proxy and deletes the store paths the harness created,
 // the built outputs with their .drv files (best effort: a path still
@@ -385,7 +382,8 @@ func (h *Harness) runTrial(ctx context.Context, sc Scenario, i int, trial func(c
 	for deadline := time.Now().Add(5 * time.Second); h.proxy.InFlight.Load() > 0 && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)
 	}
-	up := AnalyzeLog(h.proxy.Log(), ts.bucket)
+	log := h.proxy.Log()
+	up := AnalyzeLog(log, ts.bucket)
 	c.Stored, c.Failed, c.Retried, c.Needless, c.Vanished = up.Stored, up.Failed, up.Needed, len(up.Needless), len(up.Vanished)
 	res, err := h.Check(ctx, ts.bucket, ts.want)
 	if err != nil {
@@ -394,7 +392,7 @@ func (h *Harness) runTrial(ctx context.Context, sc Scenario, i int, trial func(c
 	c.PathsChecked, c.PathsLost, c.Broken = res.Checked, len(res.Lost), len(res.Broken)
 	if len(res.Lost)+len(res.Broken)+len(up.Needless) > 0 {
 		h.cfg.Logf("%s: requests that wrote to bucket %s:", ts.name, ts.bucket)
-		for _, r := range h.proxy.Log() {
+		for _, r := range log {
 			if strings.HasPrefix(r.Path, "/"+ts.bucket+"/") && (r.Method == "PUT" || r.Method == "POST" || r.Method == "DELETE" || r.Failed()) {
 				h.cfg.Logf("  %s %s %s?%s -> %d injected=%v", r.Start.Format("15:04:05.000"), r.Method, r.Path, r.Query, r.Status, r.Injected)
 			}

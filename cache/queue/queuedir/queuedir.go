@@ -9,15 +9,15 @@
 // Layout of a queue directory DIR:
 //
 //	DIR/entries/<hash>-<name>   symlink to /nix/store/<hash>-<name>, one per queued path
-//	DIR/entries/.tmp-*          a hook's entry being created (never read)
+//	DIR/entries/.*              temporaries (never read; see Clean)
 //	DIR/status.json             the daemon's latest Stats, rewritten atomically
 //	DIR/daemon.lock             flock(2)ed by the running daemon
 //
-// An entry is created under a unique temporary name and renamed into place;
-// its GC root (below) is created next, and only then are the two
-// directories fsync'ed, once each, before Enqueue returns: after a crash an
-// entry is either complete or absent, and enqueueing the same path twice
-// merges into one entry for free (rename replaces the identical link).
+// An entry is created with one symlink(2), which is atomic; its GC root
+// (below) is created next, and only then are the two directories fsync'ed,
+// once each, before Enqueue returns: after a crash an entry is either
+// complete or absent, and enqueueing the same path twice merges into one
+// entry (the existing link is kept).
 // Entries are removed only after the path's narinfo is in the cache (see
 // the Drainer of package cache/queue).
 //
@@ -40,9 +40,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -65,7 +63,6 @@ var ErrLocked = errors.New("queuedir: another daemon holds the queue lock")
 
 const (
 	entriesDir = "entries"
-	tmpPrefix  = ".tmp-"
 	// StatusFile is the name of the daemon's status file inside the queue directory.
 	StatusFile = "status.json"
 	lockFile   = "daemon.lock"
@@ -89,7 +86,6 @@ type Queue struct {
 	dir     string
 	entries string
 	roots   string // "" when no indirect roots are needed
-	seq     atomic.Uint64
 }
 
 // StateDir returns Nix's state directory: $NIX_STATE_DIR, else /nix/var/nix.
@@ -160,19 +156,12 @@ func (q *Queue) rootName(name string) string {
 	return fmt.Sprintf("%s%016x-%s", rootPrefix, h.Sum64(), name)
 }
 
-// tmpName is unique among live processes (pid, then a per-Queue counter);
-// the clock part makes a clash with the leftover of a crashed process that
-// had the same pid unlikely, and Enqueue retries on one anyway.
-func (q *Queue) tmpName() string {
-	return tmpPrefix + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(q.seq.Add(1), 10) + "-" + strconv.FormatInt(time.Now().UnixNano()&0xffffffffff, 36)
-}
-
 // Enqueue durably adds paths to the queue: when it returns nil, every path has
 // a complete entry on disk (fsync'ed) that survives a crash, and a GC root
 // (fsync'ed too). Paths already queued are merged. It validates every path
 // before writing anything.
 //
-// The cost is one symlink and one rename per path, one symlink per GC root,
+// The cost is one symlink per path, one symlink per GC root,
 // and one fsync per directory touched (the entries directory and the GC
 // roots directory), whatever the number of paths. When only the GC roots
 // fail, the entries are still durable and the error wraps ErrGCRoot.
@@ -216,23 +205,25 @@ func (q *Queue) Enqueue(paths ...storepath.Path) error {
 	return rootErr
 }
 
-// putEntry creates the entry symlink name -> p under a temporary name and
-// renames it into place (not yet fsync'ed).
+// putEntry creates the entry symlink name -> p (not yet fsync'ed).
+// symlink(2) is atomic: the entry appears complete or not at all, so no
+// temporary name is needed. An existing well-formed entry is the same entry
+// (its name fixes its target): Enqueue merges into it. A malformed one (a
+// hand edit) is replaced.
 func (q *Queue) putEntry(p storepath.Path, name string) error {
+	full := filepath.Join(q.entries, name)
 	for attempt := 0; ; attempt++ {
-		tmp := filepath.Join(q.entries, q.tmpName())
-		err := os.Symlink(string(p), tmp)
-		if errors.Is(err, fs.ErrExist) && attempt < 3 {
-			continue // a crashed process's leftover with our name
+		err := os.Symlink(string(p), full)
+		if errors.Is(err, fs.ErrExist) {
+			if _, eerr := q.entry(name); eerr == nil {
+				return nil
+			}
+			if attempt < 3 && os.Remove(full) == nil {
+				continue
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("queuedir: create entry for %s: %w", p, err)
-		}
-		// syscall.Rename: os.Rename would first lstat the target to refuse
-		// replacing a directory, which rename(2) refuses anyway (EISDIR).
-		if err := syscall.Rename(tmp, filepath.Join(q.entries, name)); err != nil {
-			_ = os.Remove(tmp)
-			return fmt.Errorf("queuedir: create entry for %s: rename %s: %w", p, tmp, err)
 		}
 		return nil
 	}
@@ -280,13 +271,12 @@ func (q *Queue) Done(p storepath.Path) error {
 type Entry struct {
 	// Path is the queued store path (the entry's symlink target).
 	Path storepath.Path
-	// Queued is when the entry was (last) written.
+	// Queued is when the entry was written (re-enqueueing keeps it).
 	Queued time.Time
 }
 
-// Pending lists the queued entries, oldest first. Temporary files of
-// enqueuers still at work are not listed; neither are malformed entries
-// (see Clean).
+// Pending lists the queued entries, oldest first. Dot files are not
+// listed; neither are malformed entries (see Clean).
 func (q *Queue) Pending() ([]Entry, error) {
 	names, err := q.names()
 	if err != nil {
@@ -352,8 +342,9 @@ func (q *Queue) entry(name string) (Entry, error) {
 	return Entry{Path: p, Queued: fi.ModTime()}, nil
 }
 
-// Clean removes temporary files older than maxAge (left by enqueuers that
-// crashed) and malformed entries, returning what it removed. Entries are
+// Clean removes dot files older than maxAge (such as the temporaries that
+// enqueuers of earlier versions left when they crashed) and malformed
+// entries, returning what it removed. Entries are
 // never malformed when written by Enqueue; this guards against hand edits.
 func (q *Queue) Clean(maxAge time.Duration) ([]string, error) {
 	f, err := os.Open(q.entries)
@@ -386,7 +377,7 @@ func (q *Queue) Clean(maxAge time.Duration) ([]string, error) {
 }
 
 // RepairRoots makes sure every entry has its GC root (a crash between the
-// entry's rename and the root's creation leaves an entry without one).
+// entry's creation and the root's leaves an entry without one).
 func (q *Queue) RepairRoots() error {
 	if q.roots == "" {
 		return nil

@@ -82,3 +82,32 @@ func BenchmarkEnqueue(b *testing.B) {
 		}
 	}
 }
+
+// TestEnqueueReplacesMalformed checks that Enqueue replaces a malformed
+// entry (a hand-made regular file, a link to another path) at the entry's
+// name instead of merging into it.
+func TestEnqueueReplacesMalformed(t *testing.T) {
+	q, err := queuedir.OpenOptions(t.TempDir(), queuedir.Options{GCRootsDir: "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := storepath.Path("/nix/store/0hhb51h788j6gmjd8j9c6jrk34fji2cq-y")
+	other := "/nix/store/4wqibzk3zylscs1br3xn7xcn8x3xywab-lsx-multi"
+	full := filepath.Join(q.EntriesDir(), p.Base())
+	for _, mk := range []func() error{
+		func() error { return os.WriteFile(full, []byte("x"), 0o644) },
+		func() error { return os.Symlink(other, full) },
+	} {
+		_ = os.Remove(full)
+		if err := mk(); err != nil {
+			t.Fatal(err)
+		}
+		if err := q.Enqueue(p); err != nil {
+			t.Fatal(err)
+		}
+		es, err := q.Pending()
+		if err != nil || len(es) != 1 || es[0].Path != p {
+			t.Fatalf("Pending = %v, %v; want only %s", es, err, p)
+		}
+	}
+}
