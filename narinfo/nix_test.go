@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -53,19 +51,11 @@ func buildClosure(t *testing.T) (top string, closure []storepath.Path) {
 
 func nixVerify(t *testing.T, cache, pub string, paths []storepath.Path) int {
 	t.Helper()
-	args := []string{"--extra-experimental-features", "nix-command", "store", "verify", "--store", "file://" + cache, "--trusted-public-keys", pub}
-	for _, p := range paths {
-		args = append(args, string(p))
+	args := make([]string, len(paths))
+	for i, p := range paths {
+		args[i] = string(p)
 	}
-	out, err := exec.Command("nix", args...).CombinedOutput()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		t.Logf("nix store verify: exit %d: %s", ee.ExitCode(), bytes.TrimSpace(out))
-		return ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return 0
+	return testenv.NixStoreVerify(t, "file://"+cache, pub, args...)
 }
 
 func readNarinfos(t *testing.T, cache string, closure []storepath.Path) map[storepath.Path][]byte {

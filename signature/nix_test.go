@@ -2,12 +2,10 @@ package signature
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -101,24 +99,6 @@ func addPath(t *testing.T) string {
 	return p
 }
 
-// verifyExit runs nix store verify against a file:// cache and returns the
-// exit code (a bitmask: 2 means untrusted).
-func verifyExit(t *testing.T, cache, pub, path string) int {
-	t.Helper()
-	cmd := exec.Command("nix", "--extra-experimental-features", "nix-command", "store", "verify",
-		"--store", "file://"+cache, "--trusted-public-keys", pub, path)
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		t.Logf("nix store verify: exit %d: %s", ee.ExitCode(), bytes.TrimSpace(out))
-		return ee.ExitCode()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return 0
-}
-
 func sigLine(t *testing.T, narinfo string) string {
 	t.Helper()
 	f, err := os.Open(narinfo)
@@ -158,12 +138,12 @@ func TestNixSignsWithOurKey(t *testing.T) {
 	testenv.Nix(t, "nix", "copy", "--to", "file://"+cache+"?compression=none&secret-key="+secPath, p)
 
 	pubText, _ := os.ReadFile(pubPath)
-	if code := verifyExit(t, cache, string(pubText), p); code != 0 {
+	if code := testenv.NixStoreVerify(t, "file://"+cache, string(pubText), p); code != 0 {
 		t.Errorf("nix store verify with our public key: exit %d, want 0", code)
 	}
 	_, otherPub := nixKeyPair(t, "ours-1") // same name, different key
 	otherText, _ := os.ReadFile(otherPub)
-	if code := verifyExit(t, cache, string(otherText), p); code&2 == 0 {
+	if code := testenv.NixStoreVerify(t, "file://"+cache, string(otherText), p); code&2 == 0 {
 		t.Errorf("nix store verify with a wrong key: exit %d, want bit 2", code)
 	}
 

@@ -6,6 +6,7 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -217,4 +218,22 @@ func (s *S3) SetEnv(t testing.TB) {
 	t.Helper()
 	t.Setenv("AWS_ACCESS_KEY_ID", s.AccessKey)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", s.SecretKey)
+}
+
+// NixStoreVerify runs `nix store verify --store STORE --trusted-public-keys
+// PUB PATHS...` and returns its exit code, a bitmask: 0 all good, 1 a NAR's
+// contents differ, 2 untrusted, 4 failed. Other errors fail the test.
+func NixStoreVerify(t testing.TB, store, pub string, paths ...string) int {
+	t.Helper()
+	args := append([]string{"store", "verify", "--store", store, "--trusted-public-keys", pub}, paths...)
+	_, err := NixCmd("nix", args...)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		t.Logf("nix store verify: %v", err)
+		return ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0
 }
