@@ -17,10 +17,7 @@ import (
 func TestCommand(t *testing.T) {
 	testenv.RequireNix(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "nar")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v: %s", err, out)
-	}
+	bin := filepath.Join(testenv.GoBuild(t, "github.com/nixcache/nixcache/examples/nar"), "nar")
 	tree := filepath.Join(dir, "tree")
 	os.MkdirAll(filepath.Join(tree, "sub"), 0o755)
 	os.WriteFile(filepath.Join(tree, "sub", "x"), []byte("#!/bin/sh\n"), 0o755)

@@ -16,15 +16,6 @@ import (
 	"github.com/nixcache/nixcache/internal/testenv"
 )
 
-func build(t *testing.T, dir string, pkgs ...string) {
-	t.Helper()
-	for _, pkg := range pkgs {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, filepath.Base(pkg)), pkg).CombinedOutput()
-		if err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
-		}
-	}
-}
 
 func run(t *testing.T, name string, args ...string) (string, error) {
 	t.Helper()
@@ -35,8 +26,7 @@ func run(t *testing.T, name string, args ...string) (string, error) {
 func TestPushVerifyCommands(t *testing.T) {
 	testenv.RequireNix(t)
 	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "bin")
-	build(t, bin, "github.com/nixcache/nixcache/examples/push", "github.com/nixcache/nixcache/examples/verify", "github.com/nixcache/nixcache/examples/keygen")
+	bin := testenv.GoBuild(t, "github.com/nixcache/nixcache/examples/push", "github.com/nixcache/nixcache/examples/verify", "github.com/nixcache/nixcache/examples/keygen")
 
 	sec, pub := filepath.Join(tmp, "k.sec"), filepath.Join(tmp, "k.pub")
 	if out, err := run(t, filepath.Join(bin, "keygen"), "push-test-1", sec, pub); err != nil {

@@ -237,3 +237,16 @@ func NixStoreVerify(t testing.TB, store, pub string, paths ...string) int {
 	}
 	return 0
 }
+
+// GoBuild builds the commands with the given import paths into a temporary
+// directory and returns it; each binary is named after its package's last
+// path element.
+func GoBuild(t testing.TB, pkgs ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	out, err := exec.Command("go", append([]string{"build", "-o", dir + "/"}, pkgs...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build %s: %v\n%s", strings.Join(pkgs, " "), err, out)
+	}
+	return dir
+}
