@@ -16,7 +16,6 @@ import (
 	"github.com/nixcache/nixcache/internal/testenv"
 )
 
-
 func run(t *testing.T, name string, args ...string) (string, error) {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
