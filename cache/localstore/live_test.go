@@ -17,10 +17,10 @@ import (
 	"testing"
 	"time"
 
-	drvfile "github.com/nixcache/nixcache/cache/localstore/drv"
 	"github.com/nixcache/nixcache/internal/testenv"
 	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
+	drvfile "github.com/nixcache/nixcache/storepath/drv"
 )
 
 // buildClosure builds testdata/closure.nix with real Nix and returns its

@@ -21,9 +21,9 @@ import (
 	"slices"
 	"time"
 
-	drvfile "github.com/nixcache/nixcache/cache/localstore/drv"
 	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
+	drvfile "github.com/nixcache/nixcache/storepath/drv"
 	"github.com/nixcache/nixcache/storepath/nixhash"
 )
 

@@ -54,9 +54,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nixcache/nixcache/cache/localstore/drv"
 	"github.com/nixcache/nixcache/cache/queue/queuedir"
 	"github.com/nixcache/nixcache/storepath"
+	"github.com/nixcache/nixcache/storepath/drv"
 )
 
 // EnvUploader names the upload-daemon binary sync mode execs.

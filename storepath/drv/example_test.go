@@ -5,7 +5,7 @@ import (
 	"log"
 	"strings"
 
-	"github.com/nixcache/nixcache/cache/localstore/drv"
+	"github.com/nixcache/nixcache/storepath/drv"
 )
 
 // The outputs parser reads only the head of the derivation.
