@@ -19,8 +19,10 @@
 //     interface with a local directory backend (cache/file) and an S3 backend
 //     (cache/s3); store URLs written as Nix users write them; the upload
 //     pipeline that pushes closures (NAR dump, hash, compress, upload, sign,
-//     publish the narinfo last); what the local Nix store knows
-//     (cache/localstore); and the durable upload queue (cache/queue).
+//     publish the narinfo last) and verifies them; NAR compression
+//     (cache/compress); what the local Nix store knows (cache/localstore, the
+//     only package that links SQLite); and the durable upload queue
+//     (cache/queue).
 //
 // The commands under examples/ are thin mains over these packages.
 package nixcache

@@ -1,7 +1,9 @@
 package cache_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"testing"
@@ -21,7 +23,7 @@ func BenchmarkPush(b *testing.B) {
 			if method == "xz-parallel" {
 				size = 16 << 20
 			}
-			data := testData(size)
+			data := benchData(size)
 			for i := range 64 {
 				files[fmt.Sprintf("d%d/f%d", i%8, i)] = data[i*size/64 : (i+1)*size/64]
 			}
@@ -74,4 +76,12 @@ func BenchmarkPushStorePath(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchData returns n bytes, half random and half a repeating text, so that
+// compression has both kinds of input to work on.
+func benchData(n int) []byte {
+	b := bytes.Repeat([]byte("nix-archive-1 (type regular) "), n/29+1)[:n]
+	rand.Read(b[:n/2])
+	return b
 }

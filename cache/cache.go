@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/nixcache/nixcache/cache/compress"
 	"github.com/nixcache/nixcache/narinfo"
 	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
@@ -25,8 +26,8 @@ var ErrStoreDirMismatch = errors.New("cache: store directory mismatch")
 // parameters name them.
 type Options struct {
 	// Compression is compression, compression-level and
-	// parallel-compression. An empty Method means DefaultCompression.
-	Compression CompressOptions
+	// parallel-compression. An empty Method means compress.Default.
+	Compression compress.Options
 	// WriteNARListing is write-nar-listing: also store "<hashpart>.ls".
 	WriteNARListing bool
 	// WantMassQuery and Priority go into a nix-cache-info this package writes.
@@ -126,7 +127,7 @@ func OptionsFromURL(u *URL, logger *slog.Logger) (Options, error) {
 		logger = slog.Default()
 	}
 	o := Options{
-		Compression: CompressOptions{
+		Compression: compress.Options{
 			Method:   u.Compression,
 			Level:    u.CompressionLevel,
 			Parallel: u.ParallelCompression,

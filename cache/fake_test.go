@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/nixcache/nixcache/cache/localstore"
+	"github.com/nixcache/nixcache/cache"
 	"github.com/nixcache/nixcache/nar"
 	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
@@ -20,12 +20,12 @@ import (
 // the pipeline's own rules (mismatch refusal, cancellation) and benchmarks.
 type fakeSource struct {
 	dir   storepath.Dir
-	infos map[storepath.Path]*localstore.PathInfo
+	infos map[storepath.Path]*cache.PathInfo
 	order []storepath.Path
 }
 
 func newFakeSource(t testing.TB) *fakeSource {
-	return &fakeSource{dir: storepath.Dir(t.TempDir()), infos: map[storepath.Path]*localstore.PathInfo{}}
+	return &fakeSource{dir: storepath.Dir(t.TempDir()), infos: map[storepath.Path]*cache.PathInfo{}}
 }
 
 // add creates a store path holding files (name -> contents; a default file
@@ -53,15 +53,15 @@ func (f *fakeSource) add(t testing.TB, name string, refs []storepath.Path, files
 	if err := nar.DumpPath(h, string(p)); err != nil {
 		t.Fatal(err)
 	}
-	f.infos[p] = &localstore.PathInfo{Path: p, NarHash: h.SumHash(), NarSize: uint64(h.Len()), References: refs}
+	f.infos[p] = &cache.PathInfo{Path: p, NarHash: h.SumHash(), NarSize: uint64(h.Len()), References: refs}
 	f.order = append(f.order, p)
 	return p
 }
 
-func (f *fakeSource) PathInfo(_ context.Context, p storepath.Path) (*localstore.PathInfo, error) {
+func (f *fakeSource) QueryPathInfo(_ context.Context, p storepath.Path) (*cache.PathInfo, error) {
 	info, ok := f.infos[p]
 	if !ok {
-		return nil, fmt.Errorf("%s: %w", p, localstore.ErrNotValid)
+		return nil, fmt.Errorf("%s: not a valid path", p)
 	}
 	cp := *info
 	return &cp, nil
@@ -78,7 +78,7 @@ func (f *fakeSource) Closure(_ context.Context, paths []storepath.Path) ([]store
 		}
 		info, ok := f.infos[p]
 		if !ok {
-			return fmt.Errorf("%s: %w", p, localstore.ErrNotValid)
+			return fmt.Errorf("%s: not a valid path", p)
 		}
 		want[p] = true
 		for _, r := range info.References {

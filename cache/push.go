@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nixcache/nixcache/cache/localstore"
+	"github.com/nixcache/nixcache/cache/compress"
 	"github.com/nixcache/nixcache/nar"
 	"github.com/nixcache/nixcache/narinfo"
 	"github.com/nixcache/nixcache/signature"
@@ -32,10 +32,39 @@ var ErrNarMismatch = errors.New("cache: NAR does not match the store database")
 // valid in the same cache.
 var ErrReferenceMissing = errors.New("cache: reference not in the cache")
 
-// Source is where Push reads store paths from; *localstore.Store implements it.
+// PathInfo is what a store knows about one valid path and a narinfo
+// publishes: the fields of Nix's ValidPathInfo that go into a binary cache.
+type PathInfo struct {
+	// Path is the absolute store path.
+	Path storepath.Path
+	// NarHash is the hash of the path's NAR serialisation (`nix-store
+	// --dump`), sha256 in practice. Push refuses a path whose dump does
+	// not hash to it.
+	NarHash nixhash.Hash
+	// NarSize is the size in bytes of the NAR serialisation; never 0 for a
+	// valid path.
+	NarSize uint64
+	// References are the absolute store paths this path refers to,
+	// including the path itself when it refers to itself. Nix requires each
+	// to be valid in the cache before the path is.
+	References []storepath.Path
+	// Deriver is the .drv that produced the path, or "" when unknown.
+	Deriver storepath.Path
+	// Sigs are the signatures the store holds for the path; Push keeps
+	// them in the narinfo next to its own.
+	Sigs []signature.Signature
+	// CA is the content-address assertion, e.g. "text:sha256:<nix32>" for a
+	// .drv or "fixed:r:sha256:<nix32>" for a fixed-output path; "" for
+	// input-addressed paths. Never invent one: Nix aborts on a false CA.
+	CA string
+}
+
+// Source is where Push reads store paths from; *localstore.Store implements
+// it.
 type Source interface {
-	// PathInfo returns what the store database knows about a valid path.
-	PathInfo(ctx context.Context, p storepath.Path) (*localstore.PathInfo, error)
+	// QueryPathInfo returns what the store knows about a valid path (Nix's
+	// Store::queryPathInfo).
+	QueryPathInfo(ctx context.Context, p storepath.Path) (*PathInfo, error)
 	// Closure returns the paths and everything they reference, references
 	// before referrers.
 	Closure(ctx context.Context, paths []storepath.Path) ([]storepath.Path, error)
@@ -129,7 +158,7 @@ func humanBytes(n uint64) string {
 // pushItem is one path of a push and its publication state.
 type pushItem struct {
 	path    storepath.Path
-	info    *localstore.PathInfo
+	info    *PathInfo
 	present bool
 	done    chan struct{} // closed when the narinfo is stored (or on failure)
 	err     error         // set before done is closed
@@ -202,7 +231,7 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 			it.present = true
 			return nil
 		}
-		info, err := src.PathInfo(ctx, it.path)
+		info, err := src.QueryPathInfo(ctx, it.path)
 		if err != nil {
 			return &PathError{it.path, fmt.Errorf("store path info: %w", err)}
 		}
@@ -362,7 +391,7 @@ func (c ctxWriter) Write(p []byte) (int, error) {
 func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, emit func(Event)) (*uploaded, error) {
 	method := c.opts.Compression.Method
 	if method == "" {
-		method = DefaultCompression
+		method = compress.Default
 	}
 	copts := c.opts.Compression
 	copts.Method = method
@@ -404,11 +433,11 @@ func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, e
 	// Without compression the file is the NAR: FileHash is NarHash, so the
 	// bytes are hashed once, not twice.
 	var fileHasher *nixhash.Hasher
-	if method != CompressionNone {
+	if method != compress.None {
 		fileHasher = nixhash.NewHasher(nixhash.SHA256)
 		out = io.MultiWriter(out, fileHasher)
 	}
-	comp, err := NewCompressor(out, copts)
+	comp, err := compress.NewWriter(out, copts)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/nixcache/nixcache/cache/compress"
 )
 
 // ErrBadURL matches (with errors.Is) every error ParseURL returns.
@@ -28,19 +30,6 @@ func (e *URLError) Unwrap() error { return e.Err }
 
 // Is reports whether target is ErrBadURL.
 func (e *URLError) Is(target error) bool { return target == ErrBadURL }
-
-// Compression names a binary cache may be written with, as Nix spells them in
-// the compression= store parameter and in a narinfo's Compression: field.
-const (
-	CompressionZstd = "zstd"
-	CompressionXZ   = "xz"
-	CompressionNone = "none"
-)
-
-// DefaultCompression is the compression nixcache uses when a store URL has no
-// compression= parameter. (Nix itself defaults to xz; zstd is far faster and
-// every Nix since 2.3 reads it.)
-const DefaultCompression = CompressionZstd
 
 // nixOnlyCompressions are compression names Nix accepts (through libarchive)
 // that nixcache does not write.
@@ -129,7 +118,7 @@ func ParseURL(s string) (*URL, error) {
 	u := &URL{
 		Scheme:           scheme,
 		Params:           map[string]string{},
-		Compression:      DefaultCompression,
+		Compression:      compress.Default,
 		CompressionLevel: -1,
 	}
 	known, ok := schemeParams(scheme)
@@ -202,7 +191,7 @@ func (u *URL) set(name, value string, known []string) error {
 	switch name {
 	case "compression":
 		switch value {
-		case CompressionZstd, CompressionXZ, CompressionNone:
+		case compress.Zstd, compress.XZ, compress.None:
 			u.Compression = value
 		default:
 			if slices.Contains(nixOnlyCompressions, value) {
@@ -331,7 +320,7 @@ func (u *URL) String() string {
 	for k, v := range u.Params {
 		add(k, v)
 	}
-	if u.Compression != "" && u.Compression != DefaultCompression {
+	if u.Compression != "" && u.Compression != compress.Default {
 		add("compression", u.Compression)
 	}
 	if u.CompressionLevel != -1 {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/nixcache/nixcache/cache/compress"
 	"github.com/nixcache/nixcache/narinfo"
 	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
@@ -85,7 +86,7 @@ func (c *Cache) VerifyNarInfo(ctx context.Context, key string, trusted []signatu
 		fileHasher = nixhash.NewHasher(ni.FileHash.Algorithm())
 		in = io.TeeReader(body, fileHasher)
 	}
-	dec, err := NewDecompressor(in, ni.Compression)
+	dec, err := compress.NewReader(in, ni.Compression)
 	if err != nil {
 		return ni, err
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixcache/nixcache/cache"
 	"github.com/nixcache/nixcache/storepath"
 	"github.com/nixcache/nixcache/storepath/nixhash"
 )
@@ -314,7 +315,7 @@ func (ji *jsonInfo) toPathInfo(dir storepath.Dir, key string) (*PathInfo, bool, 
 			return nil, false, fmt.Errorf("localstore: %w: entry %q has path %q", ErrBadJSON, key, *ji.Path)
 		}
 	}
-	pi := &PathInfo{Path: p, Ultimate: ji.Ultimate}
+	pi := &PathInfo{PathInfo: cache.PathInfo{Path: p}, Ultimate: ji.Ultimate}
 	if ji.Valid != nil && !*ji.Valid {
 		return pi, false, nil
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixcache/nixcache/cache"
 	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
 	"github.com/nixcache/nixcache/storepath/nixhash"
@@ -102,7 +103,7 @@ func (s *dbSource) scanInfo(rows *sql.Rows) (int64, *PathInfo, error) {
 	if err != nil {
 		return 0, nil, fmt.Errorf("localstore: database %s: ValidPaths id %d: %w", s.path, id, err)
 	}
-	pi := &PathInfo{Path: p, CA: ca.String, RegistrationTime: time.Unix(regTime, 0), Ultimate: ultimate.Int64 != 0}
+	pi := &PathInfo{PathInfo: cache.PathInfo{Path: p, CA: ca.String}, RegistrationTime: time.Unix(regTime, 0), Ultimate: ultimate.Int64 != 0}
 	pi.NarHash, err = nixhash.Parse(hash)
 	if err != nil {
 		return 0, nil, fmt.Errorf("localstore: database %s: %s: hash: %w", s.path, p, err)

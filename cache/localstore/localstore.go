@@ -21,10 +21,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/nixcache/nixcache/signature"
+	"github.com/nixcache/nixcache/cache"
 	"github.com/nixcache/nixcache/storepath"
 	drvfile "github.com/nixcache/nixcache/storepath/drv"
-	"github.com/nixcache/nixcache/storepath/nixhash"
 )
 
 var (
@@ -51,29 +50,13 @@ var (
 )
 
 // PathInfo is what the store records about one valid path, the same fields
-// as Nix's ValidPathInfo (and the ValidPaths/Refs tables).
+// as Nix's ValidPathInfo (and the ValidPaths/Refs tables): the fields a
+// narinfo publishes (cache.PathInfo, whose doc states Nix's rule for each),
+// and the store's own bookkeeping. References are sorted; Sigs keep the
+// store's order. The database stores NarHash as "sha256:<base16>" and Sigs
+// space-separated.
 type PathInfo struct {
-	// Path is the absolute store path.
-	Path storepath.Path
-	// NarHash is the hash of the path's NAR serialisation (`nix-store
-	// --dump`), sha256 in practice. The database stores it as
-	// "sha256:<base16>"; narinfo files and fingerprints print it in nix32.
-	NarHash nixhash.Hash
-	// NarSize is the size in bytes of the NAR serialisation; never 0 for a
-	// valid path.
-	NarSize uint64
-	// References are the absolute store paths this path refers to, sorted,
-	// including the path itself when it refers to itself.
-	References []storepath.Path
-	// Deriver is the .drv that produced the path, or "" when unknown.
-	Deriver storepath.Path
-	// Sigs are the signatures the store holds for the path (space-separated
-	// `name:base64` in the database), in the store's order.
-	Sigs []signature.Signature
-	// CA is the content-address assertion, e.g. "text:sha256:<nix32>" for a
-	// .drv or "fixed:r:sha256:<nix32>" for a fixed-output path; "" for
-	// input-addressed paths. Never invent one: Nix aborts on a false CA.
-	CA string
+	cache.PathInfo
 	// RegistrationTime is when the path became valid (seconds precision).
 	RegistrationTime time.Time
 	// Ultimate is true when this store built the path itself rather than
@@ -245,6 +228,18 @@ func (s *Store) PathInfos(ctx context.Context, paths []storepath.Path) ([]*PathI
 	}
 	return out, nil
 }
+
+// QueryPathInfo is PathInfo without the store's bookkeeping: what the upload
+// pipeline needs, so that a *Store is a cache.Source.
+func (s *Store) QueryPathInfo(ctx context.Context, p storepath.Path) (*cache.PathInfo, error) {
+	pi, err := s.PathInfo(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	return &pi.PathInfo, nil
+}
+
+var _ cache.Source = (*Store)(nil)
 
 // IsValid reports whether p is a valid path of the store.
 func (s *Store) IsValid(ctx context.Context, p storepath.Path) (bool, error) {

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/nixcache/nixcache/cache"
 	"github.com/nixcache/nixcache/storepath"
 )
 
@@ -20,7 +21,7 @@ func TestTopoSortRules(t *testing.T) {
 	graph := func(edges map[storepath.Path][]storepath.Path) map[storepath.Path]*PathInfo {
 		m := make(map[storepath.Path]*PathInfo)
 		for from, to := range edges {
-			m[from] = &PathInfo{Path: from, References: sortRefs(slices.Clone(to))}
+			m[from] = &PathInfo{PathInfo: cache.PathInfo{Path: from, References: sortRefs(slices.Clone(to))}}
 		}
 		return m
 	}

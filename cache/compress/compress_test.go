@@ -1,15 +1,15 @@
-package cache_test
+package compress_test
 
 import (
 	"bytes"
 	"crypto/rand"
 	"errors"
-	"github.com/nixcache/nixcache/internal/testenv"
 	"io"
 	"os/exec"
 	"testing"
 
-	"github.com/nixcache/nixcache/cache"
+	"github.com/nixcache/nixcache/cache/compress"
+	"github.com/nixcache/nixcache/internal/testenv"
 )
 
 func testData(n int) []byte {
@@ -21,26 +21,26 @@ func testData(n int) []byte {
 	return b
 }
 
-// TestCompressorExternalTools: what NewCompressor writes is read by the real
+// TestCompressorExternalTools: what NewWriter writes is read by the real
 // xz and zstd tools (the same liblzma/libzstd Nix links), including the
 // concatenated multi-stream xz of parallel compression.
 func TestCompressorExternalTools(t *testing.T) {
 	data := testData(9<<20 + 12345) // two 8 MiB xz blocks
 	tests := []struct {
 		name string
-		opts cache.CompressOptions
+		opts compress.Options
 		tool []string
 	}{
-		{"zstd", cache.CompressOptions{Method: "zstd"}, []string{"zstd", "-dc"}},
-		{"zstd-19", cache.CompressOptions{Method: "zstd", Level: 19}, []string{"zstd", "-dc"}},
-		{"xz", cache.CompressOptions{Method: "xz", Level: 1}, []string{"xz", "-dc"}},
-		{"xz-parallel", cache.CompressOptions{Method: "xz", Parallel: true, Concurrency: 3}, []string{"xz", "-dc"}},
-		{"none", cache.CompressOptions{Method: "none"}, []string{"cat"}},
+		{"zstd", compress.Options{Method: "zstd"}, []string{"zstd", "-dc"}},
+		{"zstd-19", compress.Options{Method: "zstd", Level: 19}, []string{"zstd", "-dc"}},
+		{"xz", compress.Options{Method: "xz", Level: 1}, []string{"xz", "-dc"}},
+		{"xz-parallel", compress.Options{Method: "xz", Parallel: true, Concurrency: 3}, []string{"xz", "-dc"}},
+		{"none", compress.Options{Method: "none"}, []string{"cat"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var buf bytes.Buffer
-			w, err := cache.NewCompressor(&buf, tt.opts)
+			w, err := compress.NewWriter(&buf, tt.opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -68,7 +68,7 @@ func TestCompressorExternalTools(t *testing.T) {
 					t.Fatalf("%v output differs (%d bytes, want %d)", tt.tool, len(out), len(data))
 				}
 			}
-			r, err := cache.NewDecompressor(bytes.NewReader(buf.Bytes()), tt.opts.Method)
+			r, err := compress.NewReader(bytes.NewReader(buf.Bytes()), tt.opts.Method)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -82,11 +82,11 @@ func TestCompressorExternalTools(t *testing.T) {
 
 func TestParallelXZEmptyInput(t *testing.T) {
 	var buf bytes.Buffer
-	w, _ := cache.NewCompressor(&buf, cache.CompressOptions{Method: "xz", Parallel: true, Concurrency: 2})
+	w, _ := compress.NewWriter(&buf, compress.Options{Method: "xz", Parallel: true, Concurrency: 2})
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	r, err := cache.NewDecompressor(bytes.NewReader(buf.Bytes()), "xz")
+	r, err := compress.NewReader(bytes.NewReader(buf.Bytes()), "xz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestDecompressBzip2(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"bzip2", ""} {
-		r, err := cache.NewDecompressor(bytes.NewReader(comp), name)
+		r, err := compress.NewReader(bytes.NewReader(comp), name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,11 +125,11 @@ func TestDecompressBzip2(t *testing.T) {
 
 func TestUnsupportedCompression(t *testing.T) {
 	for _, m := range []string{"br", "gzip", "lz4"} {
-		if _, err := cache.NewCompressor(io.Discard, cache.CompressOptions{Method: m}); !errors.Is(err, cache.ErrUnsupportedCompression) {
-			t.Errorf("NewCompressor(%q): %v", m, err)
+		if _, err := compress.NewWriter(io.Discard, compress.Options{Method: m}); !errors.Is(err, compress.ErrUnsupported) {
+			t.Errorf("NewWriter(%q): %v", m, err)
 		}
-		if _, err := cache.NewDecompressor(bytes.NewReader(nil), m); !errors.Is(err, cache.ErrUnsupportedCompression) {
-			t.Errorf("NewDecompressor(%q): %v", m, err)
+		if _, err := compress.NewReader(bytes.NewReader(nil), m); !errors.Is(err, compress.ErrUnsupported) {
+			t.Errorf("NewReader(%q): %v", m, err)
 		}
 	}
 }
@@ -139,13 +139,13 @@ func FuzzCompressRoundTrip(f *testing.F) {
 	f.Add([]byte(""), uint8(0))
 	f.Add([]byte("nix-archive-1"), uint8(1))
 	f.Add(bytes.Repeat([]byte("ab"), 5000), uint8(2))
-	methods := []cache.CompressOptions{
+	methods := []compress.Options{
 		{Method: "zstd"}, {Method: "xz", Level: 0}, {Method: "xz", Level: 0, Parallel: true, Concurrency: 2}, {Method: "none"},
 	}
 	f.Fuzz(func(t *testing.T, data []byte, m uint8) {
 		o := methods[int(m)%len(methods)]
 		var buf bytes.Buffer
-		w, err := cache.NewCompressor(&buf, o)
+		w, err := compress.NewWriter(&buf, o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -153,7 +153,7 @@ func FuzzCompressRoundTrip(f *testing.F) {
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}
-		r, err := cache.NewDecompressor(&buf, o.Method)
+		r, err := compress.NewReader(&buf, o.Method)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -170,7 +170,7 @@ func FuzzDecompress(f *testing.F) {
 	f.Add([]byte{0x28, 0xb5, 0x2f, 0xfd}, "zstd")
 	f.Add([]byte("BZh91AY&SY"), "bzip2")
 	f.Fuzz(func(t *testing.T, data []byte, method string) {
-		r, err := cache.NewDecompressor(bytes.NewReader(data), method)
+		r, err := compress.NewReader(bytes.NewReader(data), method)
 		if err != nil {
 			return
 		}

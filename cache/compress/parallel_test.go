@@ -1,4 +1,4 @@
-package cache
+package compress
 
 import (
 	"bytes"
@@ -63,7 +63,7 @@ func TestParallelWriterBlocks(t *testing.T) {
 			t.Run(method+"/"+sz.name, func(t *testing.T) {
 				data := parallelInput(sz.n)
 				var buf bytes.Buffer
-				w, err := NewCompressor(&buf, CompressOptions{Method: method, Parallel: true, Concurrency: 3, BlockSize: bs})
+				w, err := NewWriter(&buf, Options{Method: method, Parallel: true, Concurrency: 3, BlockSize: bs})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -85,7 +85,7 @@ func TestParallelWriterBlocks(t *testing.T) {
 					t.Fatal(err)
 				}
 				settle(t, before)
-				r, err := NewDecompressor(bytes.NewReader(buf.Bytes()), method)
+				r, err := NewReader(bytes.NewReader(buf.Bytes()), method)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -120,7 +120,7 @@ func TestParallelWriterOutputError(t *testing.T) {
 	for _, method := range []string{"zstd", "xz"} {
 		t.Run(method, func(t *testing.T) {
 			before := runtime.NumGoroutine()
-			w, err := NewCompressor(&failAfter{n: 10, err: boom}, CompressOptions{Method: method, Parallel: true, Concurrency: 2, BlockSize: 64 << 10})
+			w, err := NewWriter(&failAfter{n: 10, err: boom}, Options{Method: method, Parallel: true, Concurrency: 2, BlockSize: 64 << 10})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,4 +1,9 @@
-package cache
+// Package compress compresses and decompresses NARs with the methods Nix
+// names in a store URL's compression= parameter and a narinfo's Compression
+// field: it writes zstd, xz and none (zstd as concatenated frames and xz as
+// concatenated streams on all cores, which Nix reads as one NAR), and reads
+// those and bzip2, with bounded decoder memory.
+package compress
 
 import (
 	"bufio"
@@ -13,14 +18,27 @@ import (
 	"github.com/ulikunitz/xz"
 )
 
-// ErrUnsupportedCompression is returned (wrapped) when a compression method
-// named in a store URL or a narinfo's Compression field is not one this
-// package can write (zstd, xz, none) or read (zstd, xz, bzip2, none).
-var ErrUnsupportedCompression = errors.New("cache: unsupported compression")
+// ErrUnsupported is returned (wrapped) when a compression method named in a
+// store URL or a narinfo's Compression field is not one this package can
+// write (zstd, xz, none) or read (zstd, xz, bzip2, none).
+var ErrUnsupported = errors.New("compress: unsupported method")
 
-// CompressionBzip2 is Nix's name for bzip2, which a narinfo without a
-// Compression field implies. This package reads it but does not write it.
-const CompressionBzip2 = "bzip2"
+// Method names, as Nix spells them in the compression= store parameter and
+// in a narinfo's Compression field.
+const (
+	Zstd = "zstd"
+	XZ   = "xz"
+	None = "none"
+	// Bzip2 is what a narinfo without a Compression field means. This
+	// package reads it but does not write it.
+	Bzip2 = "bzip2"
+)
+
+// Default is the method nixcache writes when a store URL has no
+// compression= parameter. Nix's own default is xz; zstd is far faster and
+// every Nix since 2.3 reads it. (Not narinfo.DefaultCompression, which is
+// what a narinfo without a Compression line means.)
+const Default = Zstd
 
 // xzBlockSize is the size of the NAR slices compressed as independent xz
 // streams when parallel compression is on. Nix 2.8 reads concatenated xz
@@ -49,10 +67,10 @@ const zstdWindow = 4 << 20
 // memory than one block to decode.
 const zstdBlockSize = 2 << 20
 
-// CompressOptions selects how a NAR is compressed before upload.
-type CompressOptions struct {
+// Options select how a NAR is compressed.
+type Options struct {
 	// Method is the Nix compression name: "zstd", "xz" or "none"; empty
-	// means DefaultCompression.
+	// means Default.
 	Method string
 	// Level is Nix's compression-level: -1 (or 0) means the default (zstd:
 	// the fastest level, about libzstd's 1; xz: preset 6); for zstd 1..22
@@ -71,36 +89,36 @@ type CompressOptions struct {
 	Concurrency int
 }
 
-func (o CompressOptions) concurrency() int {
+func (o Options) concurrency() int {
 	if o.Concurrency > 0 {
 		return o.Concurrency
 	}
 	return runtime.GOMAXPROCS(0)
 }
 
-// Validate reports whether the options name a method NewCompressor can
+// Validate reports whether the options name a method NewWriter can
 // write and a level it accepts, without starting an encoder.
-func (o CompressOptions) Validate() error {
+func (o Options) Validate() error {
 	switch o.Method {
-	case "", CompressionZstd, CompressionNone:
+	case "", Zstd, None:
 		return nil
-	case CompressionXZ:
+	case XZ:
 		_, err := xzConfig(o.Level)
 		return err
 	}
-	return fmt.Errorf("%w: %q (want zstd, xz or none)", ErrUnsupportedCompression, o.Method)
+	return fmt.Errorf("%w: %q (want zstd, xz or none)", ErrUnsupported, o.Method)
 }
 
-// NewCompressor returns a WriteCloser that compresses into w with the given
+// NewWriter returns a WriteCloser that compresses into w with the given
 // method. Close flushes the compressed stream but does not close w.
-func NewCompressor(w io.Writer, o CompressOptions) (io.WriteCloser, error) {
+func NewWriter(w io.Writer, o Options) (io.WriteCloser, error) {
 	if o.Method == "" {
-		o.Method = DefaultCompression
+		o.Method = Default
 	}
 	switch o.Method {
-	case CompressionNone:
+	case None:
 		return nopWriteCloser{w}, nil
-	case CompressionZstd:
+	case Zstd:
 		// Unset level: klauspost's fastest (about libzstd level 1): on the
 		// Go tree it is ~1.8x faster than level 3 for ~7% more bytes, and
 		// uploads are usually CPU-bound. compression-level=3 gives level 3.
@@ -126,10 +144,10 @@ func NewCompressor(w io.Writer, o CompressOptions) (io.WriteCloser, error) {
 			zstd.WithEncoderCRC(true),
 		)
 		if err != nil {
-			return nil, fmt.Errorf("cache: zstd encoder: %w", err)
+			return nil, fmt.Errorf("compress: zstd encoder: %w", err)
 		}
 		return enc, nil
-	case CompressionXZ:
+	case XZ:
 		cfg, err := xzConfig(o.Level)
 		if err != nil {
 			return nil, err
@@ -156,11 +174,11 @@ func NewCompressor(w io.Writer, o CompressOptions) (io.WriteCloser, error) {
 		}
 		xw, err := cfg.NewWriter(w)
 		if err != nil {
-			return nil, fmt.Errorf("cache: xz encoder: %w", err)
+			return nil, fmt.Errorf("compress: xz encoder: %w", err)
 		}
 		return xw, nil
 	default:
-		return nil, fmt.Errorf("%w: %q (want zstd, xz or none)", ErrUnsupportedCompression, o.Method)
+		return nil, fmt.Errorf("%w: %q (want zstd, xz or none)", ErrUnsupported, o.Method)
 	}
 }
 
@@ -168,7 +186,7 @@ func NewCompressor(w io.Writer, o CompressOptions) (io.WriteCloser, error) {
 func xzConfig(level int) (xz.WriterConfig, error) {
 	cfg := xz.WriterConfig{DictCap: xzDictCap(level), CheckSum: xz.CRC64}
 	if err := cfg.Verify(); err != nil {
-		return cfg, fmt.Errorf("cache: xz level %d: %w", level, err)
+		return cfg, fmt.Errorf("compress: xz level %d: %w", level, err)
 	}
 	return cfg, nil
 }
@@ -212,34 +230,34 @@ func sharedZstd(level zstd.EncoderLevel, n int) (*zstd.Encoder, error) {
 		zstd.WithLowerEncoderMem(true),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("cache: zstd encoder: %w", err)
+		return nil, fmt.Errorf("compress: zstd encoder: %w", err)
 	}
 	e, _ := zstdEncoders.LoadOrStore(k, enc)
 	return e.(*zstd.Encoder), nil
 }
 
-// NewDecompressor returns a reader of the NAR inside r, compressed with the
+// NewReader returns a reader of the NAR inside r, compressed with the
 // narinfo Compression method c. An empty c means bzip2, as in Nix.
-func NewDecompressor(r io.Reader, c string) (io.ReadCloser, error) {
+func NewReader(r io.Reader, c string) (io.ReadCloser, error) {
 	switch c {
-	case CompressionNone:
+	case None:
 		return io.NopCloser(r), nil
-	case CompressionZstd:
+	case Zstd:
 		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20))
 		if err != nil {
-			return nil, fmt.Errorf("cache: zstd decoder: %w", err)
+			return nil, fmt.Errorf("compress: zstd decoder: %w", err)
 		}
 		return d.IOReadCloser(), nil
-	case CompressionXZ:
+	case XZ:
 		xr, err := xz.NewReader(bufio.NewReaderSize(r, 64<<10))
 		if err != nil {
-			return nil, fmt.Errorf("cache: xz decoder: %w", err)
+			return nil, fmt.Errorf("compress: xz decoder: %w", err)
 		}
 		return io.NopCloser(xr), nil
-	case CompressionBzip2, "":
+	case Bzip2, "":
 		return io.NopCloser(bzip2.NewReader(bufio.NewReaderSize(r, 64<<10))), nil
 	default:
-		return nil, fmt.Errorf("%w: %q", ErrUnsupportedCompression, c)
+		return nil, fmt.Errorf("%w: %q", ErrUnsupported, c)
 	}
 }
 
@@ -313,7 +331,7 @@ func (p *parallelWriter) start() {
 			if p.failed() == nil {
 				err := b.err
 				if err != nil {
-					err = fmt.Errorf("cache: %s block: %w", p.name, err)
+					err = fmt.Errorf("compress: %s block: %w", p.name, err)
 				} else {
 					_, err = p.w.Write(b.out)
 				}
@@ -375,7 +393,7 @@ func (p *parallelWriter) failed() error {
 
 func (p *parallelWriter) Write(b []byte) (int, error) {
 	if p.closed {
-		return 0, fmt.Errorf("cache: write to closed %s compressor", p.name)
+		return 0, fmt.Errorf("compress: write to closed %s compressor", p.name)
 	}
 	if err := p.failed(); err != nil {
 		return 0, err
@@ -410,7 +428,7 @@ func (p *parallelWriter) Close() error {
 		// (empty) stream or frame.
 		out, err := p.encode(nil, p.buf)
 		if err != nil {
-			p.err = fmt.Errorf("cache: %s block: %w", p.name, err)
+			p.err = fmt.Errorf("compress: %s block: %w", p.name, err)
 			return p.err
 		}
 		if _, err := p.w.Write(out); err != nil {
