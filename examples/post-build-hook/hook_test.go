@@ -23,40 +23,11 @@ import (
 	"github.com/nixcache/nixcache/internal/testenv"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
 // binaries builds post-build-hook and upload-daemon once per test run.
 func binaries(t *testing.T) (hook, daemon string) {
 	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "nixcache-hook-test-bin")
-		if buildErr != nil {
-			return
-		}
-		for _, pkg := range []string{".", "../upload-daemon"} {
-			out, err := exec.Command("go", "build", "-o", binDir, pkg).CombinedOutput()
-			if err != nil {
-				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(binDir, "post-build-hook"), filepath.Join(binDir, "upload-daemon")
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
+	dir := testenv.GoBuild(t, "github.com/nixcache/nixcache/examples/post-build-hook", "github.com/nixcache/nixcache/examples/upload-daemon")
+	return filepath.Join(dir, "post-build-hook"), filepath.Join(dir, "upload-daemon")
 }
 
 type keys struct{ sec, pub, pubText string }

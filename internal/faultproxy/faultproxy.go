@@ -44,7 +44,7 @@ type Proxy struct {
 	Injected atomic.Int64
 	// InFlight counts the requests being answered and not yet in the log:
 	// a client may see its answer a moment before the proxy logs it, so
-	// wait for InFlight to reach 0 before reading a complete Log.
+	// WaitIdle before reading a complete Log.
 	InFlight atomic.Int64
 
 	logMu sync.Mutex
@@ -218,6 +218,17 @@ func (p *Proxy) Log() []Request {
 	p.logMu.Lock()
 	defer p.logMu.Unlock()
 	return append([]Request(nil), p.log...)
+}
+
+// WaitIdle waits up to timeout for InFlight to reach 0, so that Log holds
+// every answer the clients have already seen, and reports whether it did.
+func (p *Proxy) WaitIdle(timeout time.Duration) bool {
+	for deadline := time.Now().Add(timeout); p.InFlight.Load() > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 // ResetLog empties the request log.

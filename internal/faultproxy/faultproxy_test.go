@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 func do(t testing.TB, method, url string) int {
@@ -59,6 +60,9 @@ func TestLog(t *testing.T) {
 			if got := do(t, tc.method, p.URL+tc.path); got != tc.status {
 				t.Fatalf("status %d, want %d", got, tc.status)
 			}
+			if !p.WaitIdle(5 * time.Second) {
+				t.Fatalf("%d requests still in flight", p.InFlight.Load())
+			}
 			log := p.Log()
 			if len(log) != 1 {
 				t.Fatalf("log has %d entries: %+v", len(log), log)
@@ -94,6 +98,7 @@ func TestUpstreamDown(t *testing.T) {
 	if got := do(t, "PUT", p.URL+"/b/k"); got != http.StatusBadGateway {
 		t.Fatalf("status %d, want 502", got)
 	}
+	p.WaitIdle(5 * time.Second)
 	if log := p.Log(); len(log) != 1 || !log[0].Failed() || log[0].Injected {
 		t.Errorf("log %+v", log)
 	}
@@ -120,6 +125,7 @@ func Example() {
 	p.Set(Faults{SlowDownRate: 1}) // every request: 503 SlowDown
 	resp, _ := http.Post(p.URL+"/bucket/key", "text/plain", nil)
 	resp.Body.Close()
+	p.WaitIdle(5 * time.Second)
 	for _, r := range p.Log() {
 		fmt.Println(r.Method, r.Path, r.Status, r.Injected)
 	}

@@ -12,6 +12,12 @@
 // NAR (FileSize bytes) or a reference's narinfo, and, from the proxy's request
 // log, no object was uploaded again unless an upload request for it had
 // failed.
+//
+// The harness runs inside tests only: TestFaults, a short version of every
+// scenario, runs with go test; TestCampaign runs many trials on request,
+// as root on a machine with Nix and versitygw:
+//
+//	go test ./internal/faults -run TestCampaign -v -timeout 0 -args -trials 60 [-scenario kill] [-big-mib 40] [-chain 6]
 package faults
 
 import (
@@ -29,7 +35,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"text/tabwriter"
 	"time"
 
@@ -95,11 +100,11 @@ func ParseScenario(s string) (Scenario, error) {
 type Config struct {
 	// S3 is the S3 server; the harness stops and starts it.
 	S3 *testenv.S3
-	// TB is used to make buckets (testenv.S3.MakeBucket); a program passes
-	// a *TB.
-	TB testing.TB
+	// TB is the test the harness runs in; it makes buckets
+	// (testenv.S3.MakeBucket).
+	TB testenv.TB
 	// Hook and Daemon are the post-build-hook and upload-daemon binaries
-	// (see BuildBinaries).
+	// (testenv.GoBuild builds them).
 	Hook, Daemon string
 	// WorkDir holds keys, Nix expressions, queues and temporary files.
 	WorkDir string
@@ -379,9 +384,7 @@ func (h *Harness) runTrial(ctx context.Context, sc Scenario, i int, trial func(c
 		return c, fmt.Errorf("%w: %s: %w", ErrTrial, ts.name, err)
 	}
 	// Let the proxy log the answers its clients have already seen.
-	for deadline := time.Now().Add(5 * time.Second); h.proxy.InFlight.Load() > 0 && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond)
-	}
+	h.proxy.WaitIdle(5 * time.Second)
 	log := h.proxy.Log()
 	up := AnalyzeLog(log, ts.bucket)
 	c.Stored, c.Failed, c.Retried, c.Needless, c.Vanished = up.Stored, up.Failed, up.Needed, len(up.Needless), len(up.Vanished)
@@ -935,18 +938,6 @@ func (h *Harness) trialConcurrent(ctx context.Context, ts *trialState) error {
 		}
 	}
 	return h.drain(qdir, ts.bucket)
-}
-
-// BuildBinaries builds post-build-hook and upload-daemon into dir with the
-// go command (run from inside the module) and returns their paths.
-func BuildBinaries(ctx context.Context, dir string) (hook, daemon string, err error) {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/",
-		"github.com/nixcache/nixcache/examples/post-build-hook",
-		"github.com/nixcache/nixcache/examples/upload-daemon")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("faults: go build: %w\n%s", err, out)
-	}
-	return filepath.Join(dir, "post-build-hook"), filepath.Join(dir, "upload-daemon"), nil
 }
 
 // WriteTable prints the counts as an aligned table with a total line.

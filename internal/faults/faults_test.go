@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,9 +20,7 @@ import (
 // must reach the cache, be accepted by `nix store verify`, the invariant
 // must hold, and nothing may be uploaded twice without a failed attempt.
 func TestFaults(t *testing.T) {
-	if testing.Short() && !testenv.InCI() {
-		t.Skip("-short")
-	}
+	testenv.SkipIfShort(t)
 	h := newHarness(t, Config{Chain: 4, BigSize: 12 << 20, Kills: 2, Builds: 3})
 	var all []Counts
 	for _, sc := range All {
@@ -62,18 +61,69 @@ func newHarness(t *testing.T, cfg Config) *Harness {
 	testenv.RequireNix(t)
 	s3 := testenv.StartS3(t)
 	s3.SetEnv(t)
-	ctx := context.Background()
-	hook, daemon, err := BuildBinaries(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
+	bin := testenv.GoBuild(t, "github.com/nixcache/nixcache/examples/post-build-hook", "github.com/nixcache/nixcache/examples/upload-daemon")
+	cfg.S3, cfg.TB, cfg.WorkDir = s3, t, t.TempDir()
+	cfg.Hook, cfg.Daemon = filepath.Join(bin, "post-build-hook"), filepath.Join(bin, "upload-daemon")
+	if cfg.Logf == nil {
+		cfg.Logf = t.Logf
 	}
-	cfg.S3, cfg.TB, cfg.Hook, cfg.Daemon, cfg.WorkDir, cfg.Logf = s3, t, hook, daemon, t.TempDir(), t.Logf
-	h, err := New(ctx, cfg)
+	h, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = h.Close() })
 	return h
+}
+
+var (
+	campaignTrials   = flag.Int("trials", 0, "TestCampaign: trials per scenario (0: skip the campaign)")
+	campaignScenario = flag.String("scenario", "all", "TestCampaign: all, or one of s3-restart, slow, slowdown, kill, diskfull, concurrent")
+	campaignBigMiB   = flag.Int64("big-mib", 40, "TestCampaign: size in MiB of the random-data path uploaded in every trial")
+	campaignChain    = flag.Int("chain", 6, "TestCampaign: derivations per build")
+	campaignQuiet    = flag.Bool("quiet", false, "TestCampaign: no line per trial")
+)
+
+// TestCampaign is the long fault-injection campaign, run on request:
+//
+//	go test ./internal/faults -run TestCampaign -v -timeout 0 -args -trials 60
+//
+// It logs a table of counts, and fails if any path was lost, the cache
+// invariant broke, or an object was uploaded again without need. Without
+// -trials it does nothing: TestFaults is its short version in every run.
+func TestCampaign(t *testing.T) {
+	if *campaignTrials <= 0 {
+		t.Skip("the campaign runs with -args -trials N (TestFaults is its short version)")
+	}
+	scenarios := All
+	if *campaignScenario != "all" {
+		sc, err := ParseScenario(*campaignScenario)
+		if err != nil {
+			t.Fatal(err)
+		}
+		scenarios = []Scenario{sc}
+	}
+	cfg := Config{Chain: *campaignChain, BigSize: *campaignBigMiB << 20}
+	if *campaignQuiet {
+		cfg.Logf = func(string, ...any) {}
+	}
+	h := newHarness(t, cfg)
+	var counts []Counts
+	for _, sc := range scenarios {
+		c, err := h.Run(context.Background(), sc, *campaignTrials)
+		counts = append(counts, c)
+		if err != nil {
+			t.Errorf("%s: %v", sc, err)
+			break
+		}
+		if c.PathsLost+c.Broken+c.Needless > 0 {
+			t.Errorf("%s: %d paths lost, %d invariant violations, %d needless re-uploads (see log)", sc, c.PathsLost, c.Broken, c.Needless)
+		}
+	}
+	var buf bytes.Buffer
+	if err := WriteTable(&buf, counts); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", buf.String())
 }
 
 // The S3 server killed while it completes a multipart upload, then

@@ -1,30 +1,44 @@
-// Package testenv gives tests the real tools they are judged against: Nix and
-// an S3 server on loopback. A test that needs one skips when it is missing,
-// except under CI=true, where it fails: CI must never pass by skipping.
+// Package testenv is the project's one test rig: it gives tests the real
+// tools they are judged against (Nix, the xz/zstd/bzip2 binaries, an S3
+// server on loopback, the go command) and one skip policy for all of them.
+//
+// A test that needs a tool calls a Require function (RequireNix,
+// RequireTool, StartS3): when the tool is missing the test skips, except
+// under CI=true, where it fails, because CI must never pass by skipping. A
+// test that only cross-checks with an optional tool asks HaveNix or HaveTool,
+// which follow the same rule. Slow tests call SkipIfShort, which never skips
+// under CI=true.
+//
+// Every helper takes a TB, a small interface that *testing.T and *testing.B
+// satisfy, so test-only harnesses such as internal/faults can use the rig
+// without embedding a testing.TB.
 package testenv
 
 import (
-	"bytes"
-	"context"
-	"errors"
-	"fmt"
-	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
-	"time"
-
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 )
+
+// TB is the part of testing.TB the rig uses.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Skipf(format string, args ...any)
+	Logf(format string, args ...any)
+	Cleanup(func())
+	TempDir() string
+}
+
+var _ TB = testing.TB(nil)
 
 // InCI reports whether the tests run in CI (CI=true), where missing tools are fatal.
 func InCI() bool { return os.Getenv("CI") == "true" }
 
-func missing(t testing.TB, what string) {
+// missing skips the test, or fails it under CI=true, because what is not
+// available.
+func missing(t TB, what string) {
 	t.Helper()
 	if InCI() {
 		t.Fatalf("%s is required when CI=true (run .ci/run to install it)", what)
@@ -32,221 +46,50 @@ func missing(t testing.TB, what string) {
 	t.Skipf("%s not available; skipping (CI=true makes this fatal)", what)
 }
 
-// RequireNix skips (or fails in CI) unless real Nix is installed and usable
-// by this user (the tests run as root against the local store).
-func RequireNix(t testing.TB) {
+// Short reports whether slow checks may be left out: -short was given and
+// CI is not set (CI=true runs everything).
+func Short() bool { return testing.Short() && !InCI() }
+
+// SkipIfShort skips a slow test under -short, never under CI=true.
+func SkipIfShort(t TB) {
 	t.Helper()
-	for _, tool := range []string{"nix-store", "nix-hash", "nix", "nix-build"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing(t, tool)
-		}
-	}
-	if _, err := os.Stat("/nix/var/nix/db"); err != nil {
-		missing(t, "a writable local Nix store (/nix/var/nix/db)")
+	if Short() {
+		t.Skipf("slow test; skipped with -short")
 	}
 }
 
-// Nix runs a Nix command with the nix-command feature enabled and no
-// substituters, and returns its stdout. It fails the test on error.
-func Nix(t testing.TB, name string, args ...string) []byte {
+var lookPath sync.Map // tool name -> error from exec.LookPath
+
+func lookTool(name string) error {
+	if v, ok := lookPath.Load(name); ok {
+		err, _ := v.(error)
+		return err
+	}
+	_, err := exec.LookPath(name)
+	lookPath.Store(name, err)
+	return err
+}
+
+// RequireTool skips the test (fails it under CI=true) unless the program
+// name, such as xz, zstd or bzip2, is on PATH.
+func RequireTool(t TB, name string) {
 	t.Helper()
-	out, err := NixCmd(name, args...)
-	if err != nil {
-		t.Fatalf("%s %s: %v", name, strings.Join(args, " "), err)
+	if lookTool(name) != nil {
+		missing(t, "the "+name+" program")
 	}
-	return out
 }
 
-// NixCmd runs a Nix command like Nix but returns the error (with stderr in it).
-func NixCmd(name string, args ...string) ([]byte, error) {
-	full := append([]string{}, args...)
-	if name == "nix" {
-		full = append([]string{"--extra-experimental-features", "nix-command"}, full...)
-	}
-	cmd := exec.Command(name, full...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.Bytes(), fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
-	}
-	return stdout.Bytes(), nil
-}
-
-// S3 is a real S3 server (versitygw) listening on loopback for one test.
-type S3 struct {
-	Endpoint  string // http://127.0.0.1:PORT
-	Host      string // 127.0.0.1:PORT
-	AccessKey string
-	SecretKey string
-	DataDir   string
-
-	mu  sync.Mutex
-	bin string
-	cmd *exec.Cmd
-}
-
-// VersitygwPath finds the versitygw binary: $NIXCACHE_VERSITYGW, then PATH,
-// then ~/.cache/nixcache-bin/versitygw (where .ci/run installs it).
-func VersitygwPath() string {
-	if p := os.Getenv("NIXCACHE_VERSITYGW"); p != "" {
-		return p
-	}
-	if p, err := exec.LookPath("versitygw"); err == nil {
-		return p
-	}
-	home, _ := os.UserHomeDir()
-	p := filepath.Join(home, ".cache", "nixcache-bin", "versitygw")
-	if _, err := os.Stat(p); err == nil {
-		return p
-	}
-	return ""
-}
-
-// StartS3 starts versitygw on a free loopback port with a fresh data
-// directory, and stops it when the test ends.
-func StartS3(t testing.TB) *S3 {
+// HaveTool reports whether the program name is on PATH, for a test that
+// cross-checks with it when it can. A missing tool is logged, and fails the
+// test under CI=true.
+func HaveTool(t TB, name string) bool {
 	t.Helper()
-	bin := VersitygwPath()
-	if bin == "" {
-		missing(t, "the S3 server (versitygw)")
+	if lookTool(name) == nil {
+		return true
 	}
-	s := &S3{
-		AccessKey: "nixcacheaccess",
-		SecretKey: "nixcachesecret123",
-		DataDir:   t.TempDir(),
-		bin:       bin,
+	if InCI() {
+		t.Fatalf("the %s program is required when CI=true (run .ci/run to install it)", name)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Host = l.Addr().String()
-	l.Close()
-	s.Endpoint = "http://" + s.Host
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Stop)
-	return s
-}
-
-// Start (re)starts the server on its port and waits until it answers.
-func (s *S3) Start() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd != nil {
-		return nil
-	}
-	cmd := exec.Command(s.bin, "--port", s.Host, "--quiet", "posix", s.DataDir)
-	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+s.AccessKey, "ROOT_SECRET_KEY="+s.SecretKey)
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start versitygw: %w", err)
-	}
-	s.cmd = cmd
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", s.Host, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("versitygw did not answer on %s", s.Host)
-}
-
-// Stop kills the server; Start brings it back with the same data.
-func (s *S3) Stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
-	s.cmd = nil
-}
-
-// Client returns a minio client for the server (path style, us-east-1).
-func (s *S3) Client(t testing.TB) *minio.Client {
-	t.Helper()
-	c, err := minio.New(s.Host, &minio.Options{
-		Creds:        credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""),
-		Secure:       false,
-		Region:       "us-east-1",
-		BucketLookup: minio.BucketLookupPath,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// MakeBucket creates a bucket. If public, anonymous GetObject is allowed, so
-// that Nix can substitute from http://HOST/BUCKET.
-func (s *S3) MakeBucket(t testing.TB, name string, public bool) {
-	t.Helper()
-	ctx := context.Background()
-	c := s.Client(t)
-	if err := c.MakeBucket(ctx, name, minio.MakeBucketOptions{Region: "us-east-1"}); err != nil {
-		t.Fatalf("make bucket %s: %v", name, err)
-	}
-	if public {
-		policy := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":["*"]},"Action":["s3:GetObject"],"Resource":["arn:aws:s3:::` + name + `/*"]}]}`
-		if err := c.SetBucketPolicy(ctx, name, policy); err != nil {
-			t.Fatalf("set policy on %s: %v", name, err)
-		}
-	}
-}
-
-// URL returns an s3:// store URL for the bucket on this server.
-func (s *S3) URL(bucket string, extra ...string) string {
-	u := "s3://" + bucket + "?endpoint=" + s.Endpoint + "&region=us-east-1&addressing-style=path"
-	for _, e := range extra {
-		u += "&" + e
-	}
-	return u
-}
-
-// Env returns the AWS credential environment for this server.
-func (s *S3) Env() []string {
-	return []string{"AWS_ACCESS_KEY_ID=" + s.AccessKey, "AWS_SECRET_ACCESS_KEY=" + s.SecretKey}
-}
-
-// SetEnv sets the AWS credential environment for the rest of the test.
-func (s *S3) SetEnv(t testing.TB) {
-	t.Helper()
-	t.Setenv("AWS_ACCESS_KEY_ID", s.AccessKey)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", s.SecretKey)
-}
-
-// NixStoreVerify runs `nix store verify --store STORE --trusted-public-keys
-// PUB PATHS...` and returns its exit code, a bitmask: 0 all good, 1 a NAR's
-// contents differ, 2 untrusted, 4 failed. Other errors fail the test.
-func NixStoreVerify(t testing.TB, store, pub string, paths ...string) int {
-	t.Helper()
-	args := append([]string{"store", "verify", "--store", store, "--trusted-public-keys", pub}, paths...)
-	_, err := NixCmd("nix", args...)
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		t.Logf("nix store verify: %v", err)
-		return ee.ExitCode()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return 0
-}
-
-// GoBuild builds the commands with the given import paths into a temporary
-// directory and returns it; each binary is named after its package's last
-// path element.
-func GoBuild(t testing.TB, pkgs ...string) string {
-	t.Helper()
-	dir := t.TempDir()
-	out, err := exec.Command("go", append([]string{"build", "-o", dir + "/"}, pkgs...)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build %s: %v\n%s", strings.Join(pkgs, " "), err, out)
-	}
-	return dir
+	t.Logf("the %s program is not available; its cross-check is left out (CI=true makes this fatal)", name)
+	return false
 }

@@ -1,0 +1,163 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// S3 is a real S3 server (versitygw) listening on loopback for one test.
+type S3 struct {
+	Endpoint  string // http://127.0.0.1:PORT
+	Host      string // 127.0.0.1:PORT
+	AccessKey string
+	SecretKey string
+	DataDir   string
+
+	mu  sync.Mutex
+	bin string
+	cmd *exec.Cmd
+}
+
+// VersitygwPath finds the versitygw binary: $NIXCACHE_VERSITYGW, then PATH,
+// then ~/.cache/nixcache-bin/versitygw (where .ci/run installs it).
+func VersitygwPath() string {
+	if p := os.Getenv("NIXCACHE_VERSITYGW"); p != "" {
+		return p
+	}
+	if p, err := exec.LookPath("versitygw"); err == nil {
+		return p
+	}
+	home, _ := os.UserHomeDir()
+	p := filepath.Join(home, ".cache", "nixcache-bin", "versitygw")
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	return ""
+}
+
+// StartS3 starts versitygw on a free loopback port with a fresh data
+// directory, and stops it when the test ends.
+func StartS3(t TB) *S3 {
+	t.Helper()
+	bin := VersitygwPath()
+	if bin == "" {
+		missing(t, "the S3 server (versitygw; set NIXCACHE_VERSITYGW)")
+	}
+	s := &S3{
+		AccessKey: "nixcacheaccess",
+		SecretKey: "nixcachesecret123",
+		DataDir:   t.TempDir(),
+		bin:       bin,
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	s.Host = l.Addr().String()
+	l.Close()
+	s.Endpoint = "http://" + s.Host
+	if err := s.Start(); err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Start (re)starts the server on its port and waits until it answers.
+func (s *S3) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		return nil
+	}
+	cmd := exec.Command(s.bin, "--port", s.Host, "--quiet", "posix", s.DataDir)
+	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+s.AccessKey, "ROOT_SECRET_KEY="+s.SecretKey)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start versitygw: %w", err)
+	}
+	s.cmd = cmd
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", s.Host, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("versitygw did not answer on %s", s.Host)
+}
+
+// Stop kills the server; Start brings it back with the same data.
+func (s *S3) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+// Client returns a minio client for the server (path style, us-east-1).
+func (s *S3) Client(t TB) *minio.Client {
+	t.Helper()
+	c, err := minio.New(s.Host, &minio.Options{
+		Creds:        credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""),
+		Secure:       false,
+		Region:       "us-east-1",
+		BucketLookup: minio.BucketLookupPath,
+	})
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return c
+}
+
+// MakeBucket creates a bucket. If public, anonymous GetObject is allowed, so
+// that Nix can substitute from http://HOST/BUCKET.
+func (s *S3) MakeBucket(t TB, name string, public bool) {
+	t.Helper()
+	ctx := context.Background()
+	c := s.Client(t)
+	if err := c.MakeBucket(ctx, name, minio.MakeBucketOptions{Region: "us-east-1"}); err != nil {
+		t.Fatalf("make bucket %s: %v", name, err)
+	}
+	if public {
+		policy := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":["*"]},"Action":["s3:GetObject"],"Resource":["arn:aws:s3:::` + name + `/*"]}]}`
+		if err := c.SetBucketPolicy(ctx, name, policy); err != nil {
+			t.Fatalf("set policy on %s: %v", name, err)
+		}
+	}
+}
+
+// URL returns an s3:// store URL for the bucket on this server.
+func (s *S3) URL(bucket string, extra ...string) string {
+	u := "s3://" + bucket + "?endpoint=" + s.Endpoint + "&region=us-east-1&addressing-style=path"
+	for _, e := range extra {
+		u += "&" + e
+	}
+	return u
+}
+
+// Env returns the AWS credential environment for this server.
+func (s *S3) Env() []string {
+	return []string{"AWS_ACCESS_KEY_ID=" + s.AccessKey, "AWS_SECRET_ACCESS_KEY=" + s.SecretKey}
+}
+
+// SetEnv sets the AWS credential environment for the rest of the test
+// (t is a *testing.T; testing.T.Setenv restores it at the end).
+func (s *S3) SetEnv(t interface{ Setenv(key, value string) }) {
+	t.Setenv("AWS_ACCESS_KEY_ID", s.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", s.SecretKey)
+}
