@@ -2,7 +2,6 @@ package cache_test
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -33,54 +32,16 @@ func nixKey(t testing.TB, name string) (secFile, pub string) {
 	return sec, strings.TrimSpace(string(b))
 }
 
-// closureExpr is a chain of derivations (no nixpkgs) whose outputs mention
-// each other, so Nix records real references: top -> mid -> leaf, top -> leaf.
-const closureExpr = `
-let
-  nonce = "%s";
-  mk = name: deps: script: derivation {
-    inherit name;
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    PATH = "/usr/bin:/bin";
-    args = [ "-c" ''
-      set -e
-      mkdir -p $out/bin $out/share/doc
-      echo ${nonce} > $out/id
-      ${builtins.concatStringsSep "\n" (map (d: "echo ${d} >> $out/refs") deps)}
-      printf '#!/bin/sh\necho hello from %%s\n' ${name} > $out/bin/run
-      chmod +x $out/bin/run
-      ln -s ../id $out/share/doc/id-link
-      ${script}
-    '' ];
-  };
-  leaf = mk "nixcache-leaf" [] "seq 1 20000 > $out/share/doc/numbers";
-  mid = mk "nixcache-mid" [ leaf ] "head -c 300000 /dev/urandom > $out/share/random.bin";
-  top = mk "nixcache-top" [ mid leaf ] "";
-in top
-`
-
-// buildClosure builds a fresh three-path closure with references (nix-build
-// --no-out-link, so no GC root) and returns the top path and its closure as
-// nix-store -qR lists it.
+// buildClosure builds a fresh three-path closure with references (no GC
+// root, so a test may delete and substitute it) and returns the top path and
+// its closure as nix-store -qR lists it.
 func buildClosure(t testing.TB) (top storepath.Path, closure []storepath.Path) {
 	t.Helper()
-	testenv.RequireNix(t)
-	dir := t.TempDir()
-	expr := filepath.Join(dir, "closure.nix")
-	nonce := fmt.Sprintf("%x-%d", sha256.Sum256([]byte(t.Name())), time.Now().UnixNano())
-	if err := os.WriteFile(expr, []byte(fmt.Sprintf(closureExpr, nonce)), 0o644); err != nil {
-		t.Fatal(err)
+	c := testenv.BuildClosure(t, testenv.ClosureSpec{Name: "nixcache", N: 3, Blob: 300000})
+	for _, p := range c.Paths {
+		closure = append(closure, mustPath(t, p))
 	}
-	out := testenv.Nix(t, "nix-build", "--no-out-link", "--option", "substituters", "", expr)
-	top = mustPath(t, strings.TrimSpace(string(out)))
-	for _, l := range strings.Fields(string(testenv.Nix(t, "nix-store", "-qR", string(top)))) {
-		closure = append(closure, mustPath(t, l))
-	}
-	if len(closure) != 3 {
-		t.Fatalf("closure of %s has %d paths, want 3: %v", top, len(closure), closure)
-	}
-	return top, closure
+	return mustPath(t, c.Top), closure
 }
 
 // addBigPath adds a directory of n MiB of random data with nix-store --add.
@@ -141,9 +102,8 @@ func openStore(t testing.TB) *localstore.Store {
 // NAR presence and hashes).
 func nixVerify(t testing.TB, storeURL, pub string, paths []storepath.Path) {
 	t.Helper()
-	args := append([]string{"store", "verify", "--store", storeURL, "--trusted-public-keys", pub}, pathStrings(paths)...)
-	if out, err := testenv.NixCmd("nix", args...); err != nil {
-		t.Fatalf("nix store verify --store %s: %v\n%s", storeURL, err, out)
+	if code := testenv.NixStoreVerify(t, storeURL, pub, pathStrings(paths)...); code != 0 {
+		t.Fatalf("nix store verify --store %s: exit code %d", storeURL, code)
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/nixcache/nixcache/internal/testenv"
 )
 
 func smallFileHeaders(n int) []Header {
@@ -89,18 +91,14 @@ func BenchmarkDumpPath(b *testing.B) {
 		}
 		benchDump(b, p)
 	})
-	for _, p := range []string{"/usr/local/go/src/net", "/usr/local/go"} {
-		if _, err := os.Stat(p); err == nil {
-			b.Run(filepath.Base(p), func(b *testing.B) { benchDump(b, p) })
-		}
+	goroot := testenv.GOROOT(b)
+	for _, p := range []string{filepath.Join(goroot, "src", "net"), goroot} {
+		b.Run(filepath.Base(p), func(b *testing.B) { benchDump(b, p) })
 	}
 }
 
 func BenchmarkDumpPathSum(b *testing.B) {
-	p := "/usr/local/go/src"
-	if _, err := os.Stat(p); err != nil {
-		b.Skip(err)
-	}
+	p := filepath.Join(testenv.GOROOT(b), "src")
 	_, size, _ := DumpPathSum(nil, p)
 	b.SetBytes(size)
 	for b.Loop() {

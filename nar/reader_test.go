@@ -129,12 +129,7 @@ func TestReaderRejects(t *testing.T) {
 		{"trailing data after directory", narOf(dir(), "("), ErrTrailingData, true},
 		{"second root", narOf(file("x"), "(", "type", "regular", "contents", str(""), ")"), ErrTrailingData, true},
 	}
-	haveNix := !testing.Short()
-	if haveNix {
-		if _, err := exec.LookPath("nix-store"); err != nil {
-			haveNix = testenv.InCI()
-		}
-	}
+	haveNix := testenv.HaveNix(t)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			err := readAll(c.data)
@@ -150,7 +145,6 @@ func TestReaderRejects(t *testing.T) {
 			if !haveNix {
 				return
 			}
-			testenv.RequireNix(t)
 			cmd := exec.Command("nix-store", "--restore", filepath.Join(t.TempDir(), "out"))
 			cmd.Stdin = bytes.NewReader(c.data)
 			out, nerr := cmd.CombinedOutput()

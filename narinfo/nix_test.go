@@ -2,12 +2,9 @@ package narinfo
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/nixcache/nixcache/internal/testenv"
@@ -16,37 +13,19 @@ import (
 )
 
 // buildClosure builds three fresh input-addressed paths a -> b -> c (a also
-// refers to c, c refers to itself) and returns the closure, cleaned up at
+// refers to c, each refers to itself) and returns the closure, deleted at
 // the end of the test.
 func buildClosure(t *testing.T) (top string, closure []storepath.Path) {
 	t.Helper()
-	var r [12]byte
-	_, _ = rand.Read(r[:])
-	nonce := hex.EncodeToString(r[:])
-	expr := `let mk = name: deps: derivation { inherit name; system = builtins.currentSystem; builder = "/bin/sh"; PATH = "/usr/bin:/bin";
-	  args = ["-c" ("echo ` + nonce + ` $out " + builtins.concatStringsSep " " (map toString deps) + " > $out")]; };
-	  c = mk "narinfo-c" []; b = mk "narinfo-b" [c]; in mk "narinfo-a" [b c]`
-	link := filepath.Join(t.TempDir(), "result")
-	top = strings.TrimSpace(string(testenv.Nix(t, "nix-build", "--option", "substituters", "", "--out-link", link, "-E", expr)))
-	for _, l := range strings.Fields(string(testenv.Nix(t, "nix-store", "--query", "--requisites", top))) {
+	c := testenv.BuildClosure(t, testenv.ClosureSpec{Name: "narinfo", N: 3, Root: true})
+	for _, l := range c.Paths {
 		p, err := storepath.Parse(l)
 		if err != nil {
 			t.Fatal(err)
 		}
 		closure = append(closure, p)
 	}
-	t.Cleanup(func() {
-		_ = os.Remove(link)
-		args := []string{"--delete"}
-		for _, p := range closure {
-			args = append(args, string(p))
-		}
-		_, _ = testenv.NixCmd("nix-store", args...)
-	})
-	if len(closure) != 3 {
-		t.Fatalf("closure of %s has %d paths, want 3", top, len(closure))
-	}
-	return top, closure
+	return c.Top, closure
 }
 
 func nixVerify(t *testing.T, cache, pub string, paths []storepath.Path) int {

@@ -2,11 +2,10 @@ package signature
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -83,20 +82,10 @@ func TestNixKeyFileFormat(t *testing.T) {
 }
 
 // addPath builds a fresh input-addressed store path (not content-addressed:
-// Nix trusts CA paths without signatures) and returns it.
+// Nix trusts CA paths without signatures; it refers to itself) and returns it.
 func addPath(t *testing.T) string {
 	t.Helper()
-	var r [16]byte
-	_, _ = rand.Read(r[:])
-	expr := `derivation { name = "sigtest"; system = builtins.currentSystem; builder = "/bin/sh"; PATH = "/usr/bin:/bin"; args = ["-c" "echo ` + hex.EncodeToString(r[:]) + ` > $out"]; }`
-	link := filepath.Join(t.TempDir(), "result")
-	out := testenv.Nix(t, "nix-build", "--option", "substituters", "", "--out-link", link, "-E", expr)
-	p := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		_ = os.Remove(link)
-		_, _ = testenv.NixCmd("nix-store", "--delete", p)
-	})
-	return p
+	return testenv.BuildClosure(t, testenv.ClosureSpec{Name: "sigtest", N: 1, Root: true}).Top
 }
 
 func sigLine(t *testing.T, narinfo string) string {
@@ -149,7 +138,9 @@ func TestNixSignsWithOurKey(t *testing.T) {
 
 	hash := strings.TrimSpace(string(testenv.Nix(t, "nix-store", "--query", "--hash", p)))
 	size := strings.TrimSpace(string(testenv.Nix(t, "nix-store", "--query", "--size", p)))
-	fp := "1;" + p + ";" + hash + ";" + size + ";"
+	refs := strings.Fields(string(testenv.Nix(t, "nix-store", "--query", "--references", p)))
+	slices.Sort(refs)
+	fp := "1;" + p + ";" + hash + ";" + size + ";" + strings.Join(refs, ",")
 	nixSig := sigLine(t, filepath.Join(cache, strings.SplitN(filepath.Base(p), "-", 2)[0]+".narinfo"))
 	sig, err := ParseSignature(nixSig)
 	if err != nil {

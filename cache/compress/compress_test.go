@@ -55,9 +55,7 @@ func TestCompressorExternalTools(t *testing.T) {
 			if err := w.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := exec.LookPath(tt.tool[0]); err != nil && testenv.InCI() {
-				t.Fatalf("%s is required when CI=true", tt.tool[0])
-			} else if err == nil {
+			if testenv.HaveTool(t, tt.tool[0]) {
 				cmd := exec.Command(tt.tool[0], tt.tool[1:]...)
 				cmd.Stdin = bytes.NewReader(buf.Bytes())
 				out, err := cmd.Output()
@@ -98,12 +96,7 @@ func TestParallelXZEmptyInput(t *testing.T) {
 // TestDecompressBzip2 reads what the real bzip2 tool writes (narinfos
 // without a Compression line mean bzip2).
 func TestDecompressBzip2(t *testing.T) {
-	if _, err := exec.LookPath("bzip2"); err != nil {
-		if testenv.InCI() {
-			t.Fatal("bzip2 is required when CI=true")
-		}
-		t.Skip("bzip2 not installed")
-	}
+	testenv.RequireTool(t, "bzip2")
 	data := testData(100000)
 	cmd := exec.Command("bzip2", "-c")
 	cmd.Stdin = bytes.NewReader(data)

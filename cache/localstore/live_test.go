@@ -23,25 +23,14 @@ import (
 	drvfile "github.com/nixcache/nixcache/storepath/drv"
 )
 
-// buildClosure builds testdata/closure.nix with real Nix and returns its
-// "out" output and its .drv. The result link lives in a temp dir, removed
-// when the test ends.
-func buildClosure(t testing.TB, nonce string) (out, drv storepath.Path) {
+// buildClosure builds a fresh closure like testdata/closure.nix (references,
+// a diamond, self-references, a top with outputs "out" and "dev") with real
+// Nix and returns its "out" output and its .drv, deleted when the test ends.
+// The name says what the closure is for.
+func buildClosure(t testing.TB, name string) (out, drv storepath.Path) {
 	t.Helper()
-	testenv.RequireNix(t)
-	abs, err := filepath.Abs(filepath.Join("testdata", "closure.nix"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	link := filepath.Join(t.TempDir(), "result")
-	testenv.Nix(t, "nix-build", "--option", "substituters", "", "--argstr", "nonce", nonce, abs, "-o", link)
-	target, err := os.Readlink(link)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out = storepath.Path(target)
-	drv = storepath.Path(strings.TrimSpace(string(testenv.Nix(t, "nix-store", "--query", "--deriver", target))))
-	return out, drv
+	c := testenv.BuildClosure(t, testenv.ClosureSpec{Name: "lsx-" + name, N: 5, Outputs: []string{"out", "dev"}, Root: true})
+	return storepath.Path(c.Top), storepath.Path(c.Drv)
 }
 
 func lines(b []byte) []string { return strings.Fields(string(b)) }

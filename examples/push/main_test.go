@@ -5,13 +5,11 @@ package main_test
 // verify reports a NAR that was tampered with.
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nixcache/nixcache/internal/testenv"
 )
@@ -34,20 +32,8 @@ func TestPushVerifyCommands(t *testing.T) {
 	pubKey, _ := os.ReadFile(pub)
 
 	// Two derivations, the second referring to the first.
-	tag := fmt.Sprint(time.Now().UnixNano())
-	expr := `let mk = name: script: derivation { inherit name; system = builtins.currentSystem; builder = "/bin/sh"; PATH = "/usr/bin:/bin"; args = ["-c" script]; }; ` +
-		`a = mk "push-cmd-a" "echo ` + tag + ` > $out"; in mk "push-cmd-b" "echo ${a} > $out"`
-	result := filepath.Join(tmp, "result")
-	out, err := exec.Command("nix-build", "--option", "substituters", "", "-E", expr, "-o", result).Output()
-	if err != nil {
-		t.Fatalf("nix-build: %v", err)
-	}
-	top := strings.TrimSpace(string(out))
-	closureOut := testenv.Nix(t, "nix-store", "--query", "--requisites", top)
-	closure := strings.Fields(string(closureOut))
-	if len(closure) != 2 {
-		t.Fatalf("closure of %s: %v", top, closure)
-	}
+	c := testenv.BuildClosure(t, testenv.ClosureSpec{Name: "push-cmd", N: 2, Root: true})
+	top, closure, result := c.Top, c.Paths, c.Link
 
 	cacheDir := filepath.Join(tmp, "cache")
 	url := "file://" + cacheDir
@@ -62,8 +48,8 @@ func TestPushVerifyCommands(t *testing.T) {
 	}
 
 	// Real Nix accepts the cache.
-	if _, err := testenv.NixCmd("nix", append([]string{"store", "verify", "--store", url, "--trusted-public-keys", string(pubKey)}, closure...)...); err != nil {
-		t.Fatalf("nix store verify: %v", err)
+	if code := testenv.NixStoreVerify(t, url, string(pubKey), closure...); code != 0 {
+		t.Fatalf("nix store verify: exit code %d", code)
 	}
 	// Our verify agrees.
 	if out, err := run(t, filepath.Join(bin, "verify"), "--from", url, "--trusted-key", string(pubKey)); err != nil {
