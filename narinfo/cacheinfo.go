@@ -3,7 +3,6 @@ package narinfo
 import (
 	"bytes"
 	"fmt"
-	"path"
 	"strconv"
 	"strings"
 
@@ -50,8 +49,8 @@ func ParseCacheInfo(data []byte) (*CacheInfo, error) {
 		}
 		switch string(key) {
 		case "StoreDir":
-			if !validStoreDir(v) {
-				return nil, perr(fmt.Errorf("%w: %q is not an absolute clean directory", ErrSyntax, v))
+			if err := storepath.ValidateDir(v); err != nil {
+				return nil, perr(fmt.Errorf("%w: %w", ErrSyntax, err))
 			}
 			ci.StoreDir = storepath.Dir(v)
 		case "WantMassQuery":
@@ -84,8 +83,8 @@ func (ci *CacheInfo) MarshalText() ([]byte, error) {
 	var b []byte
 	if ci.StoreDir != "" {
 		d := string(ci.StoreDir)
-		if !validStoreDir(d) {
-			return nil, fmt.Errorf("nix-cache-info: %w: StoreDir %q is not an absolute clean directory", ErrInvalid, d)
+		if err := storepath.ValidateDir(d); err != nil {
+			return nil, fmt.Errorf("nix-cache-info: %w: StoreDir: %w", ErrInvalid, err)
 		}
 		b = append(b, "StoreDir: "...)
 		b = append(b, d...)
@@ -100,15 +99,4 @@ func (ci *CacheInfo) MarshalText() ([]byte, error) {
 		b = append(b, '\n')
 	}
 	return b, nil
-}
-
-// validStoreDir reports whether d is an absolute, clean directory without
-// white space or control characters.
-func validStoreDir(d string) bool {
-	for i := 0; i < len(d); i++ {
-		if d[i] <= ' ' || d[i] == 0x7f {
-			return false
-		}
-	}
-	return path.IsAbs(d) && path.Clean(d) == d
 }

@@ -205,6 +205,11 @@ func (ni *NarInfo) UnmarshalText(data []byte) error {
 		if l[len(l)-1] == '\r' {
 			return lineErr(line, "", fmt.Errorf("%w: CRLF line ending", ErrSyntax))
 		}
+		if bytes.IndexByte(l, '\r') >= 0 {
+			// Nix would keep it in the value; no value we write may hold a
+			// line break, so we refuse it here too.
+			return lineErr(line, "", fmt.Errorf("%w: carriage return inside a line", ErrSyntax))
+		}
 		colon := bytes.IndexByte(l, ':')
 		if colon <= 0 {
 			return lineErr(line, "", fmt.Errorf("%w: expected \"Key: value\"", ErrSyntax))
@@ -388,9 +393,11 @@ func sortedRefs(dir storepath.Dir, refs []storepath.Path) ([]storepath.Path, err
 // if set), FileSize (if not 0), NarHash (sha256 nix32), NarSize,
 // References (always; sorted base names), Deriver (base name, if set),
 // System (if set), Sig lines (sorted, deduplicated), CA (if set). It fails
-// for a NarInfo Nix would refuse to read back: no StorePath, empty URL or
+// for a NarInfo Nix would refuse to read back: no StorePath (or one whose
+// store directory is invalid, see [storepath.ValidateDir]), empty URL or
 // Compression, NarHash or FileHash not sha256, NarSize 0, references or
-// deriver outside the store directory, or a line break in a value.
+// deriver outside the store directory, or a line break in any value
+// (including a signature's key name), which would forge lines.
 func (ni *NarInfo) AppendText(b []byte) ([]byte, error) {
 	if err := ni.StorePath.Validate(); err != nil {
 		return b, invalid("StorePath: %v", err)
@@ -408,9 +415,9 @@ func (ni *NarInfo) AppendText(b []byte) ([]byte, error) {
 	case ni.NarSize == 0:
 		return b, invalid("NarSize is 0")
 	}
-	for _, v := range [...]string{ni.URL, ni.Compression, ni.System, ni.CA} {
-		if strings.ContainsAny(v, "\r\n") {
-			return b, invalid("value %q contains a line break", v)
+	for _, f := range [...]struct{ key, val string }{{"URL", ni.URL}, {"Compression", ni.Compression}, {"System", ni.System}, {"CA", ni.CA}} {
+		if strings.ContainsAny(f.val, "\r\n") {
+			return b, invalid("%s %q contains a line break", f.key, f.val)
 		}
 	}
 	refs, err := sortedRefs(dir, ni.References)
@@ -465,6 +472,9 @@ func (ni *NarInfo) AppendText(b []byte) ([]byte, error) {
 		for _, s := range ni.Sigs {
 			if s.IsZero() {
 				return b, invalid("zero Signature in Sigs")
+			}
+			if strings.ContainsAny(s.Name(), "\r\n") {
+				return b, invalid("Sig key name %q contains a line break", s.Name())
 			}
 			sigs = append(sigs, s.String())
 		}

@@ -144,7 +144,15 @@ func TestParseRules(t *testing.T) {
 		{"bad reference", replace("7gx4kiv5m0i7d7qkixq2cwzbr10lvxwc-glibc-2.27", "7gx4kiv5m0i7d7qkixq2cwzbr10lvxwc-glibc!"), storepath.ErrInvalid, "line 8: References", nil},
 		{"absolute reference", replace("References: 7gx4", "References: /nix/store/7gx4"), storepath.ErrInvalid, "line 8", nil},
 		{"bad deriver", replace("Deriver: 10dx", "Deriver: 10d"), storepath.ErrInvalid, "line 9: Deriver", nil},
-		{"bad Sig", replace("Sig: cache.nixos.org-1:sn5s", "Sig: cache.nixos.org-1:sn5"), signature.ErrMalformed, "line 10: Sig", nil},
+		{"bad Sig", replace("Sig: cache.nixos.org-1:sn5s", "Sig: cache.nixos.org-1:sn5*"), signature.ErrMalformed, "line 10: Sig", nil},
+		{"Sig without data", replace("Sig: cache.nixos.org-1:sn5s/RrqEI+YG6/PjwdbPjcAC7rcta7sJU4mFOawGvJBLsWkyLtBrT2EuFt/LJjWkTZ+ZWOI9NTtjo/woMdvAg==", "Sig: cache.nixos.org-1:"), signature.ErrMalformed, "line 10: Sig", nil},
+		{"Sig without name", replace("Sig: cache.nixos.org-1:", "Sig: :"), signature.ErrMalformed, "line 10: Sig", nil},
+		{"short Sig kept", replace("Sig: hydra.other.net-1:JXQ3Z/PXf0EZSFkFioa4FbyYpbbTbHlFBtZf4VqU0tuMTWzhMD7p9Q7acJjLn3jofOtilAAwRILKIfVuyrbjAA==", "Sig: hydra.other.net-1:JXQ3Z/PXf0EZSFkF"), nil, "",
+			func(n *NarInfo) bool { return len(n.Sigs) == 2 && len(n.Sigs[1].Bytes()) == 12 }},
+		{"unpadded SRI NarHash", replace(nh, strings.TrimRight(h.SRI(), "=")), nil, "", func(n *NarInfo) bool { return n.NarHash == h }},
+		{"CR inside a line", replace("URL: nar/", "URL: nar/\r"), ErrSyntax, "line 2: syntax error: carriage return", nil},
+		{"newline in store dir", strings.ReplaceAll(netTools, "/nix/store/", "/nix/store\nSig: x:eA==\n/"), storepath.ErrInvalid, "line 1: StorePath", nil},
+		{"semicolon in store dir", strings.ReplaceAll(netTools, "/nix/store/", "/nix;store/"), storepath.ErrInvalid, "line 1: StorePath", nil},
 		{"bad CA", netTools + "CA: sha256:abc\n", ErrSyntax, "line 12: CA", nil},
 		{"duplicate URL", replace("Compression:", "URL: x\nCompression:"), ErrDuplicate, "line 3: URL: duplicate key", nil},
 		{"duplicate References", replace("Deriver:", "References: \nDeriver:"), ErrDuplicate, "line 9: References", nil},
@@ -216,7 +224,22 @@ func TestMarshalRules(t *testing.T) {
 		{"ref outside store", func(n *NarInfo) {
 			n.References = []storepath.Path{"/gnu/store/7gx4kiv5m0i7d7qkixq2cwzbr10lvxwc-glibc-2.27"}
 		}, "not a valid store path in /nix/store", true},
-		{"newline in URL", func(n *NarInfo) { n.URL = "a\nb" }, "line break", true},
+		{"newline in URL", func(n *NarInfo) { n.URL = "a\nb" }, "URL \"a\\nb\" contains a line break", true},
+		{"CR in Compression", func(n *NarInfo) { n.Compression = "xz\r" }, "Compression", true},
+		{"newline in System", func(n *NarInfo) { n.System = "x\nSig: y" }, "System", true},
+		{"newline in CA", func(n *NarInfo) { n.CA = "text:sha256:x\nSig: y" }, "CA", true},
+		{"newline in a Sig name", func(n *NarInfo) {
+			// A name holds any byte but ':', as in Nix; it cannot be written.
+			s, _ := signature.NewSignature("x\nforged line", n.Sigs[0].Bytes())
+			n.Sigs = append(n.Sigs, s)
+		}, "Sig key name", true},
+		{"newline in store dir", func(n *NarInfo) {
+			n.StorePath = storepath.Path("/nix/store\nSig: k:AAAA\n/" + n.StorePath.Base())
+		}, "StorePath", true},
+		{"semicolon in store dir", func(n *NarInfo) {
+			n.StorePath = storepath.Path("/nix;store/" + n.StorePath.Base())
+			n.References, n.Deriver = nil, ""
+		}, "StorePath", true},
 		{"no StorePath", func(n *NarInfo) { n.StorePath = "" }, "StorePath", true},
 	}
 	for _, tc := range tests {

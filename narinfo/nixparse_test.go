@@ -72,7 +72,15 @@ func TestNixJudgesParseRules(t *testing.T) {
 		{"missing final newline", strings.TrimSuffix(raw, "\n"), false},
 		{"trailing blank line", raw + "\n", false},
 		{"bad reference", sub("References: ", "References: !"), false},
+		{"unpadded SRI NarHash", sub(nh, strings.TrimRight(sha.SRI(), "=")), false},
+		{"SRI NarHash with text after =", sub(nh, sha.SRI()+"= trailer"), false},
+		{"short Sig by another key", raw + "Sig: other-1:" + strings.Repeat("AbCd", 20) + "\n", false},
+		{"Sig with a space in its name", raw + "Sig: a b:" + strings.Repeat("AbCd", 20) + "\n", false},
 		{"duplicate URL", sub("Compression:", "URL: x\nCompression:"), true},
+		// Nix 2.8 keeps Sig values as strings; newer Nix's Signature::parse
+		// refuses empty data, as we do.
+		{"Sig without data", raw + "Sig: other-1:\n", true},
+		{"CR inside a line", sub("Compression:", "System: x\ry\nCompression:"), true},
 		{"no space after colon", sub("NarSize: ", "NarSize:_"), true},
 	}
 	for _, tc := range tests {

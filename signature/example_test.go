@@ -28,5 +28,5 @@ func Example() {
 	// test1:<redacted>
 	// test1:tLAEn+EeaBUJYqEpTd2yeerr7Ic6+0vWe+aXL/vYUpE=
 	// <nil>
-	// signature: signed by "test1", trusted keys are "cache.nixos.org-1": no signature by a trusted key
+	// signature: no signature by a trusted key: signed by "test1", trusted keys are "cache.nixos.org-1"
 }

@@ -28,7 +28,7 @@ func LoadSecretKeyFile(path string) (SecretKey, error) {
 	defer clear(b)
 	k, err := ParseSecretKey(string(b))
 	if err != nil {
-		return SecretKey{}, fmt.Errorf("signature: secret key file %s: %w", path, err)
+		return SecretKey{}, fmt.Errorf("secret key file %s: %w", path, err)
 	}
 	return k, nil
 }
@@ -42,7 +42,7 @@ func LoadPublicKeyFile(path string) (PublicKey, error) {
 	}
 	k, err := ParsePublicKey(strings.TrimRight(string(b), "\n\r \t"))
 	if err != nil {
-		return PublicKey{}, fmt.Errorf("signature: public key file %s: %w", path, err)
+		return PublicKey{}, fmt.Errorf("public key file %s: %w", path, err)
 	}
 	return k, nil
 }
@@ -58,7 +58,7 @@ func CheckKeyFileMode(path string) error {
 		return fmt.Errorf("signature: check key file mode: %w", err)
 	}
 	if m := fi.Mode().Perm(); m&0o077 != 0 {
-		return fmt.Errorf("signature: %s has mode %#o: %w", path, m, ErrInsecureKeyFile)
+		return fmt.Errorf("%w: %s has mode %#o", ErrInsecureKeyFile, path, m)
 	}
 	return nil
 }
@@ -69,7 +69,7 @@ func CheckKeyFileMode(path string) error {
 // an existing file (the error wraps [fs.ErrExist]).
 func WriteSecretKeyFile(path string, sk SecretKey) error {
 	if sk.IsZero() {
-		return fmt.Errorf("signature: write secret key file %s: zero key: %w", path, ErrMalformed)
+		return fmt.Errorf("%w: write secret key file %s: zero key", ErrMalformed, path)
 	}
 	secret := []byte(sk.Secret())
 	defer clear(secret)
@@ -82,7 +82,7 @@ func WriteSecretKeyFile(path string, sk SecretKey) error {
 // file (the error wraps [fs.ErrExist]).
 func WritePublicKeyFile(path string, pk PublicKey) error {
 	if pk.IsZero() {
-		return fmt.Errorf("signature: write public key file %s: zero key: %w", path, ErrMalformed)
+		return fmt.Errorf("%w: write public key file %s: zero key", ErrMalformed, path)
 	}
 	return writeNew(path, []byte(pk.String()), PublicKeyFileMode)
 }

@@ -130,17 +130,22 @@ func TestParseErrors(t *testing.T) {
 		{"pub", "test1:tLAEn+EeaBUJYqEpTd2yeerr7Ic6+0vWe+aXL/vYUp", false, "is 31 bytes"},
 		{"pub", "test1:" + strings.Repeat("A", 44), false, "is 33 bytes"},
 		{"pub", "test1:", false, "is 0 bytes"},
-		{"pub", "test1:tLAEn+EeaBUJYqEpTd2yeerr7Ic6+0vWe+aXL/vYUpE=\n", false, "bad base64"},
+		{"pub", "test1:tLAEn+EeaBUJYqEpTd2yeerr7Ic6+0vWe+aXL/vYUpE=\n", true, ""}, // Nix stops at '='
+		{"pub", "test1:tLAEn+EeaBUJYqEpTd2yeerr7Ic6+0vWe+aXL/vYUpE*", false, "invalid base64"},
 		{"sec", test1Secret, true, ""},
 		{"sec", test1Secret + "\n", true, ""}, // key file with trailing newline
 		{"sec", "s:" + seed, true, ""},        // 32-byte seed
 		{"sec", "test1:" + strings.Repeat("A", 86) + "==", false, "public half does not match"},
 		{"sec", "test1:" + strings.Repeat("A", 20), false, "is 15 bytes"},
-		{"sec", "test1:!!!!", false, "bad base64"},
+		{"sec", "test1:!!!!", false, "invalid base64"},
 		{"sig", curlTest1Sig, true, ""},
-		{"sig", "test1:" + seed, false, "is 32 bytes"},
+		{"sig", "test1:" + seed, true, ""}, // Nix checks the length only when verifying
+		{"sig", "te\x00st:" + curlTest1Sig[6:], true, ""},
 		{"sig", "test1", false, "no ':'"},
-		{"sig", "te\x00st:" + curlTest1Sig[6:], false, "contains"},
+		{"sig", "test1:", false, "empty"},
+		{"sig", "test1:==", false, "empty"},
+		{"sig", ":" + curlTest1Sig[6:], false, "empty key name"},
+		{"sig", "test1:" + curlTest1Sig[6:20] + "!", false, "invalid base64"},
 	}
 	for _, tc := range tests {
 		var err error
@@ -165,6 +170,183 @@ func TestParseErrors(t *testing.T) {
 		}
 		if tc.what == "sec" && err != nil && strings.Contains(err.Error(), tc.in[strings.IndexByte(tc.in, ':')+1:]) && len(tc.in) > 10 {
 			t.Errorf("error %q leaks the secret", err)
+		}
+	}
+}
+
+// TestParseSignatureLikeNix pins Nix's Signature::parse (libutil
+// signature/local-keys.cc): a non-empty name of any bytes but ':' and
+// non-empty data in Nix's base64. The length is not checked here.
+func TestParseSignatureLikeNix(t *testing.T) {
+	good := mustSig(t, curlTest1Sig)
+	b64 := curlTest1Sig[len("test1:"):]
+	for _, tc := range []struct {
+		in, name string
+		n        int
+	}{
+		{"test1:" + strings.TrimRight(b64, "="), "test1", 64},          // unpadded
+		{"test1:" + b64 + "= and then some", "test1", 64},              // after '=' ignored
+		{"test1:" + b64[:40] + "\n" + b64[40:], "test1", 64},           // newline skipped
+		{"test1:" + b64[:80], "test1", 60},                             // short
+		{"test1:" + b64 + b64[:4] + "=", "test1", 64},                  // "==" ends it first
+		{"test1:" + strings.TrimRight(b64, "=") + "AAAA", "test1", 67}, // long
+		{"a b:" + b64, "a b", 64},
+		{"a\nb:" + b64, "a\nb", 64},
+		{"\x00:" + b64, "\x00", 64},
+	} {
+		s, err := ParseSignature(tc.in)
+		if err != nil {
+			t.Errorf("ParseSignature(%q): %v", tc.in, err)
+			continue
+		}
+		if s.Name() != tc.name || len(s.Bytes()) != tc.n {
+			t.Errorf("ParseSignature(%q) = name %q, %d bytes; want %q, %d", tc.in, s.Name(), len(s.Bytes()), tc.name, tc.n)
+		}
+		if tc.n == 64 && string(s.Bytes()) != string(good.Bytes()) {
+			t.Errorf("ParseSignature(%q) bytes differ from the canonical form's", tc.in)
+		}
+		// String is canonical and reads back to the same value.
+		if s2, err := ParseSignature(s.String()); err != nil || s2 != s {
+			t.Errorf("round trip of %q via %q: %v", tc.in, s.String(), err)
+		}
+	}
+}
+
+// TestVerifyMalformedSignature: the length of a signature matters only when
+// its name is trusted (Nix's verifyDetached looks the name up first).
+func TestVerifyMalformedSignature(t *testing.T) {
+	test1 := mustPub(t, test1Public)
+	good := mustSig(t, curlTest1Sig)
+	short := mustSig(t, "test1:"+curlTest1Sig[6:86])
+	otherShort := mustSig(t, "other:"+curlTest1Sig[6:86])
+	if err := Verify(curlFP, []Signature{otherShort, good}, []PublicKey{test1}); err != nil {
+		t.Errorf("good signature beside another key's short one: %v", err)
+	}
+	if err := Verify(curlFP, []Signature{short, good}, []PublicKey{test1}); err != nil {
+		t.Errorf("good signature beside a short one of the same key: %v", err)
+	}
+	err := Verify(curlFP, []Signature{short}, []PublicKey{test1})
+	if !errors.Is(err, ErrInvalidSignature) || !strings.Contains(err.Error(), "60 bytes") {
+		t.Errorf("short trusted signature: %v, want ErrInvalidSignature naming its length", err)
+	}
+	if err := Verify(curlFP, []Signature{otherShort}, []PublicKey{test1}); !errors.Is(err, ErrUntrusted) {
+		t.Errorf("short untrusted signature: %v, want ErrUntrusted", err)
+	}
+	if err := test1.Verify(curlFP, short); !errors.Is(err, ErrInvalidSignature) {
+		t.Errorf("PublicKey.Verify(short) = %v", err)
+	}
+}
+
+// countChecks replaces the ed25519 check with a counting one for the test.
+func countChecks(t *testing.T) *int {
+	n := new(int)
+	orig := ed25519Verify
+	ed25519Verify = func(pub ed25519.PublicKey, msg, sig []byte) bool {
+		*n++
+		return orig(pub, msg, sig)
+	}
+	t.Cleanup(func() { ed25519Verify = orig })
+	return n
+}
+
+// TestVerifyBounded is the regression test for many Sig lines naming a
+// trusted key (issue 8.6): each used to cost an ed25519 check. Repeated
+// signatures are now checked once and at most MaxChecksPerKey distinct ones
+// per key.
+func TestVerifyBounded(t *testing.T) {
+	test1 := mustPub(t, test1Public)
+	good := mustSig(t, curlTest1Sig)
+	flip := func(i int) Signature {
+		b := good.Bytes()
+		b[0] ^= byte(i)
+		b[1] ^= byte(i >> 8)
+		s, _ := NewSignature("test1", b)
+		return s
+	}
+	bad := flip(1)
+	var same []Signature
+	for range 10000 {
+		same = append(same, bad)
+	}
+	n := countChecks(t)
+	if err := Verify(curlFP, same, []PublicKey{test1}); !errors.Is(err, ErrInvalidSignature) {
+		t.Fatalf("Verify(10000 copies of a bad signature) = %v", err)
+	}
+	if *n != 1 {
+		t.Errorf("10000 identical signatures cost %d checks, want 1", *n)
+	}
+	// A good signature after the repeats is still found.
+	*n = 0
+	if err := Verify(curlFP, append(same, good), []PublicKey{test1}); err != nil || *n != 2 {
+		t.Errorf("good after repeats: %v after %d checks, want nil after 2", err, *n)
+	}
+	var distinct []Signature
+	for i := 1; i <= 10000; i++ {
+		distinct = append(distinct, flip(i))
+	}
+	*n = 0
+	err := Verify(curlFP, append(distinct, good), []PublicKey{test1})
+	if !errors.Is(err, ErrInvalidSignature) || !strings.Contains(err.Error(), "first 16") {
+		t.Errorf("Verify(10000 distinct bad, then good) = %v, want the capped ErrInvalidSignature", err)
+	}
+	if *n != MaxChecksPerKey {
+		t.Errorf("10000 distinct signatures cost %d checks, want %d", *n, MaxChecksPerKey)
+	}
+	// Within the bound, a good signature is found wherever it is.
+	*n = 0
+	if err := Verify(curlFP, append(distinct[:MaxChecksPerKey-1], good), []PublicKey{test1}); err != nil {
+		t.Errorf("good signature as check %d: %v", MaxChecksPerKey, err)
+	}
+	// The untrusted error lists each name once, and a bounded number.
+	var names []Signature
+	for i := range 1000 {
+		s, _ := NewSignature(fmt.Sprintf("k%d", i%100), good.Bytes())
+		names = append(names, s)
+	}
+	err = Verify(curlFP, names, []PublicKey{test1})
+	if !errors.Is(err, ErrUntrusted) || len(err.Error()) > 300 || !strings.Contains(err.Error(), "and 92 more") {
+		t.Errorf("untrusted error = %q", err)
+	}
+}
+
+func TestNewSecretKeyChecksPublicHalf(t *testing.T) {
+	sk, err := ParseSecretKey(test1Secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := append([]byte(nil), sk.priv[:]...)
+	if k, err := NewSecretKey("test1", raw); err != nil || k != sk {
+		t.Fatalf("NewSecretKey(valid) = %v, %v", k, err)
+	}
+	raw[40] ^= 1 // public half no longer matches the seed
+	if _, err := NewSecretKey("test1", raw); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "does not match") {
+		t.Errorf("NewSecretKey(mismatched public half) = %v, want ErrMalformed", err)
+	}
+}
+
+// TestSecretKeyErrorsQuoteNoKey: whatever is wrong with a secret key, the
+// error quotes no part of it but a valid key name.
+func TestSecretKeyErrorsQuoteNoKey(t *testing.T) {
+	b64 := test1Secret[len("test1:"):]
+	for _, in := range []string{
+		b64,                 // no name
+		"test1:" + b64[:60], // truncated
+		"test1:" + b64[:50] + "*" + b64[51:],
+		b64[:30] + " " + b64[30:60] + ":" + b64,   // key material as name
+		"test1:" + strings.Repeat("A", 86) + "==", // public half mismatch
+	} {
+		_, err := ParseSecretKey(in)
+		if err == nil {
+			t.Fatalf("ParseSecretKey(%q) succeeded", in)
+		}
+		for i := 0; i+8 <= len(b64); i++ {
+			if strings.Contains(err.Error(), b64[i:i+8]) {
+				t.Errorf("error %q quotes key material", err)
+				break
+			}
+		}
+		if n := strings.Count(err.Error(), "signature:"); n != 1 {
+			t.Errorf("error %q has %d package prefixes", err, n)
 		}
 	}
 }
@@ -267,6 +449,26 @@ func BenchmarkVerify(b *testing.B) {
 	for b.Loop() {
 		if err := Verify(curlFP, sigs, trusted); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkVerifyManySigs verifies a signature set like a 1.6 MB narinfo's
+// of Sig lines naming a trusted key: before the bound each cost a check.
+func BenchmarkVerifyManySigs(b *testing.B) {
+	trusted := []PublicKey{mustPub(b, test1Public)}
+	good := mustSig(b, curlTest1Sig)
+	var sigs []Signature
+	for i := range 14000 {
+		raw := good.Bytes()
+		raw[0], raw[1] = byte(i), byte(i>>8)|0x80 // never the good one
+		s, _ := NewSignature("test1", raw)
+		sigs = append(sigs, s)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := Verify(curlFP, sigs, trusted); err == nil {
+			b.Fatal("verified")
 		}
 	}
 }

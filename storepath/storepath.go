@@ -26,22 +26,64 @@ const MaxNameLen = 211
 var ErrInvalid = errors.New("invalid store path")
 
 // Dir is a store directory, an absolute, clean path such as /nix/store.
+// See [ValidateDir] for the rule.
 type Dir string
 
 // DefaultDir is Nix's default store directory.
 const DefaultDir Dir = "/nix/store"
 
 // DirFromEnv returns the store directory Nix would use: $NIX_STORE_DIR,
-// cleaned, when it is set to an absolute path, else DefaultDir.
+// cleaned, when it is set to a valid store directory (see [ValidateDir]),
+// else DefaultDir.
 func DirFromEnv() Dir {
 	if d := os.Getenv("NIX_STORE_DIR"); d != "" && path.IsAbs(d) {
-		return Dir(path.Clean(d))
+		if c := path.Clean(d); checkDir(c) == nil {
+			return Dir(c)
+		}
 	}
 	return DefaultDir
 }
 
 // String returns the directory as a string.
 func (d Dir) String() string { return string(d) }
+
+// ValidateDir checks a store directory: an absolute, clean path (Nix keeps
+// its store directory canonical, and a binary cache's nix-cache-info
+// StoreDir must equal it), other than "/", without white space, control
+// characters, ';' or ','. Nix itself never has such bytes in its store
+// directory in practice; we refuse them because a store path is written on
+// one narinfo line and in the ';'- and ','-separated fingerprint that is
+// signed, where they would let a value forge lines or fields.
+func ValidateDir(d string) error {
+	if err := checkDir(d); err != nil {
+		return fmt.Errorf("storepath: store directory %q: %w", d, err)
+	}
+	return nil
+}
+
+// Validate checks d with [ValidateDir].
+func (d Dir) Validate() error { return ValidateDir(string(d)) }
+
+func checkDir(d string) error {
+	if !path.IsAbs(d) {
+		return fmt.Errorf("%w: store directory is not absolute", ErrInvalid)
+	}
+	if d == "/" {
+		return fmt.Errorf("%w: store directory is /", ErrInvalid)
+	}
+	for i := 0; i < len(d); i++ {
+		switch c := d[i]; {
+		case c <= ' ' || c == 0x7f:
+			return fmt.Errorf("%w: store directory has control character or space %q at offset %d", ErrInvalid, c, i)
+		case c == ';' || c == ',':
+			return fmt.Errorf("%w: store directory has %q at offset %d", ErrInvalid, c, i)
+		}
+	}
+	if path.Clean(d) != d {
+		return fmt.Errorf("%w: store directory is not a clean path", ErrInvalid)
+	}
+	return nil
+}
 
 // Parse parses abs, which must be a store path directly inside d.
 func (d Dir) Parse(abs string) (Path, error) {
@@ -55,8 +97,11 @@ func (d Dir) Parse(abs string) (Path, error) {
 	return p, nil
 }
 
-// FromBase returns the store path d/base after validating base.
+// FromBase returns the store path d/base after validating d and base.
 func (d Dir) FromBase(base string) (Path, error) {
+	if err := d.Validate(); err != nil {
+		return "", err
+	}
 	if err := ValidateBase(base); err != nil {
 		return "", err
 	}
@@ -70,7 +115,8 @@ func (d Dir) FromBase(base string) (Path, error) {
 type Path string
 
 // Parse parses an absolute store path. The parent directory is taken as the
-// store directory, whatever it is; use Dir.Parse to insist on one.
+// store directory if it is a valid one (see [ValidateDir]); use Dir.Parse to
+// insist on one.
 func Parse(abs string) (Path, error) {
 	if !path.IsAbs(abs) {
 		return "", fmt.Errorf("storepath: %q: %w: not an absolute path", abs, ErrInvalid)
@@ -81,6 +127,9 @@ func Parse(abs string) (Path, error) {
 	dir, base := path.Split(abs)
 	if dir == "/" {
 		return "", fmt.Errorf("storepath: %q: %w: no store directory", abs, ErrInvalid)
+	}
+	if err := checkDir(dir[:len(dir)-1]); err != nil {
+		return "", fmt.Errorf("storepath: %q: %w", abs, err)
 	}
 	if err := checkBase(base); err != nil {
 		return "", fmt.Errorf("storepath: %q: %w", abs, err)

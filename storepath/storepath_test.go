@@ -135,3 +135,54 @@ func BenchmarkParse(b *testing.B) {
 		}
 	}
 }
+
+// TestStoreDirRule is the regression test for a store directory carrying a
+// line break or ';' (issue 8.8): Parse took any parent directory, and a
+// narinfo written from such a path held forged lines.
+func TestStoreDirRule(t *testing.T) {
+	base := "00bgd045z0d4icpbc2yyz4gx48ak44la-net-tools"
+	for _, dir := range []string{"/nix/store", "/gnu/store", "/a", "/home/u/.nix/store", "/nix/store-2.8", "/x:y"} {
+		if err := ValidateDir(dir); err != nil {
+			t.Errorf("ValidateDir(%q) = %v", dir, err)
+		}
+		if p, err := Parse(dir + "/" + base); err != nil || p.Dir() != Dir(dir) {
+			t.Errorf("Parse(%q) = %v, %v", dir+"/"+base, p, err)
+		}
+		if _, err := Dir(dir).FromBase(base); err != nil {
+			t.Errorf("FromBase in %q: %v", dir, err)
+		}
+	}
+	for _, dir := range []string{
+		"/nix/store\nSig: k:AAAA\n",
+		"/nix/store\r",
+		"/nix;store",
+		"/nix,store",
+		"/nix store",
+		"/nix\tstore",
+		"/nix/\x00store",
+		"/nix/\x7fstore",
+		"nix/store",
+		"",
+		"/",
+		"/nix/store/",
+		"/nix//store",
+		"/nix/./store",
+	} {
+		if err := ValidateDir(dir); !errors.Is(err, ErrInvalid) {
+			t.Errorf("ValidateDir(%q) = %v, want ErrInvalid", dir, err)
+		}
+		if _, err := Dir(dir).FromBase(base); !errors.Is(err, ErrInvalid) {
+			t.Errorf("FromBase in %q = %v, want ErrInvalid", dir, err)
+		}
+		if dir == "" || dir == "/" || dir[len(dir)-1] == '/' {
+			continue
+		}
+		if _, err := Parse(dir + "/" + base); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Parse(%q) = %v, want ErrInvalid", dir+"/"+base, err)
+		}
+	}
+	t.Setenv("NIX_STORE_DIR", "/x;y")
+	if d := DirFromEnv(); d != DefaultDir {
+		t.Errorf("DirFromEnv with an invalid NIX_STORE_DIR = %q", d)
+	}
+}

@@ -6,7 +6,8 @@
 //	sha256:<base64>    standard padded base64
 //	sha256-<base64>    SRI, as printed by newer Nix commands
 //
-// Like Nix's Hash::parseAny, the parser tells the encoding apart by length.
+// Like Nix's Hash::parseAny, the parser tells the encoding apart by length,
+// and reads base64 as leniently as Nix does (see [Parse]).
 package nixhash
 
 import (
@@ -21,6 +22,7 @@ import (
 	"hash"
 	"strings"
 
+	"github.com/nixcache/nixcache/internal/nixbase64"
 	"github.com/nixcache/nixcache/storepath/nixbase32"
 )
 
@@ -35,20 +37,29 @@ const (
 	SHA512
 )
 
-// ErrInvalid is wrapped by every parse error of this package.
-var ErrInvalid = errors.New("invalid hash")
+// ErrInvalid is wrapped by every parse error of this package; like
+// archive/tar's sentinels it carries the package prefix, so errors read
+// "nixhash: invalid hash "…": what is wrong".
+var ErrInvalid = errors.New("nixhash: invalid hash")
 
 var algoNames = [...]string{MD5: "md5", SHA1: "sha1", SHA256: "sha256", SHA512: "sha512"}
 var algoSizes = [...]int{MD5: md5.Size, SHA1: sha1.Size, SHA256: sha256.Size, SHA512: sha512.Size}
 
 // ParseAlgorithm parses an algorithm name as Nix writes it ("sha256").
 func ParseAlgorithm(s string) (Algorithm, error) {
+	if a := lookupAlgorithm(s); a != 0 {
+		return a, nil
+	}
+	return 0, fmt.Errorf("%w: unknown algorithm %q", ErrInvalid, s)
+}
+
+func lookupAlgorithm(name string) Algorithm {
 	for a := MD5; a <= SHA512; a++ {
-		if algoNames[a] == s {
-			return a, nil
+		if algoNames[a] == name {
+			return a
 		}
 	}
-	return 0, fmt.Errorf("nixhash: %w: unknown algorithm %q", ErrInvalid, s)
+	return 0
 }
 
 // IsValid reports whether a is one of the known algorithms.
@@ -97,10 +108,10 @@ type Hash struct {
 // must be a.Size().
 func New(a Algorithm, digest []byte) (Hash, error) {
 	if !a.IsValid() {
-		return Hash{}, fmt.Errorf("nixhash: %w: unknown algorithm", ErrInvalid)
+		return Hash{}, fmt.Errorf("%w: unknown algorithm", ErrInvalid)
 	}
 	if len(digest) != a.Size() {
-		return Hash{}, fmt.Errorf("nixhash: %w: %s digest has %d bytes, want %d", ErrInvalid, a, len(digest), a.Size())
+		return Hash{}, fmt.Errorf("%w: %s digest has %d bytes, want %d", ErrInvalid, a, len(digest), a.Size())
 	}
 	h := Hash{algo: a}
 	copy(h.digest[:], digest)
@@ -118,37 +129,52 @@ func Sum(a Algorithm, data []byte) Hash {
 
 // Parse parses "algo:digest", where the digest is nix32, base16 or base64
 // (told apart by length, as Nix does), or an SRI string "algo-base64".
+//
+// Base64 is decoded as Nix's base64::decode does: up to the first '=' (what
+// follows is ignored), no padding needed, leftover bits dropped; only the
+// decoded length must match the algorithm. An SRI digest may therefore have
+// any length that decodes to the digest size; a base64 digest after
+// "algo:" must have the padded length ([base64.Encoding.EncodedLen]), which
+// is how Nix tells it from base16 and nix32.
 func Parse(s string) (Hash, error) {
 	if i := strings.IndexByte(s, ':'); i >= 0 {
-		a, err := ParseAlgorithm(s[:i])
+		a, err := parseAlgorithm(s[:i], s)
 		if err != nil {
-			return Hash{}, fmt.Errorf("nixhash: parse %q: %w", s, err)
+			return Hash{}, err
 		}
 		return parseDigest(a, s[i+1:], s)
 	}
 	if i := strings.IndexByte(s, '-'); i >= 0 {
-		a, err := ParseAlgorithm(s[:i])
+		a, err := parseAlgorithm(s[:i], s)
 		if err != nil {
-			return Hash{}, fmt.Errorf("nixhash: parse %q: %w", s, err)
+			return Hash{}, err
 		}
-		return parseSRI(a, s[i+1:], s)
+		return parseBase64(a, s[i+1:], s, "SRI")
 	}
-	return Hash{}, fmt.Errorf("nixhash: parse %q: %w: missing algorithm prefix", s, ErrInvalid)
+	return Hash{}, fmt.Errorf("%w %q: missing algorithm prefix", ErrInvalid, s)
+}
+
+func parseAlgorithm(name, whole string) (Algorithm, error) {
+	if a := lookupAlgorithm(name); a != 0 {
+		return a, nil
+	}
+	return 0, fmt.Errorf("%w %q: unknown algorithm %q", ErrInvalid, whole, name)
 }
 
 // ParseAs parses a hash of algorithm a: like Parse (the prefix must then
-// name a), or a bare digest in nix32, base16 or base64.
+// name a), or a bare digest in nix32, base16 or base64, as Nix's
+// Hash::parseAny with a known algorithm.
 func ParseAs(a Algorithm, s string) (Hash, error) {
 	if !a.IsValid() {
-		return Hash{}, fmt.Errorf("nixhash: %w: unknown algorithm", ErrInvalid)
+		return Hash{}, fmt.Errorf("%w: unknown algorithm", ErrInvalid)
 	}
-	if strings.ContainsAny(s, ":") || strings.HasPrefix(s, a.String()+"-") {
+	if strings.ContainsAny(s, ":-") {
 		h, err := Parse(s)
 		if err != nil {
 			return Hash{}, err
 		}
 		if h.algo != a {
-			return Hash{}, fmt.Errorf("nixhash: parse %q: %w: algorithm is %s, want %s", s, ErrInvalid, h.algo, a)
+			return Hash{}, fmt.Errorf("%w %q: algorithm is %s, want %s", ErrInvalid, s, h.algo, a)
 		}
 		return h, nil
 	}
@@ -161,30 +187,33 @@ func parseDigest(a Algorithm, d, whole string) (Hash, error) {
 	switch len(d) {
 	case hex.EncodedLen(size):
 		if _, err := hex.Decode(h.digest[:size], []byte(d)); err != nil {
-			return Hash{}, fmt.Errorf("nixhash: parse %q: %w: bad base16: %v", whole, ErrInvalid, err)
+			return Hash{}, fmt.Errorf("%w %q: bad base16: %w", ErrInvalid, whole, err)
 		}
 	case nixbase32.EncodedLen(size):
 		if _, err := nixbase32.Decode(h.digest[:size], []byte(d)); err != nil {
-			return Hash{}, fmt.Errorf("nixhash: parse %q: %w: %v", whole, ErrInvalid, err)
+			return Hash{}, fmt.Errorf("%w %q: %w", ErrInvalid, whole, err)
 		}
 	case base64.StdEncoding.EncodedLen(size):
-		return parseSRI(a, d, whole)
+		return parseBase64(a, d, whole, "base64")
 	default:
-		return Hash{}, fmt.Errorf("nixhash: parse %q: %w: %d characters is not a %s digest in base16, nix32 or base64", whole, ErrInvalid, len(d), a)
+		return Hash{}, fmt.Errorf("%w %q: %d characters is not a %s digest in base16, nix32 or base64", ErrInvalid, whole, len(d), a)
 	}
 	return h, nil
 }
 
-func parseSRI(a Algorithm, d, whole string) (Hash, error) {
+// parseBase64 decodes d by Nix's base64 rules and checks only the decoded
+// length (hash.cc: "invalid SRI hash" / "invalid base-64 hash").
+func parseBase64(a Algorithm, d, whole, form string) (Hash, error) {
+	var buf [sha512.Size + 3]byte
+	b, err := nixbase64.AppendDecode(buf[:0], d)
+	if err != nil {
+		return Hash{}, fmt.Errorf("%w %q: %s: %w", ErrInvalid, whole, form, err)
+	}
+	if len(b) != a.Size() {
+		return Hash{}, fmt.Errorf("%w %q: %s digest decodes to %d bytes, %s needs %d", ErrInvalid, whole, form, len(b), a, a.Size())
+	}
 	h := Hash{algo: a}
-	size := a.Size()
-	if len(d) != base64.StdEncoding.EncodedLen(size) {
-		return Hash{}, fmt.Errorf("nixhash: parse %q: %w: base64 %s digest must have %d characters", whole, ErrInvalid, a, base64.StdEncoding.EncodedLen(size))
-	}
-	n, err := base64.StdEncoding.Strict().Decode(h.digest[:], []byte(d))
-	if err != nil || n != size {
-		return Hash{}, fmt.Errorf("nixhash: parse %q: %w: bad base64", whole, ErrInvalid)
-	}
+	copy(h.digest[:], b)
 	return h, nil
 }
 

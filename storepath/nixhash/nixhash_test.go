@@ -84,6 +84,80 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+// TestParseBase64LikeNix pins Nix's reading of base64 digests (hash.cc
+// Hash::Hash via base64::decode): the SRI digest is read up to the first
+// '=', needs no padding, may carry anything after the '=', and may end in
+// non-zero leftover bits; only the decoded length counts. A base64 digest
+// after "algo:" or bare must have the padded length, which is how Nix tells
+// it from base16 and nix32, but is decoded just as leniently.
+func TestParseBase64LikeNix(t *testing.T) {
+	for _, a := range []Algorithm{MD5, SHA1, SHA256, SHA512} {
+		want := Sum(a, []byte("nix"))
+		b64 := want.RawBase64()
+		bare := strings.TrimRight(b64, "=")
+		for _, s := range []string{
+			a.String() + "-" + b64,
+			a.String() + "-" + bare,                         // no padding
+			a.String() + "-" + bare + "=",                   // too little padding (sha512 needs "==")
+			a.String() + "-" + bare + "====",                // too much padding
+			a.String() + "-" + b64 + " trailer",             // ignored after '='
+			a.String() + "-" + bare[:10] + "\n" + bare[10:], // newline skipped
+		} {
+			if h, err := Parse(s); err != nil || h != want {
+				t.Errorf("Parse(%q) = %v, %v; want %v", s, h, err, want)
+			}
+			if h, err := ParseAs(a, s); err != nil || h != want {
+				t.Errorf("ParseAs(%s, %q) = %v, %v; want %v", a, s, h, err, want)
+			}
+		}
+		// One character short decodes to one byte too few.
+		if _, err := Parse(a.String() + "-" + bare[:len(bare)-2]); !errors.Is(err, ErrInvalid) {
+			t.Errorf("short SRI %s accepted: %v", a, err)
+		}
+		// Past the '=' a whole second digest is ignored, so an extra
+		// group before it makes the digest too long.
+		if _, err := Parse(a.String() + "-" + bare + "AAAA"); !errors.Is(err, ErrInvalid) {
+			t.Errorf("long SRI %s accepted: %v", a, err)
+		}
+	}
+	// Non-zero leftover bits: the last character of a padded sha256 digest
+	// carries 2 bits that a strict decoder requires to be 0. Nix drops them.
+	h := Sum(SHA256, []byte("x"))
+	b64 := []byte(h.RawBase64()) // 43 digits and "="
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	b64[42] = alphabet[strings.IndexByte(alphabet, b64[42])|3]
+	for _, s := range []string{"sha256-" + string(b64), "sha256:" + string(b64)} {
+		if got, err := Parse(s); err != nil || got != h {
+			t.Errorf("Parse(%q) = %v, %v; want %v", s, got, err, h)
+		}
+	}
+	if got, err := ParseAs(SHA256, string(b64)); err != nil || got != h {
+		t.Errorf("ParseAs(bare %q) = %v, %v; want %v", b64, got, err, h)
+	}
+	// Unpadded base64 without the SRI form is told apart by length: 43
+	// characters is no sha256 digest form.
+	if _, err := Parse("sha256:" + string(b64[:43])); !errors.Is(err, ErrInvalid) {
+		t.Errorf("unpadded non-SRI base64 accepted: %v", err)
+	}
+	// A character outside the alphabet before the '=' is an error.
+	if _, err := Parse("sha256-" + strings.Repeat("A", 42) + "_="); !errors.Is(err, ErrInvalid) {
+		t.Errorf("bad character accepted: %v", err)
+	}
+}
+
+// TestErrorPrefixedOnce checks that an error names the package once.
+func TestErrorPrefixedOnce(t *testing.T) {
+	for _, s := range []string{"sha257:x", "sha256:x", "sha256-!!", "x", "sha1-" + strings.Repeat("A", 40)} {
+		_, err := Parse(s)
+		if err == nil {
+			t.Fatalf("Parse(%q) succeeded", s)
+		}
+		if n := strings.Count(err.Error(), "nixhash:"); n != 1 {
+			t.Errorf("Parse(%q) error %q has %d prefixes", s, err, n)
+		}
+	}
+}
+
 func TestZero(t *testing.T) {
 	var h Hash
 	if !h.IsZero() || h.String() != "" || len(h.Bytes()) != 0 {
