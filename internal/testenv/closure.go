@@ -149,16 +149,23 @@ func BuildClosure(t TB, spec ClosureSpec) Closure {
 	}
 	printed := strings.Fields(string(Nix(t, "nix-build", args...)))
 	c.Drv = strings.TrimSpace(string(Nix(t, "nix-store", "--query", "--deriver", printed[0])))
-	c.Outputs = map[string]string{}
-	// nix-store --query --outputs prints the outputs in the .drv's order,
-	// which is sorted by output name.
-	names := slices.Sorted(slices.Values(spec.Outputs))
+	// An output's path is named after the derivation, with "-NAME" added
+	// for outputs other than out.
+	top := fmt.Sprintf("%s-%d", spec.Name, spec.N-1)
 	outs := strings.Fields(string(Nix(t, "nix-store", "--query", "--outputs", c.Drv)))
-	if len(outs) != len(names) {
-		t.Fatalf("testenv: %s has outputs %v, want %v", c.Drv, outs, names)
+	c.Outputs = map[string]string{}
+	for _, p := range outs {
+		_, name, _ := strings.Cut(filepath.Base(p), "-")
+		if name == top {
+			c.Outputs["out"] = p
+		} else if o, ok := strings.CutPrefix(name, top+"-"); ok {
+			c.Outputs[o] = p
+		}
 	}
-	for i, name := range names {
-		c.Outputs[name] = outs[i]
+	for _, o := range spec.Outputs {
+		if c.Outputs[o] == "" || len(outs) != len(spec.Outputs) {
+			t.Fatalf("testenv: %s has outputs %v, want %v", c.Drv, outs, spec.Outputs)
+		}
 	}
 	c.Top = c.Outputs["out"]
 	c.Paths = strings.Fields(string(Nix(t, "nix-store", append([]string{"--query", "--requisites"}, outs...)...)))
@@ -167,7 +174,7 @@ func BuildClosure(t TB, spec ClosureSpec) Closure {
 	}
 	t.Cleanup(func() {
 		if spec.Root {
-			for _, name := range names {
+			for _, name := range spec.Outputs {
 				l := link
 				if name != "out" {
 					l += "-" + name
