@@ -9,14 +9,12 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"sync"
 	"time"
 
-	"github.com/nixcache/nixcache/cache/queue/queuedir"
 	"github.com/nixcache/nixcache/storepath"
 )
 
@@ -77,8 +75,13 @@ type DrainOptions struct {
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
 	// Exists reports whether a store path is still present (default: lstat).
-	// A queued path that is gone is dropped from the queue with a log line.
+	// After a failed push, a queued path that is gone is dropped from the
+	// queue with a log line, and the rest of its batch is retried at once.
 	Exists func(storepath.Path) bool
+	// OnStart, when set, is called once Run holds the queue's daemon lock
+	// and has cleaned the queue, before the first push: the place to log
+	// that the daemon started (a second daemon never gets there).
+	OnStart func()
 }
 
 func (o *DrainOptions) defaults() {
@@ -113,12 +116,6 @@ func (o *DrainOptions) defaults() {
 		}
 	}
 }
-
-// Stats are a Drainer's counters, also written to DIR/status.json.
-type Stats = queuedir.Stats
-
-// FailingPath describes a path in backoff.
-type FailingPath = queuedir.FailingPath
 
 type item struct {
 	path     storepath.Path
@@ -192,6 +189,9 @@ func (d *Drainer) Run(ctx context.Context) error {
 	d.mu.Lock()
 	d.stats = Stats{PID: os.Getpid(), Started: now}
 	d.mu.Unlock()
+	if d.opts.OnStart != nil {
+		d.opts.OnStart()
+	}
 
 	// In-flight pushes outlive ctx by at most ShutdownGrace.
 	pushCtx, cancelPush := context.WithCancel(context.WithoutCancel(ctx))
@@ -408,41 +408,62 @@ func (d *Drainer) finish(r result) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.stats.Failures++
-	var delay time.Duration
+	// Paths that are not valid in the store are dropped first: they can
+	// never be uploaded, and they may be what failed the batch.
+	kept := r.batch[:0:0]
 	for _, it := range r.batch {
 		it.inFlight = false
-		if !d.opts.Exists(it.path) {
-			d.log.Warn("dropping queued path: no longer in the store", "path", string(it.path))
-			if err := d.q.Done(it.path); err != nil {
-				d.log.Error("cannot remove queue entry", "path", string(it.path), "err", err)
-			}
-			delete(d.items, it.path.Base())
-			d.stats.Dropped++
+		if d.opts.Exists(it.path) {
+			kept = append(kept, it)
 			continue
 		}
-		if len(r.batch) > 1 && !whole {
-			// Isolate: retry each path of the batch alone, now.
+		d.log.Warn("dropping queued path: "+notInStoreReason(it.path), "path", string(it.path))
+		if err := d.q.Done(it.path); err != nil {
+			d.log.Error("cannot remove queue entry", "path", string(it.path), "err", err)
+		}
+		delete(d.items, it.path.Base())
+		d.stats.Dropped++
+	}
+	switch {
+	case len(kept) == 0:
+		return
+	case len(kept) < len(r.batch):
+		// The dropped paths explain the failure: the others are retried
+		// now, in a batch, without counting an attempt against them.
+		d.log.Warn("upload failed with paths not in the store; retrying the others", "paths", len(kept), "err", r.err)
+		return
+	case len(kept) > 1 && !whole:
+		// Isolate: retry each path of the batch alone, now.
+		for _, it := range kept {
 			it.solo = true
-			continue
 		}
+		d.log.Warn("batch upload failed; retrying its paths one by one", "paths", len(kept), "err", r.err)
+		return
+	}
+	// One delay for the whole batch keeps it together.
+	var delay time.Duration
+	for _, it := range kept {
 		it.attempts++
 		it.lastErr = r.err.Error()
 		if delay == 0 {
-			// One delay for the whole batch keeps it together.
 			delay = d.backoff(it.attempts)
 		}
 		it.next = now.Add(delay)
 	}
-	switch {
-	case len(r.batch) > 1 && !whole:
-		d.log.Warn("batch upload failed; retrying its paths one by one", "paths", len(r.batch), "err", r.err)
-	case delay > 0:
-		attrs := []any{"paths", len(r.batch), "retry_in", delay.Round(time.Millisecond), "err", r.err}
-		if len(r.batch) == 1 {
-			attrs = append(attrs, "path", string(r.batch[0].path), "attempt", r.batch[0].attempts)
-		}
-		d.log.Warn("upload failed; will retry", attrs...)
+	attrs := []any{"paths", len(kept), "retry_in", delay.Round(time.Millisecond), "err", r.err}
+	if len(kept) == 1 {
+		attrs = append(attrs, "path", string(kept[0].path), "attempt", kept[0].attempts)
 	}
+	d.log.Warn("upload failed; will retry", attrs...)
+}
+
+// notInStoreReason says why a path that Exists reported gone is dropped,
+// without claiming it was ever valid: an entry may have been made by hand.
+func notInStoreReason(p storepath.Path) string {
+	if _, err := os.Lstat(string(p)); err == nil {
+		return "not a valid store path (on disk, but not registered in the store database)"
+	}
+	return "not in the store (garbage-collected, or never built here)"
 }
 
 // backoff is MinBackoff*2^(attempt-1), capped at MaxBackoff, with jitter in
@@ -514,14 +535,6 @@ func (d *Drainer) WriteMetrics(w io.Writer) error {
 	return nil
 }
 
-// MetricsHandler serves WriteMetrics over HTTP (for a /metrics endpoint).
-func (d *Drainer) MetricsHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		_ = d.WriteMetrics(w)
-	})
-}
-
 // writeFileAtomic writes data to path through a temporary file and a rename.
 func writeFileAtomic(path string, data []byte) error {
 	dir := filepath.Dir(path)
@@ -530,10 +543,7 @@ func writeFileAtomic(path string, data []byte) error {
 		return err
 	}
 	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
+	_, err = f.Write(data) // mode 0600, from CreateTemp
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -180,6 +180,46 @@ func checkFileCacheInvariant(t *testing.T, dir string) int {
 	return len(infos)
 }
 
+// countCacheFiles counts the files in a file:// cache: narinfos, NARs and
+// temporaries.
+func countCacheFiles(dir string) int {
+	a, _ := filepath.Glob(filepath.Join(dir, "*.narinfo"))
+	b, _ := filepath.Glob(filepath.Join(dir, "nar", "*"))
+	c, _ := filepath.Glob(filepath.Join(dir, "nar", ".*"))
+	return len(a) + len(b) + len(c)
+}
+
+// waitFor polls cond every 10 ms until it holds, failing the test after
+// timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writing process and a reading test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 func hasNarinfo(dir, p string) bool {
 	hash := strings.SplitN(filepath.Base(p), "-", 2)[0]
 	_, err := os.Stat(filepath.Join(dir, hash+".narinfo"))
@@ -189,13 +229,18 @@ func hasNarinfo(dir, p string) bool {
 // runHook runs the hook binary directly with env, as Nix would.
 func runHook(t *testing.T, hook string, env []string) (code int, stderr string, took time.Duration) {
 	t.Helper()
-	cmd := exec.Command(hook)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, hook)
 	cmd.Env = append(cleanEnv(), env...)
 	var se bytes.Buffer
 	cmd.Stderr = &se
 	start := time.Now()
 	err := cmd.Run()
 	took = time.Since(start)
+	if ctx.Err() != nil {
+		t.Fatalf("the hook hung (killed after %v):\n%s", took, se.String())
+	}
 	if ee, ok := err.(*exec.ExitError); ok {
 		return ee.ExitCode(), se.String(), took
 	} else if err != nil {
@@ -294,12 +339,13 @@ func TestQueueModeS3Down(t *testing.T) {
 	env := append(cleanEnv(), s3.Env()...)
 	cmd := exec.Command(daemon, "--queue", qdir, "--to", s3.URL("hookcache", "compression=zstd"), "--secret-key", k.sec, "--exit-when-empty", "--max-backoff", "1s")
 	cmd.Env = env
-	var dlog bytes.Buffer
+	var dlog syncBuffer
 	cmd.Stdout, cmd.Stderr = &dlog, &dlog
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * time.Second)
+	// S3 comes back once the daemon has seen it fail.
+	waitFor(t, 30*time.Second, "the daemon to report the outage", func() bool { return strings.Contains(dlog.String(), "will retry") })
 	if err := s3.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -343,13 +389,23 @@ func TestDaemonKilledRepeatedly(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		// Kills land anywhere from startup to the middle of a batch's
-		// publication (a batch of 4 takes about 1.5 s here).
-		time.Sleep(time.Duration(rand.IntN(2000)+100) * time.Millisecond)
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		// Kill once the daemon has written 1 to 4 more files (NARs, their
+		// temporaries, narinfos): mid-batch, between a NAR and its narinfo.
+		before, more := countCacheFiles(cacheDir), 1+rand.IntN(4)
+		waitFor(t, 60*time.Second, "the daemon to write to the cache", func() bool {
+			select {
+			case <-exited:
+				return true
+			default:
+				return countCacheFiles(cacheDir) >= before+more
+			}
+		})
 		if cmd.Process.Signal(syscall.SIGKILL) == nil {
 			killed++
 		}
-		_ = cmd.Wait()
+		<-exited
 		checkFileCacheInvariant(t, cacheDir)
 	}
 	mid := checkFileCacheInvariant(t, cacheDir)
@@ -410,13 +466,10 @@ func TestConcurrentBuilds(t *testing.T) {
 	if len(all) != 24 {
 		t.Fatalf("%d outputs, want 24", len(all))
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if n, _ := os.ReadDir(filepath.Join(qdir, "entries")); len(n) == 0 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitFor(t, 60*time.Second, "the queue to drain", func() bool {
+		n, _ := os.ReadDir(filepath.Join(qdir, "entries"))
+		return len(n) == 0
+	})
 	cancel()
 	_ = dcmd.Wait()
 	for _, p := range all {
@@ -430,6 +483,9 @@ func TestConcurrentBuilds(t *testing.T) {
 	}
 }
 
+// secretValue stands for a credential in a config file: no message may show it.
+const secretValue = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
+
 // Bad configuration: sync mode fails loudly (and nix-build reports the
 // hook's message); queue mode logs and exits 0.
 func TestBadConfiguration(t *testing.T) {
@@ -442,6 +498,12 @@ func TestBadConfiguration(t *testing.T) {
 	_ = os.WriteFile(notDir, nil, 0o644)
 	badConf := filepath.Join(tmp, "hook.conf")
 	_ = os.WriteFile(badConf, []byte("NIXCACHE_TO=file:///x\nNIXCACHE_SECRET_KEYFILE=/k\n"), 0o644)
+	fifo := filepath.Join(tmp, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	queueConf := filepath.Join(tmp, "queue.conf")
+	_ = os.WriteFile(queueConf, []byte("AWS_SECRET_ACCESS_KEY: "+secretValue+"\nAWS-REGION=x\nNIXCACHE_SECRET_KEYFILE=/k\nNIXCACHE_QUEUE="+tmp+"/q3\n"), 0o600)
 	tests := []struct {
 		name     string
 		env      []string
@@ -450,8 +512,10 @@ func TestBadConfiguration(t *testing.T) {
 	}{
 		{"sync: nothing configured", []string{"OUT_PATHS=" + storeOut}, 1, "neither NIXCACHE_QUEUE nor NIXCACHE_TO"},
 		{"sync: unknown scheme", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_TO=bogus://x"}, 1, "bogus"},
-		{"sync: missing key file", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_TO=file://" + tmp + "/c", "NIXCACHE_SECRET_KEY_FILE=" + tmp + "/nokey"}, 1, "nokey"},
-		{"sync: typo in config file", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_CONFIG=" + badConf}, 1, "line 2: unknown key NIXCACHE_SECRET_KEYFILE"},
+		{"sync: missing key file", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_TO=file://" + tmp + "/c", "NIXCACHE_SECRET_KEY_FILE=" + tmp + "/nokey"}, 1, "NIXCACHE_SECRET_KEY_FILE: cannot read the secret key file"},
+		{"sync: typo in config file", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_CONFIG=" + badConf}, 1, "line 2: NIXCACHE_SECRET_KEYFILE: unknown key"},
+		{"sync: config is a FIFO", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_CONFIG=" + fifo}, 1, "not a regular file"},
+		{"sync: config is /dev/zero", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_CONFIG=/dev/zero"}, 1, "not a regular file"},
 		{"sync: no paths", []string{"NIXCACHE_TO=file://" + tmp + "/c"}, 1, "OUT_PATHS and DRV_PATH are both empty"},
 		{"sync: uploader missing", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_TO=file://" + tmp + "/c", "NIXCACHE_UPLOADER=" + tmp + "/none"}, 1, "exec failed"},
 		{"queue: queue dir is a file", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_QUEUE=" + notDir}, 0, "nothing queued"},
@@ -459,6 +523,10 @@ func TestBadConfiguration(t *testing.T) {
 		{"queue: no paths", []string{"NIXCACHE_QUEUE=" + tmp + "/q"}, 0, "OUT_PATHS and DRV_PATH are both empty"},
 		{"queue: bad DRV_PATH", []string{"DRV_PATH=/nix/store/00000000000000000000000000000000-gone.drv", "NIXCACHE_QUEUE=" + tmp + "/q"}, 0, "gone.drv"},
 		{"queue: config typo still queues", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_QUEUE=" + tmp + "/q2", "NIXCACHE_CONFIG=" + badConf}, 0, "queued for upload"},
+		{"queue: config is a FIFO", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_QUEUE=" + tmp + "/q2", "NIXCACHE_CONFIG=" + fifo}, 0, "queued for upload"},
+		// The documented nix-daemon setup: the queue only in the file, with
+		// malformed lines around it (issue 8.1).
+		{"queue: only in a config file with bad lines", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_CONFIG=" + queueConf}, 0, "queued for upload"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -469,9 +537,16 @@ func TestBadConfiguration(t *testing.T) {
 			if tt.wantCode == 0 && took > time.Second {
 				t.Fatalf("queue mode took %v", took)
 			}
+			if strings.Contains(stderr, secretValue) {
+				t.Fatalf("the hook showed a secret from the config file:\n%s", stderr)
+			}
 		})
 	}
+	if e, _ := os.ReadDir(filepath.Join(tmp, "q3", "entries")); len(e) != 1 {
+		t.Errorf("queue named only by the config file holds %d entries, want 1", len(e))
+	}
 	_ = os.RemoveAll(filepath.Join(tmp, "q2")) // its GC root becomes stale; Nix removes it
+	_ = os.RemoveAll(filepath.Join(tmp, "q3"))
 
 	// Through nix-build: a failing sync hook makes the build fail with the message.
 	_, stderr, err := nixBuild(t, writeExpr(t, 1), hook, []string{"NIXCACHE_TO=bogus://x"})

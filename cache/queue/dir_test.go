@@ -1,4 +1,4 @@
-package queuedir_test
+package queue_test
 
 import (
 	"os"
@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nixcache/nixcache/cache/queue/queuedir"
+	"github.com/nixcache/nixcache/cache/queue"
 	"github.com/nixcache/nixcache/storepath"
 )
 
@@ -18,7 +18,7 @@ func TestRootNames(t *testing.T) {
 	p := storepath.Path("/nix/store/0hhb51h788j6gmjd8j9c6jrk34fji2cq-y")
 	var links []string
 	for _, sub := range []string{"a", "b"} {
-		q, err := queuedir.OpenOptions(filepath.Join(t.TempDir(), sub), queuedir.Options{GCRootsDir: roots})
+		q, err := queue.OpenOptions(filepath.Join(t.TempDir(), sub), queue.Options{GCRootsDir: roots})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -43,7 +43,7 @@ func TestRootNames(t *testing.T) {
 // entries (no .tmp- names) and that re-enqueueing merges.
 func TestEnqueueLeavesNoTemporaries(t *testing.T) {
 	dir := t.TempDir()
-	q, err := queuedir.OpenOptions(dir, queuedir.Options{GCRootsDir: "-"})
+	q, err := queue.OpenOptions(dir, queue.Options{GCRootsDir: "-"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,24 +70,11 @@ func TestEnqueueLeavesNoTemporaries(t *testing.T) {
 	}
 }
 
-func BenchmarkEnqueue(b *testing.B) {
-	q, err := queuedir.OpenOptions(b.TempDir(), queuedir.Options{GCRootsDir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	p := storepath.Path("/nix/store/0hhb51h788j6gmjd8j9c6jrk34fji2cq-y")
-	for b.Loop() {
-		if err := q.Enqueue(p); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // TestEnqueueReplacesMalformed checks that Enqueue replaces a malformed
 // entry (a hand-made regular file, a link to another path) at the entry's
 // name instead of merging into it.
 func TestEnqueueReplacesMalformed(t *testing.T) {
-	q, err := queuedir.OpenOptions(t.TempDir(), queuedir.Options{GCRootsDir: "-"})
+	q, err := queue.OpenOptions(t.TempDir(), queue.Options{GCRootsDir: "-"})
 	if err != nil {
 		t.Fatal(err)
 	}

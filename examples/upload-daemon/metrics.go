@@ -1,0 +1,31 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nixcache/nixcache/cache/queue"
+)
+
+// serveMetrics serves d's metrics on addr until ctx ends. Metrics are
+// optional: a port already in use is logged, and the daemon goes on.
+func serveMetrics(ctx context.Context, addr string, d *queue.Drainer, log *slog.Logger) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		log.Error("cannot serve metrics", "addr", addr, "err", err)
+		return
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		_ = d.WriteMetrics(w)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	context.AfterFunc(ctx, func() { srv.Close() })
+}
