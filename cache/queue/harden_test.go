@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -140,24 +139,6 @@ func TestReportAsksTheLock(t *testing.T) {
 	}
 }
 
-// logBuffer collects a logger's output for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestBadEntryDoesNotHoldBackItsBatch is the regression test for one
 // queued path that is not in the store failing its whole batch (the
 // closure query fails, which names no path: a whole-batch error) and the
@@ -180,7 +161,7 @@ func TestBadEntryDoesNotHoldBackItsBatch(t *testing.T) {
 		}
 		return queue.PushResult{Uploaded: len(batch)}, nil
 	})
-	var logs logBuffer
+	var logs testenv.Buffer
 	o := fastOpts()
 	o.MinBackoff, o.MaxBackoff = time.Hour, time.Hour // a backoff would outlast the test
 	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))

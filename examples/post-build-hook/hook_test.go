@@ -202,24 +202,6 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writing process and a reading test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func hasNarinfo(dir, p string) bool {
 	hash := strings.SplitN(filepath.Base(p), "-", 2)[0]
 	_, err := os.Stat(filepath.Join(dir, hash+".narinfo"))
@@ -339,7 +321,7 @@ func TestQueueModeS3Down(t *testing.T) {
 	env := append(cleanEnv(), s3.Env()...)
 	cmd := exec.Command(daemon, "--queue", qdir, "--to", s3.URL("hookcache", "compression=zstd"), "--secret-key", k.sec, "--exit-when-empty", "--max-backoff", "1s")
 	cmd.Env = env
-	var dlog syncBuffer
+	var dlog testenv.Buffer
 	cmd.Stdout, cmd.Stderr = &dlog, &dlog
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -10,8 +10,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/nixcache/nixcache/storepath/drv"
 	"github.com/nixcache/nixcache/storepath"
+	"github.com/nixcache/nixcache/storepath/drv"
 )
 
 // HookOutputs returns the store paths a post-build hook runs for: OUT_PATHS
