@@ -1,10 +1,12 @@
 // Package faultproxy is a loopback HTTP proxy for fault-injection tests: it
 // forwards requests to an S3 server and can add latency, answer a fraction
-// of requests with 503 SlowDown or 429, or refuse everything, changing its
-// behaviour while a test runs.
+// of requests with 503 SlowDown or 429, refuse everything, or stall
+// (stop reading a request's body, or never answer), changing its behaviour
+// while a test runs.
 package faultproxy
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -12,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +31,22 @@ type Faults struct {
 	TooManyRate float64
 	// Down makes every request fail with 502, as if the server were gone.
 	Down bool
+	// StallBodyAfter, when > 0, stalls each request whose body is longer
+	// than this many bytes: the proxy reads that many bytes, then stops
+	// reading and never answers, like a server that hangs mid-upload (the
+	// client's writes block once the socket buffers are full). Requests with
+	// shorter bodies are forwarded whole.
+	StallBodyAfter int64
+	// Silent stalls each request after reading its body whole: the
+	// connection stays open and no answer ever comes, like a server that
+	// accepts requests and hangs.
+	Silent bool
+	// StallLimit, when > 0, is how many requests are stalled in all (by
+	// StallBodyAfter or Silent); later ones are forwarded. 0 stalls all.
+	StallLimit int
+	// StallPath, when set, limits stalls to requests whose URL path
+	// contains it.
+	StallPath string
 }
 
 // Proxy is a running fault-injecting proxy.
@@ -35,13 +54,17 @@ type Proxy struct {
 	// URL is the proxy's base URL, http://127.0.0.1:PORT.
 	URL string
 
-	mu     sync.Mutex
-	faults Faults
-	srv    *http.Server
+	mu      sync.Mutex
+	faults  Faults
+	srv     *http.Server
+	release chan struct{} // closed by Close: stalled requests end
 
 	// Requests, Injected count the requests seen and the faults injected.
 	Requests atomic.Int64
 	Injected atomic.Int64
+	// Stalled counts the requests stalled so far. A stalled request stays
+	// in InFlight until its client goes away or the proxy is closed.
+	Stalled atomic.Int64
 	// InFlight counts the requests being answered and not yet in the log:
 	// a client may see its answer a moment before the proxy logs it, so
 	// WaitIdle before reading a complete Log.
@@ -127,7 +150,7 @@ func Start(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("faultproxy: listen: %w", err)
 	}
-	p := &Proxy{URL: "http://" + ln.Addr().String()}
+	p := &Proxy{URL: "http://" + ln.Addr().String(), release: make(chan struct{})}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.Out.URL.Scheme = u.Scheme
@@ -180,6 +203,13 @@ func Start(target string) (*Proxy, error) {
 			inject(func() { s3Error(w, http.StatusTooManyRequests, "TooManyRequests", "Too many requests.") })
 			return
 		}
+		if (f.StallBodyAfter > 0 || f.Silent) && strings.Contains(r.URL.Path, f.StallPath) {
+			if p.stall(w, r, f) {
+				rec.Injected = true
+				p.Injected.Add(1)
+				return
+			}
+		}
 		if f := p.onForward.Load(); f != nil {
 			(*f)(rec)
 		}
@@ -187,6 +217,61 @@ func Start(target string) (*Proxy, error) {
 	})}
 	go p.srv.Serve(ln)
 	return p, nil
+}
+
+// stall stalls r as f says and reports whether it did; a request it does
+// not stall is left whole for forwarding.
+func (p *Proxy) stall(w http.ResponseWriter, r *http.Request, f Faults) bool {
+	if f.StallBodyAfter > 0 {
+		// Read one byte more than the limit to know the body is longer.
+		head := make([]byte, f.StallBodyAfter+1)
+		n, _ := io.ReadFull(r.Body, head)
+		long := int64(n) > f.StallBodyAfter
+		if long && p.takeStall(f.StallLimit) {
+			p.hold(w, r) // the rest of the body stays unread
+			return true
+		}
+		r.Body = readCloser{io.MultiReader(bytes.NewReader(head[:n]), r.Body), r.Body}
+		if long {
+			return false // over StallLimit
+		}
+	}
+	if !f.Silent || !p.takeStall(f.StallLimit) {
+		return false
+	}
+	drain(r)
+	p.hold(w, r)
+	return true
+}
+
+// hold keeps a stalled request open, unanswered, until its client goes away
+// (noticed only once its body was read whole) or the proxy is closed, then
+// closes its connection without an answer.
+func (p *Proxy) hold(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-r.Context().Done():
+	case <-p.release:
+	}
+	if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+		c.Close()
+	}
+}
+
+// takeStall counts one more stalled request unless limit (when > 0) is
+// reached.
+func (p *Proxy) takeStall(limit int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if limit > 0 && p.Stalled.Load() >= int64(limit) {
+		return false
+	}
+	p.Stalled.Add(1)
+	return true
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 func drain(r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) }
@@ -238,5 +323,15 @@ func (p *Proxy) ResetLog() {
 	p.logMu.Unlock()
 }
 
-// Close stops the proxy.
-func (p *Proxy) Close() error { return p.srv.Close() }
+// Close stops the proxy and ends the stalled requests.
+func (p *Proxy) Close() error {
+	err := p.srv.Close()
+	p.mu.Lock()
+	select {
+	case <-p.release:
+	default:
+		close(p.release)
+	}
+	p.mu.Unlock()
+	return err
+}

@@ -1,11 +1,13 @@
 package faultproxy
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -101,6 +103,100 @@ func TestUpstreamDown(t *testing.T) {
 	p.WaitIdle(5 * time.Second)
 	if log := p.Log(); len(log) != 1 || !log[0].Failed() || log[0].Injected {
 		t.Errorf("log %+v", log)
+	}
+}
+
+// TestStall checks the stall modes against an upstream that records the
+// bodies it receives: a stalled request gets no answer (the client's own
+// timeout ends it) and never reaches the server; requests past StallLimit,
+// outside StallPath or with a body no longer than StallBodyAfter are
+// forwarded whole; Close ends the stalled requests.
+func TestStall(t *testing.T) {
+	var mu sync.Mutex
+	got := map[string]int{} // path -> body length received
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		got[r.URL.Path] = int(n)
+		mu.Unlock()
+	}))
+	defer upstream.Close()
+	p, err := Start(upstream.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	client := &http.Client{Timeout: 300 * time.Millisecond}
+	put := func(path string, size int) error {
+		req, err := http.NewRequest("PUT", p.URL+path, bytes.NewReader(make([]byte, size)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	const mb = 1 << 20
+	for _, tc := range []struct {
+		name   string
+		faults Faults
+		path   string
+		size   int
+		stall  bool
+	}{
+		{"body after 1 MB", Faults{StallBodyAfter: mb}, "/b/big", 8 * mb, true},
+		{"body short", Faults{StallBodyAfter: mb}, "/b/short", mb, false},
+		{"silent", Faults{Silent: true}, "/b/silent", 10, true},
+		{"silent, path matches", Faults{Silent: true, StallPath: "/nar/"}, "/b/nar/x", 10, true},
+		{"silent, other path", Faults{Silent: true, StallPath: "/nar/"}, "/b/x.narinfo", 10, false},
+		{"short body, silent", Faults{StallBodyAfter: mb, Silent: true}, "/b/short-silent", 10, true},
+		{"over limit", Faults{Silent: true, StallLimit: 4}, "/b/over", 10, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p.Set(tc.faults)
+			before := p.Stalled.Load()
+			err := put(tc.path, tc.size)
+			stalled := p.Stalled.Load() - before
+			mu.Lock()
+			n, reached := got[tc.path]
+			mu.Unlock()
+			if tc.stall {
+				if err == nil || stalled != 1 || reached {
+					t.Fatalf("want a stall: err %v, stalled %d, upstream got %d bytes (%v)", err, stalled, n, reached)
+				}
+				return
+			}
+			if err != nil || stalled != 0 || n != tc.size {
+				t.Fatalf("want forwarding: err %v, stalled %d, upstream got %d of %d bytes", err, stalled, n, tc.size)
+			}
+		})
+	}
+	// The silent requests ended when their clients went away; the one
+	// stalled mid-body ends with Close.
+	p.Close()
+	for deadline := time.Now().Add(5 * time.Second); p.InFlight.Load() != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d stalled requests still in flight after Close", p.InFlight.Load())
+		}
+	}
+	injected := 0
+	for _, r := range p.Log() {
+		if r.Injected {
+			injected++
+			if !r.Failed() {
+				t.Errorf("stalled request %s logged as a success (status %d)", r.Path, r.Status)
+			}
+		}
+	}
+	if injected != 4 || p.Injected.Load() != 4 {
+		t.Errorf("%d stalled requests logged, Injected = %d; want 4", injected, p.Injected.Load())
 	}
 }
 
