@@ -51,7 +51,7 @@ var builtinParams = map[string][]string{
 	"file": {},
 	"s3": {
 		"region", "endpoint", "profile", "addressing-style", "scheme",
-		"storage-class", "multipart-chunk-size", "buffer-size", "retry-attempts",
+		"storage-class", "multipart-chunk-size", "buffer-size", "retry-attempts", "stall-timeout",
 	},
 }
 

@@ -10,7 +10,9 @@
 // them). Objects up to the part size go up in a single PUT with Content-MD5;
 // larger ones as a multipart upload of uniform parts (Cloudflare R2 needs
 // that), in parallel when the reader is an io.ReaderAt. A failed multipart
-// upload is aborted.
+// upload is aborted. A request that makes no progress for the stall timeout
+// (a server that stops reading an upload or never answers) is abandoned and
+// retried like a network error.
 //
 // Importing the package registers the "s3" store URL scheme with
 // cache.Register.
@@ -56,7 +58,11 @@ const (
 	// error, HTTP 408, 429, 5xx or an S3 SlowDown/InternalError code, with
 	// exponential backoff (200 ms doubling, capped at 1 s) and full jitter.
 	DefaultRetries = 5
-	maxParts       = 10000
+	// DefaultStallTimeout is how long a request may go without progress (no
+	// byte of the upload taken by the server, no answer, no byte of the
+	// answer's body) before it is abandoned and retried.
+	DefaultStallTimeout = 30 * time.Second
+	maxParts            = 10000
 )
 
 // Errors, for errors.Is.
@@ -110,6 +116,12 @@ type Options struct {
 	// Retries is the number of attempts per request; 0 means DefaultRetries,
 	// 1 disables retries.
 	Retries int
+	// StallTimeout is how long a request may go without progress before
+	// it is abandoned (with an error wrapping ErrStalled) and retried; 0
+	// means DefaultStallTimeout. It also bounds the wait for an answer, so
+	// it must exceed the time the server needs to answer the slowest
+	// request (CompleteMultipartUpload of the largest object).
+	StallTimeout time.Duration
 	// Creds overrides the credential chain (environment, shared credentials
 	// file, instance role).
 	Creds *credentials.Credentials
@@ -124,8 +136,9 @@ type Options struct {
 // URL and turns them into Options: region, endpoint (a full URL; a bare host
 // takes its scheme from the deprecated scheme parameter, default https),
 // profile, addressing-style (auto|path|virtual), storage-class,
-// multipart-chunk-size (alias buffer-size; bytes, 5 MiB..5 GiB) and
-// retry-attempts. A bad value is an error naming the parameter.
+// multipart-chunk-size (alias buffer-size; bytes, 5 MiB..5 GiB),
+// retry-attempts and stall-timeout (a duration such as 30s or 2m, or whole
+// seconds; at most 24h). A bad value is an error naming the parameter.
 func OptionsFromURL(u *cache.URL) (Options, error) {
 	if u.Scheme != "s3" {
 		return Options{}, fmt.Errorf("s3: store URL scheme is %q, not s3", u.Scheme)
@@ -166,6 +179,15 @@ func OptionsFromURL(u *cache.URL) (Options, error) {
 				return o, bad(name, "%q is not a count from 1 to 100", v)
 			}
 			o.Retries = n
+		case "stall-timeout":
+			d, err := time.ParseDuration(v)
+			if n, nerr := strconv.Atoi(v); nerr == nil {
+				d, err = time.Duration(n)*time.Second, nil
+			}
+			if err != nil || d < time.Millisecond || d > 24*time.Hour {
+				return o, bad(name, "%q is not a duration from 1ms to 24h (such as 30s)", v)
+			}
+			o.StallTimeout = d
 		default:
 			return o, bad(name, "unknown parameter")
 		}
@@ -273,13 +295,29 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 	if threads <= 0 {
 		threads = DefaultThreads
 	}
+	stall := opts.StallTimeout
+	if stall == 0 {
+		stall = DefaultStallTimeout
+	}
+	if stall < 0 {
+		return nil, fmt.Errorf("%w \"stall-timeout\": negative %v", ErrBadParam, stall)
+	}
+	transport := opts.Transport
+	if transport == nil {
+		tr, err := minio.DefaultTransport(secure)
+		if err != nil {
+			return nil, fmt.Errorf("s3: %w", err)
+		}
+		tr.ResponseHeaderTimeout = 0 // the stall timeout bounds that wait
+		transport = tr
+	}
 	client, err := minio.New(host, &minio.Options{
 		Creds:        creds,
 		Secure:       secure,
 		Region:       region,
 		BucketLookup: lookup,
 		MaxRetries:   retries,
-		Transport:    opts.Transport,
+		Transport:    &stallTransport{next: transport, timeout: stall},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("s3: endpoint %q: %w", host, err)
@@ -352,6 +390,10 @@ func (b *Backend) wrap(op, key string, err error) error {
 			return fmt.Errorf("%s: %w (%s)", where, ErrAccessDenied, er.Error())
 		}
 		return fmt.Errorf("%s: %s (HTTP %d): %w", where, er.Code, er.StatusCode, err)
+	}
+	var se *stallError
+	if errors.As(err, &se) {
+		return fmt.Errorf("%s: %s: %w", where, b.endpoint, se)
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {

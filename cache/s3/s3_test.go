@@ -22,6 +22,7 @@ import (
 	"github.com/nixcache/nixcache/cache"
 	"github.com/nixcache/nixcache/cache/cachetest"
 	"github.com/nixcache/nixcache/cache/s3"
+	"github.com/nixcache/nixcache/internal/faultproxy"
 	"github.com/nixcache/nixcache/internal/testenv"
 )
 
@@ -215,7 +216,14 @@ func TestNixSubstitutesFromBucket(t *testing.T) {
 	srv := testenv.StartS3(t)
 	bucket := newBucket(t, srv, true)
 	b := open(t, srv, bucket, func(o *s3.Options) { o.PartSize = s3.MinPartSize })
+	nixRoundTrip(t, srv, bucket, b)
+}
 
+// nixRoundTrip has Nix write a cache of a fresh store path holding a 13 MiB
+// file (nix copy --to file://), uploads its files through b, deletes the
+// path and has Nix substitute it from the public bucket over plain HTTP.
+func nixRoundTrip(t *testing.T, srv *testenv.S3, bucket string, b *s3.Backend) {
+	t.Helper()
 	tmp := t.TempDir()
 	src := filepath.Join(tmp, "payload")
 	os.MkdirAll(src, 0o755)
@@ -459,6 +467,13 @@ func TestOptionsFromURL(t *testing.T) {
 		{url: "s3://bucket?endpoint=minio.local:9000", want: s3.Options{Bucket: "bucket", Endpoint: "https://minio.local:9000"}},
 		{url: "s3://bucket?multipart-chunk-size=8388608&retry-attempts=3", want: s3.Options{Bucket: "bucket", PartSize: 8 << 20, Retries: 3}},
 		{url: "s3://bucket?buffer-size=5242880", want: s3.Options{Bucket: "bucket", PartSize: 5 << 20}},
+		{url: "s3://bucket?stall-timeout=2m", want: s3.Options{Bucket: "bucket", StallTimeout: 2 * time.Minute}},
+		{url: "s3://bucket?stall-timeout=45", want: s3.Options{Bucket: "bucket", StallTimeout: 45 * time.Second}},
+		{url: "s3://bucket?stall-timeout=250ms", want: s3.Options{Bucket: "bucket", StallTimeout: 250 * time.Millisecond}},
+		{url: "s3://bucket?stall-timeout=0", wantErr: `"stall-timeout"`},
+		{url: "s3://bucket?stall-timeout=-1s", wantErr: `"stall-timeout"`},
+		{url: "s3://bucket?stall-timeout=25h", wantErr: `"stall-timeout"`},
+		{url: "s3://bucket?stall-timeout=soon", wantErr: `"stall-timeout"`},
 		{url: "s3://bucket?addressing-style=dns", wantErr: `"addressing-style"`},
 		{url: "s3://bucket?multipart-chunk-size=1024", wantErr: `"multipart-chunk-size"`},
 		{url: "s3://bucket?multipart-chunk-size=abc", wantErr: `"multipart-chunk-size"`},
@@ -550,6 +565,7 @@ func FuzzOptionsFromURL(f *testing.F) {
 		"s3://bucket?endpoint=minio.local:9000&scheme=http&multipart-chunk-size=8388608",
 		"s3://bucket?retry-attempts=3&storage-class=STANDARD_IA&buffer-size=5242880",
 		"s3://bucket?endpoint=http://127.0.0.1:9000&addressing-style=path",
+		"s3://bucket?stall-timeout=30s&retry-attempts=2",
 	} {
 		f.Add(s)
 	}
@@ -571,5 +587,169 @@ func FuzzOptionsFromURL(f *testing.F) {
 		if o.PartSize != 0 && (o.PartSize < s3.MinPartSize || o.PartSize > s3.MaxPartSize) {
 			t.Fatalf("part size %d out of range", o.PartSize)
 		}
+		if o.StallTimeout < 0 || o.StallTimeout > 24*time.Hour {
+			t.Fatalf("stall timeout %v out of range", o.StallTimeout)
+		}
 	})
+}
+
+// stallTimeout is the no-progress timeout of the stall tests.
+const stallTimeout = 500 * time.Millisecond
+
+// stalling returns a backend on a fresh public bucket reached through a
+// faultproxy, with a short stall timeout and mod applied.
+func stalling(t *testing.T, srv *testenv.S3, mod func(*s3.Options)) (*s3.Backend, *faultproxy.Proxy, string) {
+	t.Helper()
+	bucket := newBucket(t, srv, true)
+	p, err := faultproxy.Start(srv.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	b := open(t, srv, bucket, func(o *s3.Options) {
+		o.Endpoint = p.URL
+		o.StallTimeout = stallTimeout
+		o.PartSize = s3.MinPartSize
+		if mod != nil {
+			mod(o)
+		}
+	})
+	return b, p, bucket
+}
+
+// TestStalledServer puts objects through a proxy that stalls requests: one
+// that stops reading the body after 1 MiB (single PUT and a part of a
+// multipart upload) and one that reads the request and never answers. The
+// stalled request must be abandoned after the stall timeout and retried, so
+// the Put succeeds within a few timeouts, and the object is served byte for
+// byte. With minio-go's own timeouts alone the silent server cost a minute
+// per attempt and a body stall hung until the caller's deadline.
+func TestStalledServer(t *testing.T) {
+	srv := testenv.StartS3(t)
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		name   string
+		faults faultproxy.Faults
+		size   int
+		plain  bool
+	}{
+		{"body stops at 1 MiB, single PUT", faultproxy.Faults{StallBodyAfter: mib, StallLimit: 1}, 4 * mib, false},
+		{"body stops at 1 MiB, multipart from ReaderAt", faultproxy.Faults{StallBodyAfter: mib, StallLimit: 2}, 16 * mib, false},
+		{"body stops at 1 MiB, multipart from plain reader", faultproxy.Faults{StallBodyAfter: mib, StallLimit: 2}, 16 * mib, true},
+		{"never answers, small PUT", faultproxy.Faults{Silent: true, StallLimit: 1}, 400, true},
+		{"never answers, multipart", faultproxy.Faults{Silent: true, StallLimit: 3}, 11 * mib, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, p, bucket := stalling(t, srv, nil)
+			p.Set(tc.faults)
+			data := cachetest.Data(uint64(tc.size), tc.size)
+			var r io.Reader = bytes.NewReader(data)
+			if tc.plain {
+				r = cachetest.Plain(data)
+			}
+			start := time.Now()
+			err := b.Put(context.Background(), "nar/x.nar", r, int64(len(data)), "application/x-nix-nar")
+			took := time.Since(start)
+			t.Logf("Put after %d stalls: %v in %v", p.Stalled.Load(), err, took.Round(time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := p.Stalled.Load(); n != int64(tc.faults.StallLimit) {
+				t.Fatalf("%d requests stalled, want %d: the test did not stall what it meant to", n, tc.faults.StallLimit)
+			}
+			if limit := time.Duration(tc.faults.StallLimit)*(stallTimeout+2*time.Second) + 5*time.Second; took > limit {
+				t.Errorf("Put took %v, want under %v", took, limit)
+			}
+			if problem := servedAsNixReadsIt(t, srv.Endpoint+"/"+bucket+"/nar/x.nar", "application/x-nix-nar", data); problem != "" {
+				t.Error(problem)
+			}
+		})
+	}
+}
+
+// TestStalledServerGivesUp checks that a server that stalls every request
+// makes Put fail with ErrStalled after Retries attempts of one stall timeout
+// each, and that a stalled read fails the same way.
+func TestStalledServerGivesUp(t *testing.T) {
+	srv := testenv.StartS3(t)
+	b, p, _ := stalling(t, srv, func(o *s3.Options) { o.Retries = 3 })
+	data := cachetest.Data(9, 3<<20)
+	if err := b.Put(context.Background(), "nar/ok.nar", bytes.NewReader(data), int64(len(data)), "application/x-nix-nar"); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []faultproxy.Faults{{StallBodyAfter: 1 << 20}, {Silent: true}} {
+		p.Set(f)
+		before := p.Stalled.Load()
+		start := time.Now()
+		err := b.Put(context.Background(), "nar/never.nar", bytes.NewReader(data), int64(len(data)), "application/x-nix-nar")
+		took := time.Since(start)
+		t.Logf("%+v: %v after %v", f, err, took.Round(time.Millisecond))
+		if !errors.Is(err, s3.ErrStalled) {
+			t.Errorf("%+v: error %v, want ErrStalled", f, err)
+		}
+		if n := p.Stalled.Load() - before; n != 3 {
+			t.Errorf("%+v: %d attempts stalled, want 3 (Retries)", f, n)
+		}
+		if took > 10*time.Second {
+			t.Errorf("%+v: gave up after %v, want about 3 stall timeouts", f, took)
+		}
+	}
+	p.Set(faultproxy.Faults{Silent: true})
+	start := time.Now()
+	_, err := b.Get(context.Background(), "nar/ok.nar")
+	if !errors.Is(err, s3.ErrStalled) || time.Since(start) > 10*time.Second {
+		t.Errorf("Get from a silent server: %v after %v, want ErrStalled", err, time.Since(start))
+	}
+}
+
+// TestStalledPutDoesNotBlockOthers runs a Put that the server stalls for
+// good next to Puts it serves: those complete while the stalled one is still
+// being retried.
+func TestStalledPutDoesNotBlockOthers(t *testing.T) {
+	srv := testenv.StartS3(t)
+	b, p, _ := stalling(t, srv, func(o *s3.Options) { o.StallTimeout = 2 * time.Second; o.Retries = 3 })
+	p.Set(faultproxy.Faults{StallBodyAfter: 1 << 20, StallPath: "/nar/stalled"})
+	data := cachetest.Data(1, 3<<20)
+	stalled := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		stalled <- b.Put(context.Background(), "nar/stalled.nar", bytes.NewReader(data), int64(len(data)), "application/x-nix-nar")
+	}()
+	for deadline := time.Now().Add(10 * time.Second); p.Stalled.Load() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled Put never reached the proxy")
+		}
+	}
+	for i := range 4 {
+		key := fmt.Sprintf("nar/other-%d.nar", i)
+		if err := b.Put(context.Background(), key, bytes.NewReader(data), int64(len(data)), "application/x-nix-nar"); err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+	}
+	othersDone := time.Since(start)
+	select {
+	case err := <-stalled:
+		t.Fatalf("the stalled Put ended (%v) before the others were done after %v", err, othersDone)
+	default:
+	}
+	err := <-stalled
+	t.Logf("4 other Puts done after %v; stalled Put: %v after %v", othersDone.Round(time.Millisecond), err, time.Since(start).Round(time.Millisecond))
+	if !errors.Is(err, s3.ErrStalled) {
+		t.Errorf("stalled Put: %v, want ErrStalled", err)
+	}
+}
+
+// TestStalledServerNixReads uploads a cache written by Nix through a proxy
+// that stalls the first requests (never answering the short ones, stopping
+// mid-body on a part of the NAR): after the retries, Nix substitutes the
+// path from the bucket.
+func TestStalledServerNixReads(t *testing.T) {
+	testenv.RequireNix(t)
+	srv := testenv.StartS3(t)
+	b, p, bucket := stalling(t, srv, nil)
+	p.Set(faultproxy.Faults{StallBodyAfter: 1 << 20, Silent: true, StallLimit: 3})
+	nixRoundTrip(t, srv, bucket, b)
+	if n := p.Stalled.Load(); n != 3 {
+		t.Fatalf("%d requests stalled, want 3", n)
+	}
 }
