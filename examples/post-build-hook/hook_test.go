@@ -99,23 +99,12 @@ func nixBuild(t *testing.T, expr, hook string, env []string) (outs []string, std
 		args = append(args, "--option", "post-build-hook", hook)
 	}
 	cmd := exec.Command("nix-build", args...)
-	cmd.Env = append(cleanEnv(), env...)
+	cmd.Env = append(testenv.Environ("NIXCACHE_"), env...)
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	err = cmd.Run()
 	outs = strings.Fields(so.String())
 	return outs, se.String(), err
-}
-
-// cleanEnv is the test's environment without NIXCACHE_ settings.
-func cleanEnv() []string {
-	var env []string
-	for _, e := range os.Environ() {
-		if !strings.HasPrefix(e, "NIXCACHE_") {
-			env = append(env, e)
-		}
-	}
-	return env
 }
 
 // deletePaths removes the outputs from the store (they have no roots) and
@@ -214,7 +203,7 @@ func runHook(t *testing.T, hook string, env []string) (code int, stderr string, 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, hook)
-	cmd.Env = append(cleanEnv(), env...)
+	cmd.Env = append(testenv.Environ("NIXCACHE_"), env...)
 	var se bytes.Buffer
 	cmd.Stderr = &se
 	start := time.Now()
@@ -318,7 +307,7 @@ func TestQueueModeS3Down(t *testing.T) {
 	t.Logf("6 builds with the queue hook and S3 down: %v", took)
 
 	// The daemon retries while S3 is down, then finishes once it is back.
-	env := append(cleanEnv(), s3.Env()...)
+	env := append(testenv.Environ("NIXCACHE_"), s3.Env()...)
 	cmd := exec.Command(daemon, "--queue", qdir, "--to", s3.URL("hookcache", "compression=zstd"), "--secret-key", k.sec, "--exit-when-empty", "--max-backoff", "1s")
 	cmd.Env = env
 	var dlog testenv.Buffer

@@ -451,17 +451,6 @@ func writeExpr(dir, tag string, n int) (string, error) {
 	return file, nil
 }
 
-// cleanEnv is the process environment without NIXCACHE_ settings.
-func cleanEnv() []string {
-	var env []string
-	for _, e := range os.Environ() {
-		if !strings.HasPrefix(e, "NIXCACHE_") {
-			env = append(env, e)
-		}
-	}
-	return env
-}
-
 // build writes a fresh expression and runs nix-build on it (no
 // substituters), with the post-build hook in queue mode when queueDir is
 // set. It returns the output paths and nix-build's stderr.
@@ -471,7 +460,7 @@ func (h *Harness) build(ctx context.Context, ts *trialState, tag, queueDir strin
 		return nil, "", err
 	}
 	args := []string{expr, "--no-out-link", "--option", "substituters", ""}
-	env := cleanEnv()
+	env := testenv.Environ("NIXCACHE_")
 	if queueDir != "" {
 		args = append(args, "--option", "post-build-hook", h.cfg.Hook)
 		env = append(env, "NIXCACHE_CONFIG="+h.emptyConfig(), "NIXCACHE_QUEUE="+queueDir)
@@ -697,7 +686,7 @@ func (h *Harness) startDaemon(queueDir, bucket string, exitWhenEmpty bool) (*dae
 		args = append(args, "--exit-when-empty")
 	}
 	d := &daemon{cmd: exec.Command(h.cfg.Daemon, args...), done: make(chan error, 1)}
-	d.cmd.Env = append(cleanEnv(), "NIXCACHE_CONFIG="+h.emptyConfig())
+	d.cmd.Env = append(testenv.Environ("NIXCACHE_"), "NIXCACHE_CONFIG="+h.emptyConfig())
 	d.cmd.Env = append(d.cmd.Env, h.cfg.S3.Env()...)
 	d.cmd.Stdout, d.cmd.Stderr = &d.log, &d.log
 	if err := d.cmd.Start(); err != nil {
@@ -758,7 +747,7 @@ func (h *Harness) drain(queueDir, bucket string) error {
 // enqueue queues paths by hand with `upload-daemon enqueue`.
 func (h *Harness) enqueue(queueDir string, paths ...string) error {
 	cmd := exec.Command(h.cfg.Daemon, append([]string{"enqueue", "--queue", queueDir}, paths...)...)
-	cmd.Env = append(cleanEnv(), "NIXCACHE_CONFIG="+h.emptyConfig())
+	cmd.Env = append(testenv.Environ("NIXCACHE_"), "NIXCACHE_CONFIG="+h.emptyConfig())
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("upload-daemon enqueue: %w\n%s", err, out)
 	}

@@ -17,6 +17,8 @@ package testenv
 import (
 	"os"
 	"os/exec"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -92,4 +94,17 @@ func HaveTool(t TB, name string) bool {
 	}
 	t.Logf("the %s program is not available; its cross-check is left out (CI=true makes this fatal)", name)
 	return false
+}
+
+// Environ returns this process's environment without the variables whose
+// names start with one of prefixes (such as "NIXCACHE_"), for a child that
+// must see only the settings the test gives it.
+func Environ(prefixes ...string) []string {
+	var env []string
+	for _, e := range os.Environ() {
+		if !slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(e, p) }) {
+			env = append(env, e)
+		}
+	}
+	return env
 }
