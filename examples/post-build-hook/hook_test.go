@@ -46,9 +46,9 @@ func genKey(t *testing.T) keys {
 }
 
 // writeExpr writes a Nix file of n small derivations, unique to this call,
-// where each refers to the previous one (a real reference chain) and every
-// fourth one also to the first: a closure in which each output's closure
-// holds earlier outputs.
+// where each refers to the previous one (a real reference chain) and from
+// the third on also to the first: a closure in which each output's closure
+// holds earlier outputs (testenv.WriteClosureExpr).
 func writeExpr(t *testing.T, n int) string {
 	t.Helper()
 	return writeExprBlob(t, n, 0)
@@ -57,34 +57,8 @@ func writeExpr(t *testing.T, n int) string {
 // writeExprBlob is writeExpr with blob bytes of random data in each output.
 func writeExprBlob(t *testing.T, n, blob int) string {
 	t.Helper()
-	seed := fmt.Sprintf("%s-%d-%d", t.Name(), time.Now().UnixNano(), rand.Int64())
-	var b strings.Builder
-	fmt.Fprintf(&b, "let\n  seed = %q;\n  blob = \"%d\";\n", seed, blob)
-	b.WriteString(`  mk = name: deps: derivation {
-    inherit name;
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    PATH = "/usr/bin:/bin";
-    args = [ "-c" ("mkdir $out; echo ${seed} ${name} > $out/seed; head -c ${blob} /dev/urandom > $out/blob; " + builtins.concatStringsSep "" (map (d: "echo ${d} >> $out/deps; ") deps)) ];
-  };
-`)
-	for i := 0; i < n; i++ {
-		var deps []string
-		if i > 0 {
-			deps = append(deps, fmt.Sprintf("d%d", i-1))
-		}
-		if i > 1 && i%4 == 0 {
-			deps = append(deps, "d0")
-		}
-		fmt.Fprintf(&b, "  d%d = mk \"hooktest-d%d\" [ %s ];\n", i, i, strings.Join(deps, " "))
-	}
-	b.WriteString("in {")
-	for i := 0; i < n; i++ {
-		fmt.Fprintf(&b, " inherit d%d;", i)
-	}
-	b.WriteString(" }\n")
-	file := filepath.Join(t.TempDir(), "drvs.nix")
-	if err := os.WriteFile(file, []byte(b.String()), 0o644); err != nil {
+	file, err := testenv.WriteClosureExpr(t.TempDir(), testenv.ClosureSpec{Name: "hooktest", N: n, Blob: blob})
+	if err != nil {
 		t.Fatal(err)
 	}
 	return file

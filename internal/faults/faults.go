@@ -296,14 +296,14 @@ func (h *Harness) Close() error {
 	return err
 }
 
-// chainIndex is N for a path named faults-<tag>-dN (or its .drv), else -1.
+// chainIndex is N for a path named faults-<tag>-N (or its .drv), else -1.
 func chainIndex(p string) int {
 	name := strings.TrimSuffix(p, ".drv")
-	i := strings.LastIndex(name, "-d")
+	i := strings.LastIndex(name, "-")
 	if i < 0 {
 		return -1
 	}
-	n, err := strconv.Atoi(name[i+2:])
+	n, err := strconv.Atoi(name[i+1:])
 	if err != nil {
 		return -1
 	}
@@ -414,48 +414,11 @@ func (h *Harness) storeURL(bucket string) string {
 
 func (h *Harness) emptyConfig() string { return filepath.Join(h.cfg.WorkDir, "empty.conf") }
 
-// writeExpr writes a Nix expression of n derivations unique to this trial:
-// d_i refers to d_{i-1}, every third one also to d_0, so every output's
-// closure holds earlier outputs (real references).
-func writeExpr(dir, tag string, n int) (string, error) {
-	seed := fmt.Sprintf("%s-%d-%d", tag, time.Now().UnixNano(), rand.Int64())
-	var b strings.Builder
-	fmt.Fprintf(&b, "let\n  seed = %q;\n", seed)
-	b.WriteString(`  mk = name: deps: derivation {
-    inherit name;
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    PATH = "/usr/bin:/bin";
-    args = [ "-c" ("mkdir $out; echo ${seed} ${name} > $out/seed; head -c 3000 /dev/urandom > $out/blob; " + builtins.concatStringsSep "" (map (d: "echo ${d} >> $out/deps; ") deps)) ];
-  };
-`)
-	for i := range n {
-		var deps []string
-		if i > 0 {
-			deps = append(deps, fmt.Sprintf("d%d", i-1))
-		}
-		if i > 1 && i%3 == 0 {
-			deps = append(deps, "d0")
-		}
-		fmt.Fprintf(&b, "  d%d = mk \"faults-%s-d%d\" [ %s ];\n", i, tag, i, strings.Join(deps, " "))
-	}
-	b.WriteString("in {")
-	for i := range n {
-		fmt.Fprintf(&b, " inherit d%d;", i)
-	}
-	b.WriteString(" }\n")
-	file := filepath.Join(dir, tag+".nix")
-	if err := os.WriteFile(file, []byte(b.String()), 0o644); err != nil {
-		return "", err
-	}
-	return file, nil
-}
-
 // build writes a fresh expression and runs nix-build on it (no
 // substituters), with the post-build hook in queue mode when queueDir is
 // set. It returns the output paths and nix-build's stderr.
 func (h *Harness) build(ctx context.Context, ts *trialState, tag, queueDir string) ([]string, string, error) {
-	expr, err := writeExpr(ts.dir, tag, h.cfg.Chain)
+	expr, err := testenv.WriteClosureExpr(ts.dir, testenv.ClosureSpec{Name: "faults-" + tag, N: h.cfg.Chain, Blob: 3000})
 	if err != nil {
 		return nil, "", err
 	}

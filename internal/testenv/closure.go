@@ -20,8 +20,8 @@ type ClosureSpec struct {
 	// Outputs are the outputs of the top derivation; default {"out"}. An
 	// output other than "out" refers to "out".
 	Outputs []string
-	// Blob is a number of random bytes written into path 1 (or the leaf
-	// when N is 1), for tests that need a NAR that does not compress.
+	// Blob is a number of random bytes written into every path, for tests
+	// that need NARs that do not compress.
 	Blob int
 	// Root keeps a GC root (an out-link in a temporary directory) until the
 	// test ends. Without it nothing roots the paths: a test may delete them
@@ -48,13 +48,16 @@ type Closure struct {
 
 // closureExpr writes spec as a Nix expression with no nixpkgs (/bin/sh and
 // coreutils only). Path i is a directory holding a nonce unique to this
-// build, an executable, a symlink, its own path (a self-reference) and the
-// paths of i-1 and 0, so Nix records real references: a chain, and every
-// path but the first two also refers to the leaf directly.
-func closureExpr(spec ClosureSpec, nonce string) string {
+// build, an executable, a symlink, its own path (a self-reference), spec.Blob
+// random bytes and the paths of i-1 and 0, so Nix records real references: a
+// chain, and every path but the first two also refers to the leaf directly.
+// The leaf also holds a compressible file. The expression's value is the top
+// derivation, or with all an attribute set of every derivation.
+func closureExpr(spec ClosureSpec, nonce string, all bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `let
   nonce = %q;
+  blob = "%d";
   mk = name: deps: outputs: extra: derivation {
     inherit name nonce outputs;
     system = builtins.currentSystem;
@@ -69,10 +72,11 @@ func closureExpr(spec ClosureSpec, nonce string) string {
       printf '#!/bin/sh\necho hello from %%s\n' ${name} > $out/bin/run
       chmod +x $out/bin/run
       ln -s ../../id $out/share/doc/id-link
+      head -c ${blob} /dev/urandom > $out/share/blob
       ${extra}
     '' ];
   };
-`, nonce)
+`, nonce, spec.Blob)
 	for i := range spec.N {
 		var deps []string
 		if i > 0 {
@@ -86,9 +90,6 @@ func closureExpr(spec ClosureSpec, nonce string) string {
 		if i == 0 {
 			extra = append(extra, "seq 1 20000 > $out/share/doc/numbers")
 		}
-		if spec.Blob > 0 && i == min(1, spec.N-1) {
-			extra = append(extra, fmt.Sprintf("head -c %d /dev/urandom > $out/share/random.bin", spec.Blob))
-		}
 		if i == spec.N-1 {
 			outputs = spec.Outputs
 			for _, o := range outputs {
@@ -100,8 +101,55 @@ func closureExpr(spec ClosureSpec, nonce string) string {
 		fmt.Fprintf(&b, "  p%d = mk \"%s-%d\" [ %s ] [ %s ] %q;\n", i, spec.Name, i,
 			strings.Join(deps, " "), quoteAll(outputs), strings.Join(extra, "\n"))
 	}
-	fmt.Fprintf(&b, "in p%d\n", spec.N-1)
+	if !all {
+		fmt.Fprintf(&b, "in p%d\n", spec.N-1)
+		return b.String()
+	}
+	b.WriteString("in {")
+	for i := range spec.N {
+		fmt.Fprintf(&b, " inherit p%d;", i)
+	}
+	b.WriteString(" }\n")
 	return b.String()
+}
+
+func (spec ClosureSpec) withDefaults() ClosureSpec {
+	if spec.Name == "" {
+		spec.Name = "testenv"
+	}
+	if spec.N <= 0 {
+		spec.N = 3
+	}
+	if len(spec.Outputs) == 0 {
+		spec.Outputs = []string{"out"}
+	}
+	return spec
+}
+
+func nonce() string {
+	var r [12]byte
+	_, _ = rand.Read(r[:])
+	return hex.EncodeToString(r[:])
+}
+
+// WriteClosureExpr writes the derivations BuildClosure would build for spec,
+// with a fresh nonce, to a new file in dir and returns the file's path. The
+// file's value is an attribute set of all the derivations, so that nix-build
+// builds each one (running a post-build hook for each) and prints every
+// output; nothing is built here.
+func WriteClosureExpr(dir string, spec ClosureSpec) (string, error) {
+	f, err := os.CreateTemp(dir, "closure-*.nix")
+	if err != nil {
+		return "", fmt.Errorf("testenv: %w", err)
+	}
+	_, err = f.WriteString(closureExpr(spec.withDefaults(), nonce(), true))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("testenv: %w", err)
+	}
+	return f.Name(), nil
 }
 
 func quoteAll(s []string) string {
@@ -119,23 +167,13 @@ func quoteAll(s []string) string {
 func BuildClosure(t TB, spec ClosureSpec) Closure {
 	t.Helper()
 	RequireNix(t)
-	if spec.Name == "" {
-		spec.Name = "testenv"
-	}
-	if spec.N <= 0 {
-		spec.N = 3
-	}
-	if len(spec.Outputs) == 0 {
-		spec.Outputs = []string{"out"}
-	}
+	spec = spec.withDefaults()
 	if !slices.Contains(spec.Outputs, "out") {
 		t.Fatalf("testenv: ClosureSpec.Outputs %v lacks \"out\"", spec.Outputs)
 	}
-	var r [12]byte
-	_, _ = rand.Read(r[:])
 	dir := t.TempDir()
 	file := filepath.Join(dir, "closure.nix")
-	if err := os.WriteFile(file, []byte(closureExpr(spec, hex.EncodeToString(r[:]))), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(closureExpr(spec, nonce(), false)), 0o644); err != nil {
 		t.Fatalf("%v", err)
 	}
 	args := []string{"--option", "substituters", "", file}

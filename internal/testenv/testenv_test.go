@@ -1,6 +1,7 @@
 package testenv_test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,8 +45,10 @@ func TestBuildClosure(t *testing.T) {
 				t.Errorf("%s refers to %v, want %v", name, got, want)
 			}
 		}
-		if fi, err := os.Stat(filepath.Join(byName["testenv-shape-1"], "share", "random.bin")); err != nil || fi.Size() != 1000 {
-			t.Errorf("blob: %v", err)
+		for i := range 4 {
+			if fi, err := os.Stat(filepath.Join(byName[fmt.Sprintf("testenv-shape-%d", i)], "share", "blob")); err != nil || fi.Size() != 1000 {
+				t.Errorf("blob of path %d: %v", i, err)
+			}
 		}
 		if target, err := os.Readlink(c.Link); err != nil || target != c.Top {
 			t.Errorf("Link %s -> %s, %v; want %s", c.Link, target, err, c.Top)
