@@ -63,7 +63,7 @@ func startNixDaemon(t *testing.T, dir, hook, conf string) string {
 	testenv.RequireTool(t, "nix-daemon")
 	sock := filepath.Join(dir, "daemon.sock")
 	cmd := exec.Command("nix-daemon", "--option", "post-build-hook", hook, "--option", "substituters", "")
-	cmd.Env = append(cleanEnv(), "NIX_DAEMON_SOCKET_PATH="+sock, "NIXCACHE_CONFIG="+conf)
+	cmd.Env = append(testenv.Environ("NIXCACHE_"), "NIX_DAEMON_SOCKET_PATH="+sock, "NIXCACHE_CONFIG="+conf)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var log testenv.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
