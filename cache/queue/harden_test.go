@@ -21,18 +21,6 @@ import (
 
 const nobody = 65534
 
-// requireRoot skips unless the test runs as root (it changes owners and
-// runs commands as another user); CI runs as root, so there it fails.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if testenv.InCI() {
-			t.Fatal("this test needs root (CI=true)")
-		}
-		t.Skip("needs root")
-	}
-}
-
 // asNobody runs a command as user nobody and returns its error.
 func asNobody(name string, args ...string) error {
 	cmd := exec.Command(name, args...)
@@ -49,7 +37,7 @@ func asNobody(name string, args ...string) error {
 // and the root daemon then refused to start. The queue is now 0700, its
 // lock and status 0600; a queue another user owns is refused.
 func TestQueueClosedToOthers(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	parent := t.TempDir()
 	for _, d := range []string{filepath.Dir(parent), parent} {
 		if err := os.Chmod(d, 0o755); err != nil { // let nobody reach the queue

@@ -6,31 +6,29 @@
 package main
 
 import (
-	"flag"
+	"context"
 	"fmt"
 	"os"
 
+	"github.com/nixcache/nixcache/internal/cli"
 	"github.com/nixcache/nixcache/signature"
 )
 
-func main() {
-	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: %s NAME SECRET-FILE PUBLIC-FILE\n", os.Args[0])
-		flag.PrintDefaults()
+func main() { cli.Main("keygen", run) }
+
+func run(_ context.Context, args []string) error {
+	fl := cli.NewFlagSet("keygen", "keygen NAME SECRET-FILE PUBLIC-FILE")
+	if err := fl.Parse(args); err != nil {
+		return err
 	}
-	flag.Parse()
-	if flag.NArg() != 3 {
-		flag.Usage()
-		os.Exit(2)
+	if fl.NArg() != 3 {
+		fl.Usage()
+		return cli.Usagef("want NAME SECRET-FILE PUBLIC-FILE, got %d arguments", fl.NArg())
 	}
-	name, secPath, pubPath := flag.Arg(0), flag.Arg(1), flag.Arg(2)
-	if err := run(name, secPath, pubPath); err != nil {
-		fmt.Fprintln(os.Stderr, "keygen:", err)
-		os.Exit(1)
-	}
+	return generate(fl.Arg(0), fl.Arg(1), fl.Arg(2))
 }
 
-func run(name, secPath, pubPath string) error {
+func generate(name, secPath, pubPath string) error {
 	for _, p := range []string{secPath, pubPath} {
 		if _, err := os.Lstat(p); err == nil {
 			return fmt.Errorf("%s already exists; refusing to overwrite", p)

@@ -17,7 +17,7 @@ func TestLikeNix(t *testing.T) {
 	testenv.RequireNix(t)
 	dir := t.TempDir()
 	testenv.Nix(t, "nix-store", "--generate-binary-cache-key", "k-1", filepath.Join(dir, "nix.sec"), filepath.Join(dir, "nix.pub"))
-	if err := run("k-1", filepath.Join(dir, "our.sec"), filepath.Join(dir, "our.pub")); err != nil {
+	if err := generate("k-1", filepath.Join(dir, "our.sec"), filepath.Join(dir, "our.pub")); err != nil {
 		t.Fatal(err)
 	}
 	shape := regexp.MustCompile(`^k-1:[A-Za-z0-9+/]+=*$`)
@@ -40,7 +40,7 @@ func TestLikeNix(t *testing.T) {
 	if err != nil || sk.PublicKey() != pk {
 		t.Fatalf("public key file does not match the secret key: %v", err)
 	}
-	if err := run("k-1", filepath.Join(dir, "our.sec"), filepath.Join(dir, "new.pub")); err == nil {
+	if err := generate("k-1", filepath.Join(dir, "our.sec"), filepath.Join(dir, "new.pub")); err == nil {
 		t.Error("overwrote an existing secret key file")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "new.pub")); err == nil {

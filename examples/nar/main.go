@@ -8,31 +8,30 @@ package main
 
 import (
 	"bufio"
-	"flag"
+	"context"
 	"fmt"
 	"io"
 	"os"
 
+	"github.com/nixcache/nixcache/internal/cli"
 	"github.com/nixcache/nixcache/nar"
 	"github.com/nixcache/nixcache/storepath/nixbase32"
 )
 
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: nar dump PATH | nar hash PATH | nar ls FILE | nar restore FILE DIR")
-	os.Exit(2)
-}
+const synopsis = "nar dump PATH | nar hash PATH | nar ls FILE | nar restore FILE DIR"
 
 func main() {
-	flag.Usage = usage
-	flag.Parse()
-	args := flag.Args()
-	if len(args) < 2 {
-		usage()
-	}
-	if err := run(args[0], args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "nar:", err)
-		os.Exit(1)
-	}
+	cli.Main("nar", func(_ context.Context, args []string) error {
+		fl := cli.NewFlagSet("nar", synopsis)
+		if err := fl.Parse(args); err != nil {
+			return err
+		}
+		if fl.NArg() < 2 {
+			fl.Usage()
+			return cli.Usagef("missing arguments")
+		}
+		return run(fl.Arg(0), fl.Args()[1:])
+	})
 }
 
 func open(name string) (io.ReadCloser, error) {
@@ -80,6 +79,5 @@ func run(cmd string, args []string) error {
 		defer f.Close()
 		return nar.Restore(f, args[1])
 	}
-	usage()
-	return nil
+	return cli.Usagef("unknown command %q or wrong number of arguments (%s)", cmd, synopsis)
 }

@@ -28,12 +28,7 @@ const testUser = "nixcache-test"
 
 func requireTestUser(t *testing.T) (uid, gid uint32) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if testenv.InCI() {
-			t.Fatal("the nix-daemon test needs root (CI=true)")
-		}
-		t.Skip("the nix-daemon test needs root")
-	}
+	testenv.RequireRoot(t)
 	u, err := user.Lookup(testUser)
 	if err != nil {
 		args := []string{"--system", "--no-create-home", "--shell", "/usr/sbin/nologin"}

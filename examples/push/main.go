@@ -15,22 +15,19 @@ package main
 
 import (
 	"context"
-	"os"
 
 	_ "github.com/nixcache/nixcache/cache/file"
 	_ "github.com/nixcache/nixcache/cache/s3"
 	"github.com/nixcache/nixcache/internal/cli"
 	"github.com/nixcache/nixcache/internal/cli/upload"
-	"github.com/nixcache/nixcache/internal/config"
 )
 
 func main() {
 	cli.Main("push", func(ctx context.Context, args []string) error {
-		cfg, err := config.Load(os.Getenv)
+		cfg, err := cli.LoadConfig()
 		if err != nil {
 			return err
 		}
-		cli.ExportEnv(cfg)
 		return upload.PushCommand(ctx, "push", args, cfg)
 	})
 }

@@ -37,21 +37,20 @@ import (
 func main() { cli.Main("upload-daemon", run) }
 
 func run(ctx context.Context, args []string) error {
-	cfg, err := config.Load(os.Getenv)
+	cfg, err := cli.LoadConfig()
 	if err != nil {
 		return err
 	}
-	cli.ExportEnv(cfg)
-	cmd, args := cli.Subcommand(args, "run", "run", "status", "enqueue", "push")
-	switch cmd {
+	switch cmd, args := cli.Subcommand(args, "run", "run", "status", "enqueue", "push"); cmd {
 	case "status":
 		return status(cfg, args)
 	case "enqueue":
 		return enqueue(cfg, args)
 	case "push":
 		return upload.PushCommand(ctx, "upload-daemon push", args, cfg)
+	default:
+		return daemon(ctx, cfg, args)
 	}
-	return daemon(ctx, cfg, args)
 }
 
 func daemon(ctx context.Context, cfg config.Config, args []string) error {

@@ -201,6 +201,18 @@ func Subcommand(args []string, def string, names ...string) (string, []string) {
 	return def, args
 }
 
+// LoadConfig loads the configuration from the environment and the config
+// file (see package config), failing on any bad line, and exports the
+// file's other settings (ExportEnv): what push and upload-daemon do first.
+func LoadConfig() (config.Config, error) {
+	cfg, err := config.Load(os.Getenv)
+	if err != nil {
+		return cfg, err
+	}
+	ExportEnv(cfg)
+	return cfg, nil
+}
+
 // ExportEnv sets, in this process's environment, the config file's other
 // settings (such as AWS credentials) that the environment does not set
 // already: for a command whose libraries read them from the environment.

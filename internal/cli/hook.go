@@ -29,7 +29,8 @@ func HookOutputs(ctx context.Context, getenv func(string) string) ([]storepath.P
 		out = append(out, p)
 	}
 	if len(out) > 0 {
-		return out, nil
+		slices.Sort(out)
+		return slices.Compact(out), nil
 	}
 	drvPath := getenv("DRV_PATH")
 	if drvPath == "" {

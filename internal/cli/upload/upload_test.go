@@ -1,0 +1,56 @@
+package upload_test
+
+import (
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nixcache/nixcache/internal/cli"
+	"github.com/nixcache/nixcache/internal/cli/upload"
+	"github.com/nixcache/nixcache/signature"
+)
+
+// TestKeyErrorsNameTheSetting is the unit-level regression test for key
+// material echoed in errors (issue 8.12): whatever the value, the error
+// names the flag or variable and never shows the value.
+func TestKeyErrorsNameTheSetting(t *testing.T) {
+	sk, _, err := signature.GenerateKey("cache-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := sk.Secret()
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.sec")
+	if err := signature.WriteSecretKeyFile(good, sk); err != nil {
+		t.Fatal(err)
+	}
+	notKey := filepath.Join(dir, "pub")
+	if err := os.WriteFile(notKey, []byte(text[:20]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, tt := range []struct {
+		setting cli.Setting
+		want    string
+	}{
+		{cli.Setting{Value: text, Name: "--secret-key"}, "--secret-key: cannot read the secret key file"},
+		{cli.Setting{Value: text, Name: "NIXCACHE_SECRET_KEY_FILE"}, "NIXCACHE_SECRET_KEY_FILE: cannot read the secret key file"},
+		{cli.Setting{Value: notKey, Name: "--secret-key"}, "--secret-key: not a secret key file"},
+		{cli.Setting{Value: "/dev/zero", Name: "--secret-key"}, "not a regular file"},
+	} {
+		_, err := upload.LoadSecretKeys([]cli.Setting{tt.setting}, log)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want %q", tt.setting.Name, err, tt.want)
+		}
+		if err != nil && strings.Contains(err.Error(), text[10:30]) {
+			t.Errorf("error shows key material: %v", err)
+		}
+	}
+	keys, err := upload.LoadSecretKeys([]cli.Setting{{Value: good, Name: "--secret-key"}}, log)
+	if err != nil || len(keys) != 1 || keys[0].Secret() != text {
+		t.Fatalf("good key: %v, %v", keys, err)
+	}
+}
