@@ -164,7 +164,7 @@ func TestSecretKeyNotEchoed(t *testing.T) {
 		{"upload-daemon push --secret-key", nil, []string{daemon, "push", "--to", to, "--secret-key", string(key), c.Top}, "--secret-key: cannot read the secret key file"},
 		{"NIXCACHE_SECRET_KEY_FILE", []string{"NIXCACHE_SECRET_KEY_FILE=" + string(key)}, []string{daemon, "push", "--to", to, c.Top}, "NIXCACHE_SECRET_KEY_FILE: cannot read the secret key file"},
 		{"daemon", []string{"NIXCACHE_SECRET_KEY_FILE=" + string(key)}, []string{daemon, "--queue", qdir, "--to", to, "--exit-when-empty"}, "NIXCACHE_SECRET_KEY_FILE: cannot read the secret key file"},
-		{"a device as key file", nil, []string{push, "--to", to, "--secret-key", "/dev/null", c.Top}, "--secret-key: cannot read the secret key file: config: not a regular file"},
+		{"a device as key file", nil, []string{push, "--to", to, "--secret-key", "/dev/null", c.Top}, "--secret-key: cannot read the secret key file: not a regular file (a character device)"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			code, out := run(t, tt.env, tt.cmd[0], tt.cmd[1:]...)

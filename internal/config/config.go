@@ -109,7 +109,7 @@ func Load(getenv func(string) string) (Config, error) {
 		c.File = file
 		settings, err := Parse(data)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("config file %s: %w", file, err))
+			errs = append(errs, fmt.Errorf("config: %s: %w", file, err))
 		}
 		for _, s := range settings {
 			switch s.Key {
@@ -124,7 +124,7 @@ func Load(getenv func(string) string) (Config, error) {
 			}
 		}
 	case explicit || !errors.Is(err, fs.ErrNotExist):
-		errs = append(errs, fmt.Errorf("%w: config file %s: %w", ErrConfig, file, err))
+		errs = append(errs, &fileError{file: file, err: err})
 	}
 	if v := getenv(EnvTo); v != "" {
 		c.To = v
@@ -135,7 +135,40 @@ func Load(getenv func(string) string) (Config, error) {
 	if v := getenv(EnvQueue); v != "" {
 		c.Queue = v
 	}
-	return c, errors.Join(errs...)
+	return c, joinErrors(errs)
+}
+
+// fileError is a config file that could not be read.
+type fileError struct {
+	file string
+	err  error
+}
+
+func (e *fileError) Error() string   { return "config: " + e.file + ": " + e.err.Error() }
+func (e *fileError) Unwrap() []error { return []error{ErrConfig, e.err} }
+
+// lineErrors joins errors on one line ("line 2: ...; line 5: ..."), so a
+// log line stays one line; errors.Is and errors.As see each of them.
+type lineErrors []error
+
+func (e lineErrors) Error() string {
+	msgs := make([]string, len(e))
+	for i, err := range e {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (e lineErrors) Unwrap() []error { return e }
+
+func joinErrors(errs []error) error {
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	return lineErrors(errs)
 }
 
 // Setting is one good KEY=VALUE line of a config file.
@@ -205,7 +238,7 @@ func Parse(data []byte) ([]Setting, error) {
 	if err := sc.Err(); err != nil {
 		errs = append(errs, fmt.Errorf("%w: %w", ErrConfig, err))
 	}
-	return out, errors.Join(errs...)
+	return out, joinErrors(errs)
 }
 
 func isIdent(s string) bool {
@@ -226,10 +259,13 @@ func isIdent(s string) bool {
 
 // ErrNotRegular is wrapped by ReadFile's error for a FIFO, device, socket or
 // directory: such a "file" could block a reader forever or never end.
-var ErrNotRegular = errors.New("config: not a regular file")
+//
+// Like ErrTooLarge, its text has no package prefix: ReadFile's callers
+// say which file (or setting) it was about.
+var ErrNotRegular = errors.New("not a regular file")
 
 // ErrTooLarge is wrapped by ReadFile's error for a file over its limit.
-var ErrTooLarge = errors.New("config: file too large")
+var ErrTooLarge = errors.New("file too large")
 
 // ReadFile reads a regular file of at most limit bytes. It opens without
 // blocking (O_NONBLOCK, so a FIFO with no writer does not hang it), checks
