@@ -67,6 +67,11 @@ type DrainOptions struct {
 	// ExitWhenEmpty makes Run return nil once the queue is empty and nothing
 	// is in flight.
 	ExitWhenEmpty bool
+	// SlowBatch is how long a batch of new paths may run before the next
+	// batch starts beside it (default 1m): batches normally run one at a
+	// time, but one stalled upload must not hold back every path queued
+	// after it.
+	SlowBatch time.Duration
 	// ShutdownGrace is how long in-flight pushes may run on after the
 	// context is cancelled before they are cancelled too (default 1m).
 	ShutdownGrace time.Duration
@@ -99,6 +104,9 @@ func (o *DrainOptions) defaults() {
 	}
 	if o.MaxBackoff < o.MinBackoff {
 		o.MaxBackoff = max(5*time.Minute, o.MinBackoff)
+	}
+	if o.SlowBatch <= 0 {
+		o.SlowBatch = time.Minute
 	}
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = time.Minute
@@ -198,7 +206,8 @@ func (d *Drainer) Run(ctx context.Context) error {
 	defer cancelPush()
 	results := make(chan result)
 	inFlight := 0
-	mainBusy := false
+	mains := 0 // main batches in flight
+	var lastMain time.Time
 	var wg sync.WaitGroup
 	defer wg.Wait()
 
@@ -229,11 +238,20 @@ func (d *Drainer) Run(ctx context.Context) error {
 					d.scan()
 				}
 				for inFlight < d.opts.Jobs {
-					batch, main := d.nextBatch(time.Now(), mainBusy)
+					// A main batch that runs longer than SlowBatch (a stalled
+					// upload) no longer holds back the next one.
+					slow := mains > 0 && time.Since(lastMain) > d.opts.SlowBatch
+					batch, main := d.nextBatch(time.Now(), mains > 0 && !slow)
 					if len(batch) == 0 {
 						break
 					}
-					mainBusy = mainBusy || main
+					if main {
+						if mains > 0 {
+							d.log.Warn("a batch is slow; starting the next one beside it", "running_for", time.Since(lastMain).Round(time.Second))
+						}
+						mains++
+						lastMain = time.Now()
+					}
 					inFlight++
 					wg.Add(1)
 					go func() {
@@ -263,7 +281,9 @@ func (d *Drainer) Run(ctx context.Context) error {
 		select {
 		case r := <-results:
 			inFlight--
-			mainBusy = mainBusy && !r.main
+			if r.main {
+				mains--
+			}
 			d.finish(r)
 		case <-poll.C:
 		case <-ctx.Done():
@@ -272,7 +292,9 @@ func (d *Drainer) Run(ctx context.Context) error {
 				select {
 				case r := <-results:
 					inFlight--
-					mainBusy = mainBusy && !r.main
+					if r.main {
+						mains--
+					}
 					d.finish(r)
 				case <-grace:
 					d.log.Warn("shutdown grace expired; cancelling in-flight uploads", "in_flight", inFlight)
@@ -319,7 +341,8 @@ func (d *Drainer) queuedCount() int {
 // the oldest ready paths. Main batches run one at a time: their closures
 // usually overlap (a build's outputs refer to the ones built just before),
 // and cache.Push parallelises and deduplicates within one call, so two
-// concurrent main batches would upload the shared paths twice. The other
+// concurrent main batches would upload the shared paths twice (unless one
+// has run longer than SlowBatch, see Run). The other
 // Jobs-1 slots serve paths being retried alone, so a slow failing path
 // never stalls the main flow.
 func (d *Drainer) nextBatch(now time.Time, mainBusy bool) (batch []*item, main bool) {

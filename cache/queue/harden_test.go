@@ -188,3 +188,58 @@ func TestOnStartAfterLock(t *testing.T) {
 		t.Fatalf("Run = %v, OnStart called: %v", err, started)
 	}
 }
+
+// TestStalledBatchDoesNotHoldBackTheNext: a batch whose upload stalls (a
+// server that stops reading) must not hold back the paths queued after it
+// (issue 8.9, daemon side): past SlowBatch the next batch starts beside it.
+func TestStalledBatchDoesNotHoldBackTheNext(t *testing.T) {
+	q := openNoRoots(t)
+	stalled := fakePath(99)
+	if err := q.Enqueue(stalled); err != nil {
+		t.Fatal(err)
+	}
+	var uploaded testenv.Buffer
+	p := queue.PushFunc(func(ctx context.Context, batch []storepath.Path) (queue.PushResult, error) {
+		for _, x := range batch {
+			if x == stalled {
+				<-ctx.Done() // stalls until the drainer gives up on it
+				return queue.PushResult{}, ctx.Err()
+			}
+		}
+		for _, x := range batch {
+			fmt.Fprintln(&uploaded, x)
+		}
+		return queue.PushResult{Uploaded: len(batch)}, nil
+	})
+	o := fastOpts()
+	o.ExitWhenEmpty = false
+	o.Jobs = 2
+	o.SlowBatch = 50 * time.Millisecond
+	o.ShutdownGrace = 10 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	d := queue.NewDrainer(q, p, o)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	for d.Stats().InFlight == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if err := q.Enqueue(fakePath(1), fakePath(2), fakePath(3)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for d.Stats().Uploaded < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("paths queued behind a stalled batch not uploaded within 5 s (stats %+v)", d.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if d.Stats().InFlight != 1 {
+		t.Fatalf("the stalled push should still be in flight: %+v", d.Stats())
+	}
+}
