@@ -39,8 +39,8 @@ func TestMultiBlockNARsNixReads(t *testing.T) {
 			if fi, _ := os.Stat(nars[0]); fi.Size() < 4<<20 {
 				t.Fatalf("compressed NAR is only %d bytes: not multi-block", fi.Size())
 			}
-			if _, err := testenv.NixCmd("nix", "store", "verify", "--store", "file://"+dir, "--trusted-public-keys", pub, string(big)); err != nil {
-				t.Fatalf("nix store verify: %v", err)
+			if code := testenv.NixStoreVerify(t, "file://"+dir, pub, string(big)); code != 0 {
+				t.Fatalf("nix store verify: exit code %d", code)
 			}
 		})
 	}

@@ -98,12 +98,11 @@ func deletePaths(t *testing.T, paths []string) {
 // Nix substitutes them back from the cache (--max-jobs 0: no rebuilding).
 func verifyAndSubstitute(t *testing.T, storeURL string, k keys, outs []string) {
 	t.Helper()
-	args := append([]string{"store", "verify", "--store", storeURL, "--trusted-public-keys", k.pubText}, outs...)
-	if out, err := testenv.NixCmd("nix", args...); err != nil {
-		t.Fatalf("nix store verify refused the cache: %v\n%s", err, out)
+	if code := testenv.NixStoreVerify(t, storeURL, k.pubText, outs...); code != 0 {
+		t.Fatalf("nix store verify refused the cache: exit code %d", code)
 	}
 	deletePaths(t, outs)
-	args = append([]string{"--realise"}, outs...)
+	args := append([]string{"--realise"}, outs...)
 	args = append(args, "--option", "substituters", storeURL, "--option", "trusted-public-keys", k.pubText, "--max-jobs", "0")
 	if out, err := testenv.NixCmd("nix-store", args...); err != nil {
 		t.Fatalf("Nix could not substitute the paths back: %v\n%s", err, out)
@@ -366,8 +365,8 @@ func TestDaemonKilledRepeatedly(t *testing.T) {
 	if n := checkFileCacheInvariant(t, cacheDir); n != len(outs) {
 		t.Fatalf("%d narinfos, want %d", n, len(outs))
 	}
-	if out, err := testenv.NixCmd("nix", "store", "verify", "--store", "file://"+cacheDir, "--all", "--trusted-public-keys", k.pubText); err != nil {
-		t.Fatalf("nix store verify --all: %v\n%s", err, out)
+	if code := testenv.NixStoreVerify(t, "file://"+cacheDir, k.pubText, "--all"); code != 0 {
+		t.Fatalf("nix store verify --all: exit code %d", code)
 	}
 }
 
@@ -423,8 +422,8 @@ func TestConcurrentBuilds(t *testing.T) {
 		}
 	}
 	checkFileCacheInvariant(t, cacheDir)
-	if out, err := testenv.NixCmd("nix", "store", "verify", "--store", "file://"+cacheDir, "--all", "--trusted-public-keys", k.pubText); err != nil {
-		t.Fatalf("nix store verify --all: %v\n%s", err, out)
+	if code := testenv.NixStoreVerify(t, "file://"+cacheDir, k.pubText, "--all"); code != 0 {
+		t.Fatalf("nix store verify --all: exit code %d", code)
 	}
 }
 

@@ -154,7 +154,7 @@ func (r CheckResult) Err() error {
 // on the S3 server (not through the proxy), checks the invariant for every
 // narinfo, checks that every path in want has a narinfo, and has real Nix
 // verify those paths (signature, NAR hash) over plain HTTP.
-func check(ctx context.Context, mc *minio.Client, s3Endpoint, bucket, pubKey string, want []string) (CheckResult, error) {
+func check(ctx context.Context, t testenv.TB, mc *minio.Client, s3Endpoint, bucket, pubKey string, want []string) (CheckResult, error) {
 	res := CheckResult{Checked: len(want)}
 	sizes := map[string]int64{}
 	for obj := range mc.ListObjects(ctx, bucket, minio.ListObjectsOptions{Recursive: true}) {
@@ -213,12 +213,11 @@ func check(ctx context.Context, mc *minio.Client, s3Endpoint, bucket, pubKey str
 		return res, nil
 	}
 	storeURL := s3Endpoint + "/" + bucket
-	args := append([]string{"store", "verify", "--store", storeURL, "--trusted-public-keys", pubKey}, present...)
-	if _, err := testenv.NixCmd("nix", args...); err != nil {
+	if testenv.NixStoreVerify(t, storeURL, pubKey, present...) != 0 {
 		// Find out which paths Nix refuses.
 		for _, p := range present {
-			if out, err := testenv.NixCmd("nix", "store", "verify", "--store", storeURL, "--trusted-public-keys", pubKey, p); err != nil {
-				res.Lost = append(res.Lost, fmt.Sprintf("%s (nix store verify: %v %s)", p, err, out))
+			if code := testenv.NixStoreVerify(t, storeURL, pubKey, p); code != 0 {
+				res.Lost = append(res.Lost, fmt.Sprintf("%s (nix store verify: exit code %d, see log)", p, code))
 			}
 		}
 	}

@@ -267,7 +267,7 @@ func (h *Harness) makeBig() error {
 // the harness's public key), and every narinfo in the bucket must have its
 // NAR (FileSize bytes) and its references' narinfos.
 func (h *Harness) Check(ctx context.Context, bucket string, want []string) (CheckResult, error) {
-	return check(ctx, h.cfg.S3.Client(h.cfg.TB), h.cfg.S3.Endpoint, bucket, h.keyPub, want)
+	return check(ctx, h.cfg.TB, h.cfg.S3.Client(h.cfg.TB), h.cfg.S3.Endpoint, bucket, h.keyPub, want)
 }
 
 // Close stops the proxy and deletes the store paths the harness created,

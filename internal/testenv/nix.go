@@ -128,7 +128,8 @@ func NixCmd(name string, args ...string) ([]byte, error) {
 
 // NixStoreVerify runs `nix store verify --store STORE --trusted-public-keys
 // PUB PATHS...` and returns its exit code, a bitmask: 0 all good, 1 a NAR's
-// contents differ, 2 untrusted, 4 failed. Other errors fail the test.
+// contents differ, 2 untrusted, 4 failed; Nix's message is logged. PATHS
+// may be "--all" for a file:// cache. Other errors fail the test.
 func NixStoreVerify(t TB, store, pub string, paths ...string) int {
 	t.Helper()
 	args := append([]string{"store", "verify", "--store", store, "--trusted-public-keys", pub}, paths...)

@@ -64,8 +64,8 @@ func TestDrainToFileCache(t *testing.T) {
 	if n, _ := q.Len(); n != 0 {
 		t.Fatalf("%d entries left", n)
 	}
-	if out, err := testenv.NixCmd("nix", "store", "verify", "--store", "file://"+cacheDir, "--trusted-public-keys", strings.TrimSpace(string(pubText)), string(p)); err != nil {
-		t.Fatalf("nix store verify: %v\n%s", err, out)
+	if code := testenv.NixStoreVerify(t, "file://"+cacheDir, strings.TrimSpace(string(pubText)), string(p)); code != 0 {
+		t.Fatalf("nix store verify: exit code %d", code)
 	}
 	if !cachepush.StoreExists(ctx, store)(p) {
 		t.Fatal("StoreExists false for a valid path")
