@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"syscall"
 	"time"
 
@@ -51,16 +52,33 @@ const timeout = 5 * time.Second
 func main() { cli.Main("post-build-hook", run) }
 
 // run starts the watchdog, then runs the hook; in sync mode the watchdog
-// stops once the mode is known (the upload may take its time).
+// stops once the mode is known (the upload may take its time). Outside sync
+// mode nothing fails the build: not a panic, not a closed build log.
 func run(ctx context.Context, _ []string) error {
 	start := time.Now()
+	signal.Ignore(syscall.SIGPIPE) // a closed build log must not kill the hook
 	log := cli.NewLogger(os.Stderr, "nixcache-hook", false)
 	watchdog := time.NewTimer(timeout)
 	done, syncMode := make(chan error, 1), make(chan struct{})
-	go func() { done <- hook(ctx, log, start, func() { close(syncMode) }) }()
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				done <- fmt.Errorf("internal error: %v", v)
+			}
+		}()
+		done <- hook(ctx, log, start, func() { close(syncMode) })
+	}()
 	select {
 	case err := <-done:
-		return err
+		select {
+		case <-syncMode:
+			return err
+		default:
+		}
+		if err != nil { // a panic outside sync mode
+			log.Error("nothing queued", "err", err)
+		}
+		return nil
 	case <-syncMode:
 		watchdog.Stop()
 		return <-done
