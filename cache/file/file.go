@@ -15,6 +15,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/nixcache/nixcache/cache"
 )
@@ -23,6 +25,18 @@ import (
 // renaming it into place. List never reports such files, and keys whose last
 // segment starts with it are invalid.
 const TempPrefix = ".nixcache-tmp-"
+
+// StaleTempAge is how long a temporary file must have gone unmodified before
+// New removes it as the leftover of a killed writer. A live writer's file
+// is never removed, however old: Put holds a lock on it (flock) while it
+// writes, and a locked file is left alone. New looks for such files at most
+// once per StaleTempAge per cache (it keeps the time in a file named
+// sweepStamp in the root), so opening a large cache stays cheap.
+const StaleTempAge = time.Hour
+
+// sweepStamp's modification time is when New last looked for stale
+// temporary files. Its name starts with TempPrefix, so List skips it.
+const sweepStamp = TempPrefix + "swept"
 
 // ObjectMode is the permission of stored objects: world-readable, as Nix
 // (and a web server in front of the directory) must read them.
@@ -39,7 +53,9 @@ func init() {
 
 // Backend stores each object as a file under a root directory. Put is
 // atomic: the bytes go to a temporary file in the target's directory, which
-// is synced and renamed into place, and then the directory is synced.
+// is synced and renamed into place, and then the directory is synced. A
+// writer killed mid-Put leaves its temporary file; List never reports it,
+// and New removes it once stale.
 type Backend struct {
 	root string
 }
@@ -47,7 +63,10 @@ type Backend struct {
 var _ cache.Backend = (*Backend)(nil)
 
 // New returns a backend rooted at dir, creating it (and parents) if needed.
-// dir must be absolute, as Nix requires for file:// stores.
+// dir must be absolute, as Nix requires for file:// stores. Unless it did so
+// within StaleTempAge, it removes the temporary files that killed writers
+// left (see RemoveStaleTemps) unmodified for StaleTempAge; a failure to
+// remove them (a read-only cache) is not an error.
 func New(dir string) (*Backend, error) {
 	if !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("file: cache directory %q must be absolute", dir)
@@ -63,7 +82,106 @@ func New(dir string) (*Backend, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("file: cache root %q is not a directory", dir)
 	}
-	return &Backend{root: dir}, nil
+	b := &Backend{root: dir}
+	if b.sweepDue() {
+		_, _ = b.RemoveStaleTemps(context.Background(), StaleTempAge)
+	}
+	return b, nil
+}
+
+// sweepDue reports whether New should look for stale temporary files: the
+// stamp is missing or older than StaleTempAge, and it could be renewed (a
+// reader without write access leaves the cleaning to writers).
+func (b *Backend) sweepDue() bool {
+	stamp := filepath.Join(b.root, sweepStamp)
+	if st, err := os.Stat(stamp); err == nil && time.Since(st.ModTime()) < StaleTempAge {
+		return false
+	}
+	now := time.Now()
+	if err := os.Chtimes(stamp, now, now); err == nil {
+		return true
+	}
+	f, err := os.OpenFile(stamp, os.O_WRONLY|os.O_CREATE, ObjectMode)
+	if err != nil {
+		return false
+	}
+	return f.Close() == nil
+}
+
+// RemoveStaleTemps removes the temporary files (names starting with
+// TempPrefix) that were not modified for age and that no writer holds: a Put
+// killed mid-write leaves its file behind, unlocked. It looks in the root and
+// in every directory below it, and returns how many files it removed.
+func (b *Backend) RemoveStaleTemps(ctx context.Context, age time.Duration) (int, error) {
+	cutoff := time.Now().Add(-age)
+	removed := 0
+	dirs := []string{b.root}
+	for len(dirs) > 0 {
+		dir := dirs[len(dirs)-1]
+		dirs = dirs[:len(dirs)-1]
+		err := eachEntry(dir, func(e fs.DirEntry) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			p := filepath.Join(dir, e.Name())
+			switch {
+			case e.IsDir():
+				dirs = append(dirs, p)
+			case e.Type().IsRegular() && strings.HasPrefix(e.Name(), TempPrefix) && p != filepath.Join(b.root, sweepStamp):
+				if removeIfStale(p, cutoff) {
+					removed++
+				}
+			}
+			return nil
+		})
+		if err != nil && (dir == b.root || !errors.Is(err, fs.ErrNotExist)) {
+			return removed, fmt.Errorf("file: remove stale temporary files: %w", err)
+		}
+	}
+	return removed, nil
+}
+
+// eachEntry calls fn for each entry of dir, unsorted and a batch at a time
+// (a cache's root and nar/ can hold millions of entries).
+func eachEntry(dir string, fn func(fs.DirEntry) error) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	for {
+		ents, err := d.ReadDir(1024)
+		for _, e := range ents {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// removeIfStale removes the temporary file p if it was last modified before
+// cutoff and no writer holds its lock, and reports whether it did.
+func removeIfStale(p string, cutoff time.Time) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() || !st.ModTime().Before(cutoff) {
+		return false
+	}
+	// A live Put holds LOCK_EX; a killed one's lock went with its process.
+	// Where the file system has no locks, the age alone decides.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); errors.Is(err, syscall.EWOULDBLOCK) {
+		return false
+	}
+	return os.Remove(p) == nil
 }
 
 // FromURL opens the backend for a parsed file:// store URL. A file:// URL has
@@ -169,6 +287,11 @@ func (b *Backend) Put(ctx context.Context, key string, r io.Reader, size int64, 
 		return fmt.Errorf("file: put %q: %w", key, err)
 	}
 	tmp := f.Name()
+	// Hold a lock on the temporary file while writing it, so that
+	// RemoveStaleTemps never removes it, however slow the reader. The lock
+	// goes away with the process if it is killed. Best effort: some file
+	// systems have no locks.
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 	defer func() {
 		if err != nil {
 			f.Close()
