@@ -407,11 +407,10 @@ func TestDrainRules(t *testing.T) {
 			defer cancel()
 			d := queue.NewDrainer(q, f, o)
 			if bad > 0 {
-				// Stop once every good path is done.
+				// Stop once every good path is done and every bad one failed.
 				go func() {
 					for ctx.Err() == nil {
-						if st := d.Stats(); st.Uploaded == int64(tt.n-len(f.fail)) {
-							time.Sleep(50 * time.Millisecond)
+						if st := d.Stats(); st.Uploaded == int64(tt.n-len(f.fail)) && st.Failing == bad {
 							cancel()
 							return
 						}

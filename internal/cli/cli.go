@@ -46,17 +46,37 @@ func Main(name string, run func(ctx context.Context, args []string) error) {
 	os.Exit(ExitCode(err))
 }
 
-// ExitCode is the exit status for run's error: 0 for nil or -h, 2 for a
-// usage error, 1 otherwise.
+// ExitCode is the exit status for run's error: 0 for nil or -h, the code of
+// an error made by WithCode, 2 for a usage error, 1 otherwise.
 func ExitCode(err error) int {
+	var ce *codeError
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.As(err, &ce):
+		return ce.code
 	case errors.Is(err, ErrUsage):
 		return 2
 	}
 	return 1
 }
+
+// WithCode returns err (nil if err is nil) such that Main exits with code,
+// for commands that document more exit codes than 0, 1 and 2.
+func WithCode(code int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &codeError{code, err}
+}
+
+type codeError struct {
+	code int
+	err  error
+}
+
+func (e *codeError) Error() string { return e.err.Error() }
+func (e *codeError) Unwrap() error { return e.err }
 
 // NewLogger returns the commands' logger: slog's text format on w, without
 // the time (journald and Nix's build log add their own), at Info level or

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -25,6 +26,8 @@ func TestExitCode(t *testing.T) {
 		{flag.ErrHelp, 0},
 		{cli.Usagef("no paths"), 2},
 		{errors.New("upload failed"), 1},
+		{cli.WithCode(3, errors.New("cannot list the cache")), 3},
+		{fmt.Errorf("verify: %w", cli.WithCode(3, cli.Usagef("x"))), 3},
 	} {
 		if got := cli.ExitCode(tt.err); got != tt.want {
 			t.Errorf("ExitCode(%v) = %d, want %d", tt.err, got, tt.want)
