@@ -19,17 +19,11 @@ import (
 // returns the secret key file and the public key.
 func nixKey(t testing.TB, name string) (secFile, pub string) {
 	t.Helper()
-	dir := t.TempDir()
-	sec, pubFile := filepath.Join(dir, "key.sec"), filepath.Join(dir, "key.pub")
-	testenv.Nix(t, "nix-store", "--generate-binary-cache-key", name, sec, pubFile)
-	if err := os.Chmod(sec, 0o600); err != nil {
+	k := testenv.NixKeyPair(t, name)
+	if err := os.Chmod(k.SecretFile, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(pubFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sec, strings.TrimSpace(string(b))
+	return k.SecretFile, k.Public
 }
 
 // buildClosure builds a fresh three-path closure with references (no GC

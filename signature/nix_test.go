@@ -15,10 +15,8 @@ import (
 // nixKeyPair runs nix-store --generate-binary-cache-key and returns the paths.
 func nixKeyPair(t *testing.T, name string) (secPath, pubPath string) {
 	t.Helper()
-	dir := t.TempDir()
-	secPath, pubPath = filepath.Join(dir, "sec"), filepath.Join(dir, "pub")
-	testenv.Nix(t, "nix-store", "--generate-binary-cache-key", name, secPath, pubPath)
-	return secPath, pubPath
+	k := testenv.NixKeyPair(t, name)
+	return k.SecretFile, k.PublicFile
 }
 
 func TestNixGeneratedKeyFiles(t *testing.T) {

@@ -34,15 +34,8 @@ type keys struct{ sec, pub, pubText string }
 
 func genKey(t *testing.T) keys {
 	t.Helper()
-	dir := t.TempDir()
-	k := keys{sec: filepath.Join(dir, "key.sec"), pub: filepath.Join(dir, "key.pub")}
-	testenv.Nix(t, "nix-store", "--generate-binary-cache-key", "hook-test-1", k.sec, k.pub)
-	b, err := os.ReadFile(k.pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k.pubText = strings.TrimSpace(string(b))
-	return k
+	k := testenv.NixKeyPair(t, "hook-test-1")
+	return keys{sec: k.SecretFile, pub: k.PublicFile, pubText: k.Public}
 }
 
 // writeExpr writes a Nix file of n small derivations, unique to this call,

@@ -59,14 +59,8 @@ func emptyConfig(t *testing.T) string {
 
 func genKey(t *testing.T) (sec, pub string) {
 	t.Helper()
-	dir := t.TempDir()
-	sec, pubFile := filepath.Join(dir, "k.sec"), filepath.Join(dir, "k.pub")
-	testenv.Nix(t, "nix-store", "--generate-binary-cache-key", "daemon-test-1", sec, pubFile)
-	b, err := os.ReadFile(pubFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sec, strings.TrimSpace(string(b))
+	k := testenv.NixKeyPair(t, "daemon-test-1")
+	return k.SecretFile, k.Public
 }
 
 // The daemon drains a queue into a file:// cache that Nix accepts; status

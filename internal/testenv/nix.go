@@ -144,3 +144,25 @@ func NixStoreVerify(t TB, store, pub string, paths ...string) int {
 	}
 	return 0
 }
+
+// NixKey is a key pair made by real Nix.
+type NixKey struct {
+	SecretFile string // the secret key file, as Nix wrote it
+	PublicFile string // the public key file, as Nix wrote it
+	Public     string // the public key, "name:base64"
+}
+
+// NixKeyPair makes a key pair named name with `nix-store
+// --generate-binary-cache-key` in a temporary directory.
+func NixKeyPair(t TB, name string) NixKey {
+	t.Helper()
+	dir := t.TempDir()
+	k := NixKey{SecretFile: filepath.Join(dir, "key.sec"), PublicFile: filepath.Join(dir, "key.pub")}
+	Nix(t, "nix-store", "--generate-binary-cache-key", name, k.SecretFile, k.PublicFile)
+	b, err := os.ReadFile(k.PublicFile)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	k.Public = strings.TrimSpace(string(b))
+	return k
+}

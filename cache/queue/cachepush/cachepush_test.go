@@ -26,9 +26,8 @@ import (
 func TestDrainToFileCache(t *testing.T) {
 	testenv.RequireNix(t)
 	dir := t.TempDir()
-	sec, pub := filepath.Join(dir, "k.sec"), filepath.Join(dir, "k.pub")
-	testenv.Nix(t, "nix-store", "--generate-binary-cache-key", "cachepush-test-1", sec, pub)
-	pubText, _ := os.ReadFile(pub)
+	key := testenv.NixKeyPair(t, "cachepush-test-1")
+	sec, pubText := key.SecretFile, key.Public
 	src := filepath.Join(dir, "cachepush-"+strconv.FormatInt(time.Now().UnixNano(), 10))
 	if err := os.WriteFile(src, []byte("cachepush test\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -64,7 +63,7 @@ func TestDrainToFileCache(t *testing.T) {
 	if n, _ := q.Len(); n != 0 {
 		t.Fatalf("%d entries left", n)
 	}
-	if code := testenv.NixStoreVerify(t, "file://"+cacheDir, strings.TrimSpace(string(pubText)), string(p)); code != 0 {
+	if code := testenv.NixStoreVerify(t, "file://"+cacheDir, pubText, string(p)); code != 0 {
 		t.Fatalf("nix store verify: exit code %d", code)
 	}
 	if !cachepush.StoreExists(ctx, store)(p) {
