@@ -2,6 +2,7 @@ package nar
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 
@@ -63,6 +64,9 @@ func dumpErr(fsRoot, rel, op string, err error) error {
 	p := fsRoot
 	if rel != "" {
 		p += "/" + rel
+	}
+	if errors.Is(err, ErrUnsupported) || errors.Is(err, ErrPathTooLong) {
+		return fmt.Errorf("%w: dump %s: %s", err, p, op)
 	}
 	return fmt.Errorf("nar: dump %s: %s: %w", p, op, err)
 }

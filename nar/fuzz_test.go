@@ -18,6 +18,10 @@ import (
 // TestWriteFuzzCorpus).
 func FuzzReader(f *testing.F) {
 	f.Add(narOf(file("hello")))
+	// The path limit (MaxPathLen): the deepest NAR within it and one level
+	// more (testdata/fuzz holds the same at 255-byte names).
+	f.Add(deepNAR(2047, "a"))
+	f.Add(deepNAR(2048, "a"))
 	f.Add(narOf(dir(entry("a", file("x")...), entry("b", "(", "type", "symlink", "target", str("a"), ")"))))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if err := readAll(data); err != nil {
@@ -37,6 +41,7 @@ func FuzzReader(f *testing.F) {
 // Writer records while writing the same archive.
 func FuzzList(f *testing.F) {
 	f.Add(narOf(dir(entry("a", file("x")...))))
+	f.Add(deepNAR(2047, "a"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		l, err := List(bytes.NewReader(data))
 		if err != nil {

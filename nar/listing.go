@@ -40,7 +40,7 @@ type Node struct {
 // bytes, including invalid UTF-8, are copied verbatim).
 func (l *Listing) MarshalJSON() ([]byte, error) {
 	if l.Root == nil {
-		return nil, fmt.Errorf("nar: listing has no root: %w", ErrInvalidHeader)
+		return nil, fmt.Errorf("%w: listing has no root", ErrInvalidHeader)
 	}
 	b := []byte(`{"version":1,"root":`)
 	b, err := l.Root.appendJSON(b)
@@ -83,7 +83,7 @@ func (n *Node) appendJSON(b []byte) ([]byte, error) {
 		}
 		b = append(b, '}')
 	default:
-		return nil, fmt.Errorf("nar: listing node of type %d: %w", n.Type, ErrInvalidHeader)
+		return nil, fmt.Errorf("%w: listing node of type %d", ErrInvalidHeader, n.Type)
 	}
 	return append(b, '}'), nil
 }

@@ -87,6 +87,12 @@ const (
 	MaxNameLen = 255
 	// MaxTargetLen is the longest symlink target (PATH_MAX-1).
 	MaxTargetLen = 4095
+	// MaxPathLen is the longest path of an object inside an archive
+	// (Header.Path), PATH_MAX-1. Nix restores a NAR through absolute paths
+	// (the destination, '/', the path), which the kernel refuses beyond
+	// PATH_MAX-1 bytes ("File name too long"), so Nix can never unpack a
+	// NAR with a longer path; it bounds the depth of an archive to 2048.
+	MaxPathLen = 4095
 )
 
 // Errors returned (wrapped, with context) by the Writer, Reader, DumpPath and
@@ -104,6 +110,11 @@ var (
 	// ErrInvalidTarget: a symlink target is empty, contains NUL or is
 	// longer than MaxTargetLen bytes.
 	ErrInvalidTarget = errors.New("nar: invalid symlink target")
+	// ErrPathTooLong: an object's path in the archive is longer than
+	// MaxPathLen bytes, or Restore would create a path longer than that
+	// below its destination (then the error also wraps ENAMETOOLONG, as
+	// nix-store --restore fails with "File name too long").
+	ErrPathTooLong = errors.New("nar: path too long")
 	// ErrInvalidHeader: a Header is inconsistent (unknown type, negative
 	// size, a path under a non-directory, an entry after a non-directory
 	// root...).

@@ -10,9 +10,11 @@ import (
 
 const readBufSize = 64 << 10
 
+// rdir is an open directory. Its path is not kept: it is r.path[:plen],
+// so memory grows with depth by one entry name per level, not one path.
 type rdir struct {
-	path    string // full path of the directory; "" for the root
-	last    string
+	plen    int    // length of the directory's path in r.path
+	last    string // the last entry name read in it
 	hasLast bool
 }
 
@@ -22,8 +24,10 @@ type rdir struct {
 // an archive: only the canonical token order is accepted (so whatever it
 // accepts, a Writer re-encodes byte for byte), padding must be zero, names
 // must be valid (ValidateName), unique and sorted byte-wise, symlink targets
-// non-empty, NUL-free and at most MaxTargetLen bytes, and nothing may follow
-// the archive (ErrTrailingData). The Reader buffers its input internally;
+// non-empty, NUL-free and at most MaxTargetLen bytes, paths at most
+// MaxPathLen bytes (ErrPathTooLong), and nothing may follow the archive
+// (ErrTrailingData). Memory stays proportional to the depth of the current
+// object, and each header costs time proportional to its path. The Reader buffers its input internally;
 // wrapping r in a bufio.Reader gains nothing. It starts no goroutines.
 type Reader struct {
 	r        io.Reader
@@ -34,6 +38,7 @@ type Reader struct {
 	err      error // sticky
 	started  bool
 	stack    []rdir
+	path     []byte // path of the innermost open directory
 
 	inFile    bool
 	remaining int64
@@ -56,7 +61,7 @@ func (r *Reader) fail(err error) error {
 }
 
 func (r *Reader) formatErr(format string, args ...any) error {
-	return r.fail(fmt.Errorf("nar: at offset %d: %s: %w", r.off, fmt.Sprintf(format, args...), ErrFormat))
+	return r.fail(fmt.Errorf("%w: at offset %d: %s", ErrFormat, r.off, fmt.Sprintf(format, args...)))
 }
 
 // fill makes at least n (<= len(r.buf)) bytes available in buf[pos:end].
@@ -72,7 +77,7 @@ func (r *Reader) fill(n int) error {
 	for r.end < n {
 		if r.rerr != nil {
 			if r.rerr == io.EOF {
-				return r.fail(fmt.Errorf("nar: at offset %d: truncated archive: %w: %w", r.off+int64(r.end), ErrFormat, io.ErrUnexpectedEOF))
+				return r.fail(fmt.Errorf("%w: at offset %d: truncated archive: %w", ErrFormat, r.off+int64(r.end), io.ErrUnexpectedEOF))
 			}
 			return r.fail(fmt.Errorf("nar: read: %w", r.rerr))
 		}
@@ -125,7 +130,7 @@ func (r *Reader) readString(max int, what string, sentinel error) (string, error
 		return "", err
 	}
 	if n > uint64(max) {
-		return "", r.fail(fmt.Errorf("nar: at offset %d: %s of %d bytes exceeds %d: %w", start, what, n, max, sentinel))
+		return "", r.fail(fmt.Errorf("%w: at offset %d: %s of %d bytes exceeds %d", sentinel, start, what, n, max))
 	}
 	b, err := r.readPadded(int(n))
 	if err != nil {
@@ -173,7 +178,7 @@ func (r *Reader) Next() (*Header, error) {
 		r.started = true
 		if err := r.expect("nix-archive-1"); err != nil {
 			if errors.Is(err, ErrFormat) && !errors.Is(err, io.ErrUnexpectedEOF) {
-				r.err = fmt.Errorf("nar: not a NAR (bad magic): %w", ErrFormat)
+				r.err = fmt.Errorf("%w: not a NAR (bad magic)", ErrFormat)
 			}
 			return nil, r.err
 		}
@@ -197,6 +202,7 @@ func (r *Reader) Next() (*Header, error) {
 		if string(t) == ")" {
 			r.stack = r.stack[:len(r.stack)-1]
 			if len(r.stack) > 0 {
+				r.path = r.path[:r.stack[len(r.stack)-1].plen]
 				if err := r.expect(")"); err != nil {
 					return nil, err
 				}
@@ -219,15 +225,22 @@ func (r *Reader) Next() (*Header, error) {
 			return nil, err
 		}
 		if err := ValidateName(name); err != nil {
-			return nil, r.fail(fmt.Errorf("nar: at offset %d: directory %q: name %q: %w", start, top.path, name, err))
+			return nil, r.fail(fmt.Errorf("%w: at offset %d: directory %q: name %q", err, start, r.path, name))
 		}
 		if top.hasLast {
 			if name == top.last {
-				return nil, r.fail(fmt.Errorf("nar: at offset %d: directory %q: name %q: %w", start, top.path, name, ErrDuplicate))
+				return nil, r.fail(fmt.Errorf("%w: at offset %d: directory %q: name %q", ErrDuplicate, start, r.path, name))
 			}
 			if name < top.last {
-				return nil, r.fail(fmt.Errorf("nar: at offset %d: directory %q: name %q after %q: %w", start, top.path, name, top.last, ErrUnsorted))
+				return nil, r.fail(fmt.Errorf("%w: at offset %d: directory %q: name %q after %q", ErrUnsorted, start, r.path, name, top.last))
 			}
+		}
+		plen := len(name)
+		if len(r.path) > 0 {
+			plen += len(r.path) + 1
+		}
+		if plen > MaxPathLen {
+			return nil, r.fail(fmt.Errorf("%w: at offset %d: entry %q at depth %d: path of %d bytes exceeds %d", ErrPathTooLong, start, name, len(r.stack), plen, MaxPathLen))
 		}
 		top.last, top.hasLast = name, true
 		if err := r.expect("node"); err != nil {
@@ -237,19 +250,19 @@ func (r *Reader) Next() (*Header, error) {
 			return nil, err
 		}
 		p := name
-		if top.path != "" {
-			p = top.path + "/" + name
+		if len(r.path) > 0 {
+			p = string(r.path) + "/" + name
 		}
 		return r.node(p, name, len(r.stack))
 	}
 	// End of archive: nothing may follow.
 	if r.end > r.pos {
-		return nil, r.fail(fmt.Errorf("nar: at offset %d: %w", r.off, ErrTrailingData))
+		return nil, r.fail(fmt.Errorf("%w: at offset %d", ErrTrailingData, r.off))
 	}
 	for r.rerr == nil {
 		m, err := r.r.Read(r.buf[:1])
 		if m > 0 {
-			return nil, r.fail(fmt.Errorf("nar: at offset %d: %w", r.off, ErrTrailingData))
+			return nil, r.fail(fmt.Errorf("%w: at offset %d", ErrTrailingData, r.off))
 		}
 		r.rerr = err
 	}
@@ -332,7 +345,7 @@ func (r *Reader) node(path, name string, depth int) (*Header, error) {
 			return nil, err
 		}
 		if err := validateTarget(target); err != nil {
-			return nil, r.fail(fmt.Errorf("nar: at offset %d: symlink %q: %w", start, path, err))
+			return nil, r.fail(fmt.Errorf("%w: at offset %d: symlink %q", err, start, path))
 		}
 		h.LinkTarget = target
 		if err := r.closeNode(depth); err != nil {
@@ -340,7 +353,8 @@ func (r *Reader) node(path, name string, depth int) (*Header, error) {
 		}
 	case "directory":
 		h.Type = TypeDirectory
-		r.stack = append(r.stack, rdir{path: path})
+		r.path = append(r.path[:0], path...)
+		r.stack = append(r.stack, rdir{plen: len(path)})
 	default:
 		r.off = start
 		return nil, r.formatErr("unknown node type %q", t)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"syscall"
 )
 
 // Restore unpacks the NAR read from r at dir, as `nix-store --restore dir`
@@ -16,11 +17,19 @@ import (
 // files get the three execute bits added to that; the store makes paths
 // read-only later, Restore does not. Names are validated by the Reader (no
 // "", ".", "..", '/' or NUL), every object is created exclusively, and all
-// creation goes through an os.Root opened on dir, so a restore never
-// follows a symlink it has created, or any other, out of dir. Symlink
-// targets are data and are written verbatim, wherever they point. The
-// archive must be complete and well formed; on error, what was restored so
-// far is left in place.
+// creation goes through an os.Root per directory level, opened on dir and
+// on each directory Restore creates, with single-component names, so a
+// restore never follows a symlink it has created, or any other, out of dir,
+// and each object costs a constant number of system calls whatever its
+// depth. Symlink targets are data and are written verbatim, wherever they
+// point.
+//
+// Like nix-store --restore, which creates every object through the path
+// dir + "/" + its path in the archive (dir as given, relative or not),
+// Restore refuses an object whose such path would be longer than MaxPathLen
+// bytes, where Nix gets "File name too long" from the kernel: the error
+// wraps ErrPathTooLong and syscall.ENAMETOOLONG. The archive must be complete and well formed; on error, what was
+// restored so far is left in place.
 func Restore(r io.Reader, dir string) error {
 	nr := NewReader(r)
 	h, err := nr.Next()
@@ -42,51 +51,76 @@ func Restore(r io.Reader, dir string) error {
 			return restoreErr(dir, "", err)
 		}
 	case TypeDirectory:
-		if err := os.Mkdir(dir, 0o777); err != nil {
-			if !errors.Is(err, fs.ErrExist) {
-				return restoreErr(dir, "", err)
-			}
-			if err := checkEmptyDir(dir); err != nil {
-				return err
-			}
-		}
-		root, err := os.OpenRoot(dir)
-		if err != nil {
-			return restoreErr(dir, "", err)
-		}
-		defer root.Close()
-		for {
-			h, err := nr.Next()
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			switch h.Type {
-			case TypeDirectory:
-				err = root.Mkdir(h.Path, 0o777)
-			case TypeSymlink:
-				err = root.Symlink(h.LinkTarget, h.Path)
-			case TypeRegular:
-				var f *os.File
-				if f, err = root.OpenFile(h.Path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666); err == nil {
-					err = restoreFile(f, nr, h, buf)
-				}
-			}
-			if err != nil {
-				return restoreErr(dir, h.Path, err)
-			}
-		}
+		return restoreDir(nr, dir, buf)
 	}
 	_, err = nr.Next()
 	if err == io.EOF {
 		return nil
 	}
 	if err == nil {
-		err = fmt.Errorf("nar: restore %s: entry after a non-directory root: %w", dir, ErrFormat)
+		err = fmt.Errorf("%w: restore %s: entry after a non-directory root", ErrFormat, dir)
 	}
 	return err
+}
+
+// restoreDir restores the entries of a directory root into dir, holding one
+// open os.Root per directory level of the current entry.
+func restoreDir(nr *Reader, dir string, buf []byte) error {
+	if err := os.Mkdir(dir, 0o777); err != nil {
+		if !errors.Is(err, fs.ErrExist) {
+			return restoreErr(dir, "", err)
+		}
+		if err := checkEmptyDir(dir); err != nil {
+			return err
+		}
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return restoreErr(dir, "", err)
+	}
+	levels := []*os.Root{root} // levels[d-1] is the directory of an entry at depth d
+	defer func() {
+		for _, l := range levels {
+			l.Close()
+		}
+	}()
+	for {
+		h, err := nr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if n := len(dir) + 1 + len(h.Path); n > MaxPathLen {
+			return fmt.Errorf("%w: restore %s: entry at depth %d: path of %d bytes exceeds %d: %w", ErrPathTooLong, dir, nr.depth(), n, MaxPathLen, syscall.ENAMETOOLONG)
+		}
+		d, name := nr.depth(), nr.name()
+		for len(levels) > d {
+			levels[len(levels)-1].Close()
+			levels = levels[:len(levels)-1]
+		}
+		parent := levels[d-1]
+		switch h.Type {
+		case TypeDirectory:
+			if err = parent.Mkdir(name, 0o777); err == nil {
+				var sub *os.Root
+				if sub, err = parent.OpenRoot(name); err == nil {
+					levels = append(levels, sub)
+				}
+			}
+		case TypeSymlink:
+			err = parent.Symlink(h.LinkTarget, name)
+		case TypeRegular:
+			var f *os.File
+			if f, err = parent.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666); err == nil {
+				err = restoreFile(f, nr, h, buf)
+			}
+		}
+		if err != nil {
+			return restoreErr(dir, h.Path, err)
+		}
+	}
 }
 
 func restoreErr(dir, rel string, err error) error {
@@ -102,7 +136,7 @@ func checkEmptyDir(dir string) error {
 		return restoreErr(dir, "", err)
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("nar: restore %s: not a directory: %w", dir, ErrNotEmpty)
+		return fmt.Errorf("%w: restore %s: not a directory", ErrNotEmpty, dir)
 	}
 	f, err := os.Open(dir)
 	if err != nil {
@@ -111,7 +145,7 @@ func checkEmptyDir(dir string) error {
 	defer f.Close()
 	names, err := f.Readdirnames(1)
 	if len(names) > 0 {
-		return fmt.Errorf("nar: restore %s: directory not empty: %w", dir, ErrNotEmpty)
+		return fmt.Errorf("%w: restore %s: directory not empty", ErrNotEmpty, dir)
 	}
 	if err != nil && err != io.EOF {
 		return restoreErr(dir, "", err)

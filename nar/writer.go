@@ -136,7 +136,7 @@ func (w *Writer) finishFile() error {
 		return nil
 	}
 	if w.remaining > 0 {
-		return w.fail(fmt.Errorf("nar: %d of %d content bytes missing: %w", w.remaining, w.fileSize, ErrWriteTooShort))
+		return w.fail(fmt.Errorf("%w: %d of %d content bytes missing", ErrWriteTooShort, w.remaining, w.fileSize))
 	}
 	w.inFile = false
 	w.put(zeroPad[:padLen(uint64(w.fileSize))])
@@ -161,7 +161,7 @@ func (w *Writer) splitPath(p string) error {
 		}
 		name := p[:i]
 		if err := ValidateName(name); err != nil {
-			return fmt.Errorf("nar: header path %q: name %q: %w", p, name, err)
+			return fmt.Errorf("%w: header path %q: name %q", err, p, name)
 		}
 		w.comps = append(w.comps, name)
 		if i == len(p) {
@@ -183,15 +183,18 @@ func (w *Writer) WriteHeader(h *Header) error {
 	switch h.Type {
 	case TypeRegular:
 		if h.Size < 0 {
-			return w.fail(fmt.Errorf("nar: header %q: negative size %d: %w", h.Path, h.Size, ErrInvalidHeader))
+			return w.fail(fmt.Errorf("%w: header %q: negative size %d", ErrInvalidHeader, h.Path, h.Size))
 		}
 	case TypeSymlink:
 		if err := validateTarget(h.LinkTarget); err != nil {
-			return w.fail(fmt.Errorf("nar: header %q: target of length %d: %w", h.Path, len(h.LinkTarget), err))
+			return w.fail(fmt.Errorf("%w: header %q: target of length %d", err, h.Path, len(h.LinkTarget)))
 		}
 	case TypeDirectory:
 	default:
-		return w.fail(fmt.Errorf("nar: header %q: type %d: %w", h.Path, h.Type, ErrInvalidHeader))
+		return w.fail(fmt.Errorf("%w: header %q: type %d", ErrInvalidHeader, h.Path, h.Type))
+	}
+	if len(h.Path) > MaxPathLen {
+		return w.fail(fmt.Errorf("%w: header path of %d bytes exceeds %d", ErrPathTooLong, len(h.Path), MaxPathLen))
 	}
 	if err := w.splitPath(h.Path); err != nil {
 		return w.fail(err)
@@ -212,9 +215,9 @@ func (w *Writer) WriteHeader(h *Header) error {
 		w.put(tokDirectory)
 		w.stack = append(w.stack, wdir{node: n})
 	} else if len(w.stack) == 0 {
-		return w.fail(fmt.Errorf("nar: header %q after a non-directory root: %w", h.Path, ErrInvalidHeader))
+		return w.fail(fmt.Errorf("%w: header %q after a non-directory root", ErrInvalidHeader, h.Path))
 	} else if len(comps) == 0 {
-		return w.fail(fmt.Errorf("nar: second root header: %w", ErrDuplicate))
+		return w.fail(fmt.Errorf("%w: second root header", ErrDuplicate))
 	}
 	// Find how many leading components name open directories.
 	k := 0
@@ -222,16 +225,16 @@ func (w *Writer) WriteHeader(h *Header) error {
 		k++
 	}
 	if k == len(comps) {
-		return w.fail(fmt.Errorf("nar: header %q: %w", h.Path, ErrDuplicate))
+		return w.fail(fmt.Errorf("%w: header %q", ErrDuplicate, h.Path))
 	}
 	if p := &w.stack[k]; p.hasLast {
 		switch name := comps[k]; {
 		case name == p.last && k < len(comps)-1:
-			return w.fail(fmt.Errorf("nar: header %q: %q is not a directory: %w", h.Path, name, ErrInvalidHeader))
+			return w.fail(fmt.Errorf("%w: header %q: %q is not a directory", ErrInvalidHeader, h.Path, name))
 		case name == p.last:
-			return w.fail(fmt.Errorf("nar: header %q: %w", h.Path, ErrDuplicate))
+			return w.fail(fmt.Errorf("%w: header %q", ErrDuplicate, h.Path))
 		case name < p.last:
-			return w.fail(fmt.Errorf("nar: header %q: name %q after %q: %w", h.Path, name, p.last, ErrUnsorted))
+			return w.fail(fmt.Errorf("%w: header %q: name %q after %q", ErrUnsorted, h.Path, name, p.last))
 		}
 	}
 	for len(w.stack) > k+1 {
@@ -327,7 +330,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 		if len(p) == 0 {
 			return 0, nil
 		}
-		return 0, w.fail(fmt.Errorf("nar: write of %d bytes outside a regular file: %w", len(p), ErrWriteTooLong))
+		return 0, w.fail(fmt.Errorf("%w: write of %d bytes outside a regular file", ErrWriteTooLong, len(p)))
 	}
 	var tooLong bool
 	if int64(len(p)) > w.remaining {
@@ -361,7 +364,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 		w.remaining -= int64(n)
 	}
 	if tooLong {
-		return n, w.fail(fmt.Errorf("nar: file of size %d: %w", w.fileSize, ErrWriteTooLong))
+		return n, w.fail(fmt.Errorf("%w: file of size %d", ErrWriteTooLong, w.fileSize))
 	}
 	return n, nil
 }
@@ -390,7 +393,7 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 	for {
 		n, err := r.Read(probe[:])
 		if n > 0 {
-			return total, w.fail(fmt.Errorf("nar: copy past the file's size %d: %w", w.fileSize, ErrWriteTooLong))
+			return total, w.fail(fmt.Errorf("%w: copy past the file's size %d", ErrWriteTooLong, w.fileSize))
 		}
 		if err == io.EOF {
 			return total, nil
@@ -447,7 +450,7 @@ func (w *Writer) Close() error {
 		return err
 	}
 	if !w.started {
-		return w.fail(fmt.Errorf("nar: close of an empty archive: %w", ErrInvalidHeader))
+		return w.fail(fmt.Errorf("%w: close of an empty archive", ErrInvalidHeader))
 	}
 	for len(w.stack) > 1 {
 		w.stack = w.stack[:len(w.stack)-1]

@@ -3,6 +3,8 @@ package narinfo
 import (
 	"bytes"
 	"testing"
+
+	"github.com/nixcache/nixcache/signature"
 )
 
 // FuzzParse checks that Unmarshal never panics and that an accepted narinfo
@@ -11,11 +13,19 @@ import (
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(netTools))
 	f.Add([]byte(curl))
+	// testdata/fuzz/FuzzParse also holds narinfos with many Sig lines
+	// naming a trusted key (signature.MaxChecksPerKey), a short signature
+	// by another key and an unpadded SRI NarHash.
+	trusted, err := signature.ParsePublicKey(nixosPublic)
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ni, err := Unmarshal(data)
 		if err != nil {
 			return
 		}
+		_ = ni.Verify([]signature.PublicKey{trusted}) // bounded, never panics
 		out, err := ni.MarshalText()
 		if err != nil {
 			// Parsed but not writable: only a non-sha256 hash can cause this.

@@ -45,6 +45,12 @@ func FuzzParseSecretKey(f *testing.F) {
 func FuzzParseSignature(f *testing.F) {
 	f.Add(curlTest1Sig)
 	f.Add(netToolsSig)
+	// Accepted as Nix's Signature::parse does: short data, odd names,
+	// no padding, text after the padding.
+	f.Add("cache.nixos.org-1:o1DTsjCz0PofLJ216P2RBuSulI8BAb6zHxWE4N+tzlcELk5Uk/GO2SCxWTRN5wJutLZZ+cHTMdWqOHF8")
+	f.Add("a b\n:u01BybwQhyI5H1bW1EIWXssMDhDDIvXOG5uh8Qzgdyjz6U1qg6DH")
+	f.Add("test1:519iiVLx/c4Rdt5DNt6Y2Jm6hcWE9+XY69ygiWSZCNGVcmOcyL64uVAJ3cV8vaTusIZdbTnYo9Y7vDNeTmmMBQ")
+	f.Add("test1:519iiVLx/c4Rdt5DNt6Y2Jm6hcWE9+XY69ygiWSZCNGVcmOcyL64uVAJ3cV8vaTusIZdbTnYo9Y7vDNeTmmMBQ==junk")
 	f.Fuzz(func(t *testing.T, s string) {
 		sig, err := ParseSignature(s)
 		if err != nil {
