@@ -1,3 +1,15 @@
+// Package cache is a Nix binary cache: the objects Nix reads
+// (nix-cache-info, <hash>.narinfo, nar/<filehash>.nar<.ext>) on a narrow
+// storage Backend, and the pipeline that publishes store paths into it
+// (Push) and checks them as a substituting Nix would (Verify).
+//
+// Open takes a store URL written as Nix users write them: this package
+// reads the binary-cache parameters (compression, secret-key, priority,
+// ...), and the backend registered for the scheme reads the location and
+// its own parameters (import cache/file for file://, cache/s3 for s3://).
+// Push reads store paths from a Source (cache/localstore is the local Nix
+// store) and compresses NARs with cache/compress. The package links no
+// store database and no S3 client.
 package cache
 
 import (
@@ -6,16 +18,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"math"
+	"strings"
 
 	"github.com/nixcache/nixcache/cache/compress"
 	"github.com/nixcache/nixcache/narinfo"
 	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
 )
-
-// CacheInfoKey is the key of the file that describes a binary cache.
-const CacheInfoKey = "nix-cache-info"
 
 // ErrStoreDirMismatch is returned (wrapped) when the cache's nix-cache-info
 // names another store directory than the paths being pushed. Nix refuses
@@ -32,14 +44,14 @@ type Options struct {
 	WriteNARListing bool
 	// WantMassQuery and Priority go into a nix-cache-info this package writes.
 	WantMassQuery bool
-	// Priority is the cache's priority (lower is preferred); 0 omits the line.
+	// Priority is the cache's priority (lower is preferred); 0 omits the
+	// line. Nix reads it as a C int: EnsureCacheInfo refuses a value
+	// outside -2147483648..2147483647.
 	Priority int
 	// SecretKeys sign every narinfo written (secret-key / secret-keys).
 	SecretKeys []signature.SecretKey
 	// Logger receives warnings (default slog.Default()).
 	Logger *slog.Logger
-
-	keyFiles []string // from WithSecretKeyFiles, loaded by Open
 }
 
 // Cache is a Nix binary cache on a Backend, with the settings to write to it.
@@ -64,64 +76,118 @@ func (c *Cache) Options() Options { return c.opts }
 // CacheInfo reads and parses the cache's nix-cache-info. The error wraps
 // ErrNotFound when the file is absent.
 func (c *Cache) CacheInfo(ctx context.Context) (*narinfo.CacheInfo, error) {
-	rc, err := c.Backend.Get(ctx, CacheInfoKey)
+	data, err := c.readCacheInfo(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("cache: read %s: %w", CacheInfoKey, err)
-	}
-	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, 64<<10))
-	if err != nil {
-		return nil, fmt.Errorf("cache: read %s: %w", CacheInfoKey, err)
+		return nil, err
 	}
 	ci, err := narinfo.ParseCacheInfo(data)
 	if err != nil {
-		return nil, fmt.Errorf("cache: %s: %w", CacheInfoKey, err)
+		return nil, fmt.Errorf("cache: %w", err)
 	}
 	return ci, nil
 }
 
-// EnsureCacheInfo writes nix-cache-info (StoreDir, WantMassQuery, Priority)
-// when it is absent, as Nix does, and never replaces it. If it exists with
-// another StoreDir, it returns an error wrapping ErrStoreDirMismatch.
-func (c *Cache) EnsureCacheInfo(ctx context.Context, dir storepath.Dir) error {
-	ci, err := c.CacheInfo(ctx)
-	if err == nil {
-		if ci.StoreDir != dir {
-			return fmt.Errorf("%w: %s says StoreDir %s, pushing paths of %s", ErrStoreDirMismatch, CacheInfoKey, ci.StoreDir, dir)
-		}
-		return nil
+func (c *Cache) readCacheInfo(ctx context.Context) ([]byte, error) {
+	rc, err := c.Backend.Get(ctx, narinfo.CacheInfoFile)
+	if err != nil {
+		return nil, fmt.Errorf("cache: read %s: %w", narinfo.CacheInfoFile, err)
 	}
-	if !errors.Is(err, ErrNotFound) {
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, 64<<10))
+	if err != nil {
+		return nil, fmt.Errorf("cache: read %s: %w", narinfo.CacheInfoFile, err)
+	}
+	return data, nil
+}
+
+// nixReadsPriority reports whether Nix can read a nix-cache-info Priority:
+// it parses the value with std::stoi, which fails ("error: stoi") on
+// anything that does not fit a C int, and then cannot open the cache at
+// all.
+func nixReadsPriority(p int) bool { return p >= math.MinInt32 && p <= math.MaxInt32 }
+
+// EnsureCacheInfo writes nix-cache-info (StoreDir, WantMassQuery, Priority)
+// when it is absent, as Nix does, and otherwise leaves it as it is, with
+// one exception: a Priority line Nix cannot read (not an integer, or
+// outside a C int), which makes Nix refuse the whole cache, is repaired by
+// rewriting the file with the same StoreDir and WantMassQuery and the
+// cache's own Priority, with a warning. If the file names another
+// StoreDir, it returns an error wrapping ErrStoreDirMismatch.
+func (c *Cache) EnsureCacheInfo(ctx context.Context, dir storepath.Dir) error {
+	if !nixReadsPriority(c.opts.Priority) {
+		return fmt.Errorf("cache: priority %d is outside the range Nix reads (-2147483648 to 2147483647)", c.opts.Priority)
+	}
+	data, err := c.readCacheInfo(ctx)
+	if errors.Is(err, ErrNotFound) {
+		return c.writeCacheInfo(ctx, &narinfo.CacheInfo{StoreDir: dir, WantMassQuery: c.opts.WantMassQuery, Priority: c.opts.Priority})
+	}
+	if err != nil {
 		return err
 	}
-	ci = &narinfo.CacheInfo{StoreDir: dir, WantMassQuery: c.opts.WantMassQuery, Priority: c.opts.Priority}
+	ci, err := narinfo.ParseCacheInfo(data)
+	var perr *narinfo.ParseError
+	repair := err == nil && !nixReadsPriority(ci.Priority)
+	if errors.As(err, &perr) && perr.Key == "Priority" {
+		// Read the rest of the file without its Priority lines.
+		var kept []string
+		for l := range strings.Lines(string(data)) {
+			if k, _, _ := strings.Cut(l, ":"); k != "Priority" {
+				kept = append(kept, l)
+			}
+		}
+		ci, err = narinfo.ParseCacheInfo([]byte(strings.Join(kept, "")))
+		repair = true
+	}
+	if err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	if ci.StoreDir != dir {
+		return fmt.Errorf("%w: %s says StoreDir %s, pushing paths of %s", ErrStoreDirMismatch, narinfo.CacheInfoFile, ci.StoreDir, dir)
+	}
+	if !repair {
+		return nil
+	}
+	c.opts.Logger.Warn("nix-cache-info has a Priority Nix cannot read (it then refuses the cache); rewriting it", "priority", c.opts.Priority)
+	ci.Priority = c.opts.Priority
+	return c.writeCacheInfo(ctx, ci)
+}
+
+func (c *Cache) writeCacheInfo(ctx context.Context, ci *narinfo.CacheInfo) error {
 	text, err := ci.MarshalText()
 	if err != nil {
-		return fmt.Errorf("cache: %s: %w", CacheInfoKey, err)
+		return fmt.Errorf("cache: %w", err)
 	}
-	if err := c.Backend.Put(ctx, CacheInfoKey, bytes.NewReader(text), int64(len(text)), narinfo.CacheInfoMIMEType); err != nil {
-		return fmt.Errorf("cache: write %s: %w", CacheInfoKey, err)
+	if err := c.Backend.Put(ctx, narinfo.CacheInfoFile, bytes.NewReader(text), int64(len(text)), narinfo.CacheInfoMIMEType); err != nil {
+		return fmt.Errorf("cache: write %s: %w", narinfo.CacheInfoFile, err)
 	}
 	return nil
 }
 
-// OpenOption adjusts Open.
-type OpenOption func(*Options)
+// An OpenOption adjusts Open. Only WithLogger and WithSecretKeyFiles make
+// one: the binary-cache settings come from the store URL.
+type OpenOption struct{ apply func(*openConfig) }
+
+type openConfig struct {
+	logger   *slog.Logger
+	keyFiles []string
+}
 
 // WithLogger makes the Cache log warnings (such as a secret key file readable
 // by group or others) to l.
-func WithLogger(l *slog.Logger) OpenOption { return func(o *Options) { o.Logger = l } }
+func WithLogger(l *slog.Logger) OpenOption {
+	return OpenOption{func(c *openConfig) { c.logger = l }}
+}
 
 // WithSecretKeyFiles adds secret key files to those the URL's secret-key
 // parameters name, without having to escape their paths into the URL.
 func WithSecretKeyFiles(files ...string) OpenOption {
-	return func(o *Options) { o.keyFiles = append(o.keyFiles, files...) }
+	return OpenOption{func(c *openConfig) { c.keyFiles = append(c.keyFiles, files...) }}
 }
 
 // OptionsFromURL turns the binary-cache parameters of a parsed store URL
 // into Options, loading every secret-key file. An unreadable or malformed
-// key file is an error naming the file; a key file that group or others may
-// read is only a warning on logger, as Nix does not check either.
+// key file is an error naming the parameter; a key file that group or
+// others may read is only a warning on logger, as Nix does not check either.
 func OptionsFromURL(u *URL, logger *slog.Logger) (Options, error) {
 	if logger == nil {
 		logger = slog.Default()
@@ -137,17 +203,36 @@ func OptionsFromURL(u *URL, logger *slog.Logger) (Options, error) {
 		Priority:        u.Priority,
 		Logger:          logger,
 	}
-	for _, file := range u.SecretKeys {
+	var err error
+	o.SecretKeys, err = loadSecretKeys("secret-key parameter", u.SecretKeys, logger)
+	return o, err
+}
+
+// loadSecretKeys loads key files, each named in errors by what (and its
+// position) and, only once the file was read, by its path: a value that
+// cannot be opened may be key material pasted where a file name belongs,
+// and is never repeated.
+func loadSecretKeys(what string, files []string, logger *slog.Logger) ([]signature.SecretKey, error) {
+	var keys []signature.SecretKey
+	for i, file := range files {
+		label := fmt.Sprintf("%s %d of %d", what, i+1, len(files))
+		if _, err := signature.ParseSecretKey(file); err == nil {
+			return nil, fmt.Errorf("cache: %s is a secret key itself, not the name of a key file", label)
+		}
 		sk, err := signature.LoadSecretKeyFile(file)
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("cache: %s: cannot read the key file: %w", label, pe.Err)
+		}
 		if err != nil {
-			return o, fmt.Errorf("cache: secret key file %s: %w", file, err)
+			return nil, fmt.Errorf("cache: %s: %w", label, err)
 		}
 		if err := signature.CheckKeyFileMode(file); err != nil {
 			logger.Warn("secret key file is readable by group or others", "file", file, "err", err)
 		}
-		o.SecretKeys = append(o.SecretKeys, sk)
+		keys = append(keys, sk)
 	}
-	return o, nil
+	return keys, nil
 }
 
 // Open opens the binary cache at a Nix store URL such as
@@ -160,18 +245,24 @@ func Open(ctx context.Context, rawURL string, opts ...OpenOption) (*Cache, error
 	if err != nil {
 		return nil, err
 	}
-	var o Options
-	for _, f := range opts {
-		f(&o)
+	var cfg openConfig
+	for _, o := range opts {
+		if o.apply != nil {
+			o.apply(&cfg)
+		}
 	}
-	u.SecretKeys = append(u.SecretKeys, o.keyFiles...)
-	o2, err := OptionsFromURL(u, o.Logger)
+	o, err := OptionsFromURL(u, cfg.logger)
 	if err != nil {
 		return nil, err
 	}
-	b, err := OpenBackend(ctx, u)
+	more, err := loadSecretKeys("secret key file", cfg.keyFiles, o.Logger)
 	if err != nil {
 		return nil, err
 	}
-	return New(b, o2), nil
+	o.SecretKeys = append(o.SecretKeys, more...)
+	b, err := u.Location.Open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return New(b, o), nil
 }

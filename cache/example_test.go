@@ -24,7 +24,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer store.Close()
-	p, err := cache.ResolveStorePath(store.StoreDir(), "./result")
+	p, err := localstore.ResolveStorePath(store.StoreDir(), "./result")
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -5,25 +5,37 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
 )
 
-// OpenFunc opens a Backend for a parsed store URL. Backends validate their
-// own parameters (u.Params) and report unknown or malformed ones by name.
-type OpenFunc func(ctx context.Context, u *URL) (Backend, error)
+// A Location is where a backend keeps a cache, as the parser its scheme
+// registered read it from a store URL: a directory for file://, a bucket,
+// a key prefix and connection parameters for s3://.
+type Location interface {
+	// Open opens the backend at the location.
+	Open(ctx context.Context) (Backend, error)
+	// String renders the location and the backend's parameters as a store
+	// URL, scheme included, that the same parser reads back to an equal
+	// Location: "file:///srv/cache", "s3://bucket/team?region=eu-west-1".
+	String() string
+}
+
+// ParseFunc parses a store URL's backend part: location is what follows
+// "scheme://" up to "?", as written (percent-escapes intact, so that the
+// backend can split it first), and params holds every parameter that is not
+// a binary-cache parameter, percent-decoded. It must reject a parameter it
+// does not know, and name the parameter or part that is wrong, never its
+// value (a value may be a secret).
+type ParseFunc func(location string, params map[string]string) (Location, error)
 
 var (
 	registryMu sync.RWMutex
-	registry   = map[string]OpenFunc{}
-	// extraParams holds the backend parameter names of schemes registered
-	// with parameters, beyond builtinParams.
-	extraParams = map[string][]string{}
+	registry   = map[string]ParseFunc{}
 )
 
-// ErrUnknownScheme is wrapped by OpenBackend when no backend is registered
+// ErrUnknownScheme is wrapped by ParseURL when no backend is registered
 // for the URL's scheme.
 var ErrUnknownScheme = errors.New("cache: no backend registered for store URL scheme")
 
@@ -36,25 +48,22 @@ var ErrInvalidKey = errors.New("cache: invalid object key")
 // more bytes than the announced size; nothing is stored in that case.
 var ErrSizeMismatch = errors.New("cache: object size mismatch")
 
-// Register makes a backend available to OpenBackend under a URL scheme, the
-// way database/sql drivers register: backend packages call it from init, so
-// a program enables a backend by importing it (import _ ".../cache/s3").
-// params lists the backend's own store URL parameters for schemes nixcache
-// does not know, so that ParseURL accepts them. Register panics if open is
-// nil or the scheme is registered twice.
-func Register(scheme string, open OpenFunc, params ...string) {
+// Register makes a backend available to ParseURL and Open under a URL
+// scheme, the way database/sql drivers register: backend packages call it
+// from init, so a program enables a backend by importing it (import _
+// ".../cache/s3"). The backend owns its location and parameters: parse
+// reads them. Register panics if parse is nil or the scheme is registered
+// twice.
+func Register(scheme string, parse ParseFunc) {
 	registryMu.Lock()
 	defer registryMu.Unlock()
-	if open == nil {
-		panic("cache: Register open func is nil for scheme " + scheme)
+	if parse == nil {
+		panic("cache: Register parse func is nil for scheme " + scheme)
 	}
 	if _, dup := registry[scheme]; dup {
 		panic("cache: Register called twice for scheme " + scheme)
 	}
-	registry[scheme] = open
-	if len(params) > 0 {
-		extraParams[scheme] = append(extraParams[scheme], params...)
-	}
+	registry[scheme] = parse
 }
 
 // Schemes returns the registered URL schemes, sorted.
@@ -69,36 +78,32 @@ func Schemes() []string {
 	return s
 }
 
-// schemeParams returns the backend parameter names allowed for a scheme and
-// whether the scheme is known at all.
-func schemeParams(scheme string) ([]string, bool) {
+// schemeParser returns the parser registered for scheme. For an
+// unregistered scheme the error wraps ErrUnknownScheme and names the import
+// that provides the backend.
+func schemeParser(scheme string) (ParseFunc, error) {
 	registryMu.RLock()
-	defer registryMu.RUnlock()
-	b, builtin := builtinParams[scheme]
-	_, registered := registry[scheme]
-	if !builtin && !registered {
-		return nil, false
+	parse := registry[scheme]
+	registryMu.RUnlock()
+	if parse != nil {
+		return parse, nil
 	}
-	return slices.Concat(b, extraParams[scheme]), true
+	return nil, unknownScheme(scheme)
 }
 
-// OpenBackend opens the backend registered for u.Scheme. For an unregistered
-// scheme the error wraps ErrUnknownScheme and names the import that provides
-// the backend.
-func OpenBackend(ctx context.Context, u *URL) (Backend, error) {
-	registryMu.RLock()
-	open := registry[u.Scheme]
-	registryMu.RUnlock()
-	if open == nil {
-		hint := ""
-		switch u.Scheme {
-		case "file", "s3":
-			hint = fmt.Sprintf(" (import _ \"github.com/nixcache/nixcache/cache/%s\")", u.Scheme)
-		}
-		return nil, fmt.Errorf("%w %q%s", ErrUnknownScheme, u.Scheme, hint)
+// unknownScheme is the error for an unregistered scheme; it matches
+// ErrUnknownScheme and names the import that provides the backend.
+type unknownScheme string
+
+func (e unknownScheme) Error() string {
+	switch e {
+	case "file", "s3":
+		return fmt.Sprintf("unknown store type %q (import _ \"github.com/nixcache/nixcache/cache/%s\")", string(e), string(e))
 	}
-	return open(ctx, u)
+	return fmt.Sprintf("unknown store type %q (nixcache has file:// and s3://)", string(e))
 }
+
+func (e unknownScheme) Is(target error) bool { return target == ErrUnknownScheme }
 
 // ValidateKey checks that key is a valid object key: a non-empty relative
 // slash-separated path with no empty, "." or ".." segments, no backslash and

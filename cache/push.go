@@ -107,12 +107,19 @@ func (o *PushOptions) checkJobs() int {
 
 // PathError is one store path's failure in a Push or Verify.
 type PathError struct {
+	// Path is the store path, or "" when Verify could not learn it.
 	Path storepath.Path
 	Err  error
 }
 
-// Error names the store path and the cause.
-func (e *PathError) Error() string { return fmt.Sprintf("%s: %v", e.Path, e.Err) }
+// Error names the store path and the cause; the cause alone when the path
+// is unknown ("": a narinfo Verify could not read names its key itself).
+func (e *PathError) Error() string {
+	if e.Path == "" {
+		return e.Err.Error()
+	}
+	return fmt.Sprintf("%s: %v", e.Path, e.Err)
+}
 
 // Unwrap returns the cause.
 func (e *PathError) Unwrap() error { return e.Err }

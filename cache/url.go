@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"path"
 	"slices"
 	"sort"
 	"strconv"
@@ -17,9 +16,12 @@ import (
 var ErrBadURL = errors.New("cache: invalid store URL")
 
 // URLError is the error ParseURL returns: what is wrong with which URL, e.g.
-// `cache: store URL "s3://b?regoin=x": unknown parameter "regoin"`.
+// `cache: store URL "s3://b?regoin=***": unknown parameter "regoin"`. It
+// never holds a value that may be a secret: URL has every parameter value
+// and any user information replaced by "***", and Err names parameters, not
+// their values.
 type URLError struct {
-	URL string // the URL as given
+	URL string // the URL as given, redacted
 	Err error  // what is wrong, naming the parameter or part
 }
 
@@ -31,9 +33,37 @@ func (e *URLError) Unwrap() error { return e.Err }
 // Is reports whether target is ErrBadURL.
 func (e *URLError) Is(target error) bool { return target == ErrBadURL }
 
-// nixOnlyCompressions are compression names Nix accepts (through libarchive)
-// that nixcache does not write.
-var nixOnlyCompressions = []string{"br", "bzip2", "gzip", "lz4", "lzip", "lzop", "grzip", "lrzip", "compress"}
+// redact returns the store URL s with the value of every parameter and any
+// user information ("user:password@") replaced by "***", so that an error
+// can show which URL and which parameters it is about without repeating a
+// secret (a key pasted where a key file belongs, credentials in an endpoint).
+func redact(s string) string {
+	head, query, hasQuery := strings.Cut(s, "?")
+	if i := strings.IndexByte(head, '#'); i >= 0 {
+		head = head[:i] + "#***"
+	}
+	if scheme, loc, ok := strings.Cut(head, "://"); ok {
+		host, path, hasPath := strings.Cut(loc, "/")
+		if i := strings.LastIndexByte(host, '@'); i >= 0 {
+			host = "***" + host[i:]
+		}
+		head = scheme + "://" + host
+		if hasPath {
+			head += "/" + path
+		}
+	}
+	if !hasQuery {
+		return head
+	}
+	var params []string
+	for kv := range strings.SplitSeq(query, "&") {
+		if name, _, ok := strings.Cut(kv, "="); ok {
+			kv = name + "=***"
+		}
+		params = append(params, kv)
+	}
+	return head + "?" + strings.Join(params, "&")
+}
 
 // unsupportedParams are binary-cache store parameters Nix knows but nixcache
 // does not implement; naming one is an error rather than a silent no-op.
@@ -43,39 +73,22 @@ var unsupportedParams = []string{
 	"path-info-cache-size", "real", "state", "log",
 }
 
-// builtinParams lists the backend-specific parameters of the schemes nixcache
-// ships, so that ParseURL can reject a misspelt parameter even when the
-// backend package is not linked in. A scheme registered with Register adds to
-// this with its own parameter names.
-var builtinParams = map[string][]string{
-	"file": {},
-	"s3": {
-		"region", "endpoint", "profile", "addressing-style", "scheme",
-		"storage-class", "multipart-chunk-size", "buffer-size", "retry-attempts", "stall-timeout",
-	},
-}
-
 // URL is a parsed Nix store URL such as "file:///srv/cache?compression=xz" or
 // "s3://bucket/prefix?region=eu-west-1&secret-key=/etc/nix/key.sec".
 //
 // Parameters follow Nix's binary-cache store settings: the same names, the
 // same value syntax (booleans are true/yes/1 or false/no/0, integers are
-// decimal) and percent-decoding of values. Unlike Nix, which only warns about
-// an unknown setting, ParseURL rejects one, naming it.
+// decimal and fit in a C int) and percent-decoding of values. Unlike Nix,
+// which only warns about an unknown setting, ParseURL rejects one, naming it.
+// The binary-cache parameters are fields of URL; the location and the
+// backend's own parameters (region, endpoint, ...) are parsed by the backend
+// registered for the scheme, into Location.
 type URL struct {
 	// Scheme is the store type: "file", "s3" or a scheme added by Register.
 	Scheme string
-	// Path is the cache directory of a file:// store: absolute and cleaned,
-	// as Nix requires ("file://relative" is not a store Nix can open).
-	Path string
-	// Bucket is the bucket of an s3:// store (the URL's host part).
-	Bucket string
-	// Prefix is the key prefix inside the bucket, from the URL path, without
-	// leading or trailing slashes; "" means the bucket root.
-	Prefix string
-	// Params holds the backend-specific parameters (e.g. region, endpoint),
-	// percent-decoded, for the backend to validate and use.
-	Params map[string]string
+	// Location is where the backend keeps the cache (a directory, a bucket
+	// and prefix with connection parameters), as its parser read it.
+	Location Location
 
 	// Compression is the NAR compression: zstd (the default), xz or none.
 	Compression string
@@ -90,7 +103,8 @@ type URL struct {
 	// WriteNARListing asks for a <hash>.ls file listing each NAR.
 	WriteNARListing bool
 	// Priority is the cache priority advertised in nix-cache-info (lower is
-	// preferred); 0 means unset, as in Nix.
+	// preferred); 0 means unset, as in Nix. Nix reads it as a C int, so it
+	// is within -2147483648..2147483647.
 	Priority int
 	// WantMassQuery is advertised in nix-cache-info (WantMassQuery: 1).
 	WantMassQuery bool
@@ -98,33 +112,34 @@ type URL struct {
 
 // ParseURL parses a store URL the way Nix users write them:
 // "file:///absolute/dir" or "s3://bucket[/prefix]", each with optional
-// "?name=value&..." parameters. Errors wrap ErrBadURL and name the offending
-// parameter or part.
+// "?name=value&..." parameters. It reads the binary-cache parameters itself
+// and hands the location and the other parameters to the parser the
+// scheme's backend registered (import cache/file or cache/s3). Errors wrap
+// ErrBadURL, are a *URLError, and name the offending parameter or part,
+// never its value.
 func ParseURL(s string) (*URL, error) {
-	bad := func(format string, args ...any) error {
-		return &URLError{URL: s, Err: fmt.Errorf(format, args...)}
-	}
+	bad := func(err error) error { return &URLError{URL: redact(s), Err: err} }
 	scheme, rest, ok := strings.Cut(s, "://")
 	if !ok || scheme == "" {
-		return nil, bad("missing scheme (want e.g. file:///dir or s3://bucket)")
+		return nil, bad(errors.New("missing scheme (want e.g. file:///dir or s3://bucket)"))
 	}
 	if scheme != strings.ToLower(scheme) {
-		return nil, bad("scheme %q must be lower case", scheme)
+		return nil, bad(errors.New("scheme must be lower case"))
 	}
-	if i := strings.IndexByte(rest, '#'); i >= 0 {
-		return nil, bad("fragment %q not allowed", rest[i:])
+	if strings.IndexByte(rest, '#') >= 0 {
+		return nil, bad(errors.New("fragment (#...) not allowed"))
+	}
+	parse, err := schemeParser(scheme)
+	if err != nil {
+		return nil, bad(err)
 	}
 	loc, query, _ := strings.Cut(rest, "?")
 	u := &URL{
 		Scheme:           scheme,
-		Params:           map[string]string{},
 		Compression:      compress.Default,
 		CompressionLevel: -1,
 	}
-	known, ok := schemeParams(scheme)
-	if !ok {
-		return nil, bad("unknown store type %q (nixcache supports file:// and s3://)", scheme)
-	}
+	backendParams := map[string]string{}
 	seen := map[string]bool{}
 	for _, kv := range strings.Split(query, "&") {
 		if kv == "" {
@@ -133,61 +148,36 @@ func ParseURL(s string) (*URL, error) {
 		rawName, rawValue, hasValue := strings.Cut(kv, "=")
 		name, err := url.PathUnescape(rawName)
 		if err != nil {
-			return nil, bad("parameter %q: %v", rawName, err)
+			return nil, bad(fmt.Errorf("parameter %q: bad percent-escape in the name", rawName))
 		}
 		value, err := url.PathUnescape(rawValue)
 		if err != nil {
-			return nil, bad("parameter %q: value %q: %v", name, rawValue, err)
+			return nil, bad(fmt.Errorf("parameter %q: bad percent-escape in the value", name))
 		}
 		if !hasValue {
-			return nil, bad("parameter %q has no value (want %s=VALUE)", name, name)
+			return nil, bad(fmt.Errorf("parameter %q has no value (want %s=VALUE)", name, name))
 		}
 		if seen[name] && name != "secret-key" {
-			return nil, bad("parameter %q given twice", name)
+			return nil, bad(fmt.Errorf("parameter %q given twice", name))
 		}
 		seen[name] = true
-		if err := u.set(name, value, known); err != nil {
-			return nil, bad("%w", err)
+		known, err := u.set(name, value)
+		if err != nil {
+			return nil, bad(err)
+		}
+		if !known {
+			backendParams[name] = value
 		}
 	}
-	switch scheme {
-	case "file":
-		if !strings.HasPrefix(loc, "/") {
-			return nil, bad("file:// store needs an absolute path (file:///dir), got %q", loc)
-		}
-		p, err := url.PathUnescape(loc)
-		if err != nil {
-			return nil, bad("path %q: %v", loc, err)
-		}
-		u.Path = path.Clean(p)
-	case "s3":
-		bucket, prefix, _ := strings.Cut(loc, "/")
-		if err := validateBucket(bucket); err != nil {
-			return nil, bad("%w", err)
-		}
-		u.Bucket = bucket
-		p, err := url.PathUnescape(prefix)
-		if err != nil {
-			return nil, bad("prefix %q: %v", prefix, err)
-		}
-		p = strings.Trim(p, "/")
-		if p != "" {
-			if err := ValidateKey(p); err != nil {
-				return nil, bad("prefix %q: %v", p, err)
-			}
-		}
-		u.Prefix = p
-	default:
-		p, err := url.PathUnescape(loc)
-		if err != nil {
-			return nil, bad("location %q: %v", loc, err)
-		}
-		u.Path = p
+	if u.Location, err = parse(loc, backendParams); err != nil {
+		return nil, bad(err)
 	}
 	return u, nil
 }
 
-func (u *URL) set(name, value string, known []string) error {
+// set stores a binary-cache parameter, or reports known=false for a
+// parameter that is the backend's to judge.
+func (u *URL) set(name, value string) (known bool, err error) {
 	switch name {
 	case "compression":
 		switch value {
@@ -195,26 +185,26 @@ func (u *URL) set(name, value string, known []string) error {
 			u.Compression = value
 		default:
 			if slices.Contains(nixOnlyCompressions, value) {
-				return fmt.Errorf("parameter %q: compression %q is valid in Nix but not written by nixcache (use zstd, xz or none)", name, value)
+				return true, fmt.Errorf("parameter %q: a method Nix reads but nixcache does not write (use zstd, xz or none)", name)
 			}
-			return fmt.Errorf("parameter %q: unknown compression %q (use zstd, xz or none)", name, value)
+			return true, fmt.Errorf("parameter %q: unknown method (use zstd, xz or none)", name)
 		}
 	case "compression-level":
 		n, err := parseInt(name, value)
 		if err != nil {
-			return err
+			return true, err
 		}
 		u.CompressionLevel = n
 	case "priority":
 		n, err := parseInt(name, value)
 		if err != nil {
-			return err
+			return true, err
 		}
 		u.Priority = n
 	case "parallel-compression", "write-nar-listing", "want-mass-query":
 		b, err := ParseBool(name, value)
 		if err != nil {
-			return err
+			return true, err
 		}
 		switch name {
 		case "parallel-compression":
@@ -226,7 +216,7 @@ func (u *URL) set(name, value string, known []string) error {
 		}
 	case "secret-key":
 		if value == "" {
-			return fmt.Errorf("parameter %q: empty key file path", name)
+			return true, fmt.Errorf("parameter %q: empty key file path", name)
 		}
 		u.SecretKeys = append(u.SecretKeys, value)
 	case "secret-keys":
@@ -236,17 +226,17 @@ func (u *URL) set(name, value string, known []string) error {
 			}
 		}
 	default:
-		if slices.Contains(known, name) {
-			u.Params[name] = value
-			return nil
-		}
 		if slices.Contains(unsupportedParams, name) {
-			return fmt.Errorf("parameter %q is a Nix setting nixcache does not support", name)
+			return true, fmt.Errorf("parameter %q is a Nix setting nixcache does not support", name)
 		}
-		return fmt.Errorf("unknown parameter %q", name)
+		return false, nil
 	}
-	return nil
+	return true, nil
 }
+
+// nixOnlyCompressions are compression names Nix accepts (through libarchive)
+// that nixcache does not write.
+var nixOnlyCompressions = []string{"br", "bzip2", "gzip", "lz4", "lzip", "lzop", "grzip", "lrzip", "compress"}
 
 // ParseBool parses a boolean store parameter with Nix's syntax: "true",
 // "yes" or "1" for true, "false", "no" or "0" for false. Anything else is an
@@ -259,67 +249,37 @@ func ParseBool(name, value string) (bool, error) {
 	case "false", "no", "0":
 		return false, nil
 	}
-	return false, fmt.Errorf("parameter %q: invalid boolean %q (want true or false)", name, value)
+	return false, fmt.Errorf("parameter %q: not a boolean (want true or false)", name)
 }
 
-// parseInt parses a decimal integer parameter as Nix's string2Int does.
+// parseInt parses a decimal integer parameter as Nix's string2Int<int>
+// does: an optional sign and digits, within a C int's range
+// (-2147483648..2147483647). A larger priority would be written to
+// nix-cache-info, which Nix then cannot read at all ("error: stoi").
 func parseInt(name, value string) (int, error) {
-	n, err := strconv.Atoi(value)
+	n, err := strconv.ParseInt(value, 10, 32)
+	if errors.Is(err, strconv.ErrRange) {
+		return 0, fmt.Errorf("parameter %q: integer out of range (Nix reads -2147483648 to 2147483647)", name)
+	}
 	if err != nil {
-		return 0, fmt.Errorf("parameter %q: invalid integer %q", name, value)
+		return 0, fmt.Errorf("parameter %q: not a decimal integer", name)
 	}
-	return n, nil
+	return int(n), nil
 }
 
-// validateBucket checks an S3 bucket name loosely: 3 to 63 characters of
-// letters, digits, '.', '-' and '_', starting and ending with a letter or
-// digit (the strict AWS rules forbid upper case and '_', other S3 servers
-// allow them).
-func validateBucket(b string) error {
-	if b == "" {
-		return errors.New("missing bucket name (want s3://bucket)")
-	}
-	if len(b) < 3 || len(b) > 63 {
-		return fmt.Errorf("bucket name %q must be 3 to 63 characters", b)
-	}
-	alnum := func(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' }
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if !alnum(c) && c != '.' && c != '-' && c != '_' {
-			return fmt.Errorf("bucket name %q: invalid character %q", b, c)
-		}
-	}
-	if !alnum(b[0]) || !alnum(b[len(b)-1]) {
-		return fmt.Errorf("bucket name %q must start and end with a letter or digit", b)
-	}
-	if strings.Contains(b, "..") {
-		return fmt.Errorf("bucket name %q must not contain \"..\"", b)
-	}
-	return nil
-}
-
-// String renders the URL back in Nix's syntax with parameters sorted by name.
-// Only non-default cache options are written. ParseURL(u.String()) gives an
-// equal URL.
+// String renders the URL back in Nix's syntax: the location and backend
+// parameters as the backend renders them, then the non-default
+// binary-cache parameters sorted by name, then every secret-key. ParseURL
+// (u.String()) gives an equal URL.
 func (u *URL) String() string {
 	var b strings.Builder
-	b.WriteString(u.Scheme)
-	b.WriteString("://")
-	switch u.Scheme {
-	case "s3":
-		b.WriteString(u.Bucket)
-		if u.Prefix != "" {
-			b.WriteString("/")
-			b.WriteString(escapePath(u.Prefix))
-		}
-	default:
-		b.WriteString(escapePath(u.Path))
+	if u.Location != nil {
+		b.WriteString(u.Location.String())
+	} else {
+		b.WriteString(u.Scheme + "://")
 	}
 	var params []string
-	add := func(k, v string) { params = append(params, escapeQuery(k)+"="+escapeQuery(v)) }
-	for k, v := range u.Params {
-		add(k, v)
-	}
+	add := func(k, v string) { params = append(params, EscapeParam(k)+"="+EscapeParam(v)) }
 	if u.Compression != "" && u.Compression != compress.Default {
 		add("compression", u.Compression)
 	}
@@ -343,17 +303,25 @@ func (u *URL) String() string {
 		add("secret-key", k)
 	}
 	if len(params) > 0 {
-		b.WriteString("?")
+		if strings.Contains(b.String(), "?") {
+			b.WriteString("&")
+		} else {
+			b.WriteString("?")
+		}
 		b.WriteString(strings.Join(params, "&"))
 	}
 	return b.String()
 }
 
-func escapePath(p string) string {
+// EscapePath escapes a store URL's location (a directory, a key prefix)
+// so that ParseURL decodes it back; slashes stay.
+func EscapePath(p string) string {
 	return strings.ReplaceAll(url.PathEscape(p), "%2F", "/")
 }
 
-func escapeQuery(s string) string {
+// EscapeParam escapes a store URL parameter name or value so that ParseURL
+// (and Nix) decode it back.
+func EscapeParam(s string) string {
 	// url.QueryEscape turns ' ' into '+', which Nix does not decode.
 	return strings.ReplaceAll(url.QueryEscape(s), "+", "%20")
 }

@@ -3,6 +3,8 @@ package cache_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -11,7 +13,10 @@ import (
 	"testing"
 
 	"github.com/nixcache/nixcache/cache"
+	"github.com/nixcache/nixcache/cache/file"
+	"github.com/nixcache/nixcache/cache/s3"
 	"github.com/nixcache/nixcache/internal/testenv"
+	"github.com/nixcache/nixcache/signature"
 )
 
 func TestParseURL(t *testing.T) {
@@ -22,43 +27,44 @@ func TestParseURL(t *testing.T) {
 		if u.CompressionLevel == 0 {
 			u.CompressionLevel = -1
 		}
-		if u.Params == nil {
-			u.Params = map[string]string{}
-		}
 		return &u
 	}
+	f := func(dir string) cache.Location { return file.Location{Dir: dir} }
 	tests := []struct {
 		in   string
 		want *cache.URL
 	}{
-		{"file:///srv/cache", def(cache.URL{Scheme: "file", Path: "/srv/cache"})},
-		{"file:///srv/cache/", def(cache.URL{Scheme: "file", Path: "/srv/cache"})},
-		{"file:///srv/my%20cache", def(cache.URL{Scheme: "file", Path: "/srv/my cache"})},
-		{"file:///", def(cache.URL{Scheme: "file", Path: "/"})},
-		{"file:///c?compression=xz", def(cache.URL{Scheme: "file", Path: "/c", Compression: "xz"})},
-		{"file:///c?compression=none", def(cache.URL{Scheme: "file", Path: "/c", Compression: "none"})},
-		{"file:///c?compression=zstd&compression-level=19", def(cache.URL{Scheme: "file", Path: "/c", CompressionLevel: 19})},
-		{"file:///c?compression-level=-1", def(cache.URL{Scheme: "file", Path: "/c"})},
-		{"file:///c?parallel-compression=true", def(cache.URL{Scheme: "file", Path: "/c", ParallelCompression: true})},
-		{"file:///c?parallel-compression=1", def(cache.URL{Scheme: "file", Path: "/c", ParallelCompression: true})},
-		{"file:///c?parallel-compression=yes", def(cache.URL{Scheme: "file", Path: "/c", ParallelCompression: true})},
-		{"file:///c?parallel-compression=false", def(cache.URL{Scheme: "file", Path: "/c"})},
-		{"file:///c?write-nar-listing=true", def(cache.URL{Scheme: "file", Path: "/c", WriteNARListing: true})},
-		{"file:///c?write-nar-listing=0", def(cache.URL{Scheme: "file", Path: "/c"})},
-		{"file:///c?want-mass-query=true&priority=30", def(cache.URL{Scheme: "file", Path: "/c", WantMassQuery: true, Priority: 30})},
-		{"file:///c?want-mass-query=no&priority=-5", def(cache.URL{Scheme: "file", Path: "/c", Priority: -5})},
-		{"file:///c?secret-key=/k1&secret-key=/k%202", def(cache.URL{Scheme: "file", Path: "/c", SecretKeys: []string{"/k1", "/k 2"}})},
-		{"file:///c?secret-keys=/k1,/k2&secret-key=/k3", def(cache.URL{Scheme: "file", Path: "/c", SecretKeys: []string{"/k1", "/k2", "/k3"}})},
-		{"file:///c?secret-key=/a+b", def(cache.URL{Scheme: "file", Path: "/c", SecretKeys: []string{"/a+b"}})},
-		{"file:///c?", def(cache.URL{Scheme: "file", Path: "/c"})},
-		{"s3://bucket", def(cache.URL{Scheme: "s3", Bucket: "bucket"})},
-		{"s3://bucket/", def(cache.URL{Scheme: "s3", Bucket: "bucket"})},
-		{"s3://my.bucket/team/cache/", def(cache.URL{Scheme: "s3", Bucket: "my.bucket", Prefix: "team/cache"})},
+		{"file:///srv/cache", def(cache.URL{Scheme: "file", Location: f("/srv/cache")})},
+		{"file:///srv/cache/", def(cache.URL{Scheme: "file", Location: f("/srv/cache")})},
+		{"file:///srv/my%20cache", def(cache.URL{Scheme: "file", Location: f("/srv/my cache")})},
+		{"file:///", def(cache.URL{Scheme: "file", Location: f("/")})},
+		{"file:///c?compression=xz", def(cache.URL{Scheme: "file", Location: f("/c"), Compression: "xz"})},
+		{"file:///c?compression=none", def(cache.URL{Scheme: "file", Location: f("/c"), Compression: "none"})},
+		{"file:///c?compression=zstd&compression-level=19", def(cache.URL{Scheme: "file", Location: f("/c"), CompressionLevel: 19})},
+		{"file:///c?compression-level=-1", def(cache.URL{Scheme: "file", Location: f("/c")})},
+		{"file:///c?parallel-compression=true", def(cache.URL{Scheme: "file", Location: f("/c"), ParallelCompression: true})},
+		{"file:///c?parallel-compression=1", def(cache.URL{Scheme: "file", Location: f("/c"), ParallelCompression: true})},
+		{"file:///c?parallel-compression=yes", def(cache.URL{Scheme: "file", Location: f("/c"), ParallelCompression: true})},
+		{"file:///c?parallel-compression=false", def(cache.URL{Scheme: "file", Location: f("/c")})},
+		{"file:///c?write-nar-listing=true", def(cache.URL{Scheme: "file", Location: f("/c"), WriteNARListing: true})},
+		{"file:///c?write-nar-listing=0", def(cache.URL{Scheme: "file", Location: f("/c")})},
+		{"file:///c?want-mass-query=true&priority=30", def(cache.URL{Scheme: "file", Location: f("/c"), WantMassQuery: true, Priority: 30})},
+		{"file:///c?want-mass-query=no&priority=-5", def(cache.URL{Scheme: "file", Location: f("/c"), Priority: -5})},
+		{"file:///c?priority=2147483647", def(cache.URL{Scheme: "file", Location: f("/c"), Priority: 2147483647})},
+		{"file:///c?priority=-2147483648", def(cache.URL{Scheme: "file", Location: f("/c"), Priority: -2147483648})},
+		{"file:///c?priority=%2B5", def(cache.URL{Scheme: "file", Location: f("/c"), Priority: 5})},
+		{"file:///c?secret-key=/k1&secret-key=/k%202", def(cache.URL{Scheme: "file", Location: f("/c"), SecretKeys: []string{"/k1", "/k 2"}})},
+		{"file:///c?secret-keys=/k1,/k2&secret-key=/k3", def(cache.URL{Scheme: "file", Location: f("/c"), SecretKeys: []string{"/k1", "/k2", "/k3"}})},
+		{"file:///c?secret-key=/a+b", def(cache.URL{Scheme: "file", Location: f("/c"), SecretKeys: []string{"/a+b"}})},
+		{"file:///c?", def(cache.URL{Scheme: "file", Location: f("/c")})},
+		{"s3://bucket", def(cache.URL{Scheme: "s3", Location: s3.Options{Bucket: "bucket"}})},
+		{"s3://bucket/", def(cache.URL{Scheme: "s3", Location: s3.Options{Bucket: "bucket"}})},
+		{"s3://my.bucket/team/cache/", def(cache.URL{Scheme: "s3", Location: s3.Options{Bucket: "my.bucket", Prefix: "team/cache"}})},
 		{"s3://bucket?region=eu-west-1&endpoint=http://127.0.0.1:9000&profile=ci&addressing-style=path",
-			def(cache.URL{Scheme: "s3", Bucket: "bucket", Params: map[string]string{
-				"region": "eu-west-1", "endpoint": "http://127.0.0.1:9000", "profile": "ci", "addressing-style": "path"}})},
+			def(cache.URL{Scheme: "s3", Location: s3.Options{Bucket: "bucket",
+				Region: "eu-west-1", Endpoint: "http://127.0.0.1:9000", Profile: "ci", AddressingStyle: "path"}})},
 		{"s3://bucket?endpoint=http%3A%2F%2Fh%3A9000&compression=xz&secret-key=/k",
-			def(cache.URL{Scheme: "s3", Bucket: "bucket", Compression: "xz", SecretKeys: []string{"/k"}, Params: map[string]string{"endpoint": "http://h:9000"}})},
+			def(cache.URL{Scheme: "s3", Location: s3.Options{Bucket: "bucket", Endpoint: "http://h:9000"}, Compression: "xz", SecretKeys: []string{"/k"}})},
 	}
 	for _, tt := range tests {
 		got, err := cache.ParseURL(tt.in)
@@ -78,15 +84,18 @@ func TestParseURL(t *testing.T) {
 
 func TestParseURLErrors(t *testing.T) {
 	tests := []struct{ in, mention string }{
-		{"s3://b?regoin=x", `unknown parameter "regoin"`},
+		{"s3://b?regoin=x", `"regoin": unknown parameter`},
 		{"file:///c?region=x", `unknown parameter "region"`},
-		{"file:///c?compression=foo", `"foo"`},
-		{"file:///c?compression=br", `"br"`},
+		{"file:///c?compression=foo", `"compression": unknown method`},
+		{"file:///c?compression=br", `"compression": a method Nix reads`},
 		{"file:///c?compression=", `"compression"`},
 		{"file:///c?compression-level=abc", `"compression-level"`},
 		{"file:///c?compression-level=", `"compression-level"`},
+		{"file:///c?compression-level=2147483648", `"compression-level": integer out of range`},
 		{"file:///c?priority=x", `"priority"`},
 		{"file:///c?priority=1.5", `"priority"`},
+		{"file:///c?priority=2147483648", `"priority": integer out of range`},
+		{"file:///c?priority=-2147483649", `"priority": integer out of range`},
 		{"file:///c?parallel-compression=maybe", `"parallel-compression"`},
 		{"file:///c?write-nar-listing=TRUE", `"write-nar-listing"`},
 		{"file:///c?want-mass-query=", `"want-mass-query"`},
@@ -109,7 +118,7 @@ func TestParseURLErrors(t *testing.T) {
 		{"s3://bucket/a/../b", `prefix`},
 		{"file:///c#frag", "fragment"},
 	}
-	if _, err := cache.ParseURL("s3://b?regoin=x"); err == nil || err.Error() != `cache: store URL "s3://b?regoin=x": unknown parameter "regoin"` {
+	if _, err := cache.ParseURL("s3://b?regoin=x"); err == nil || err.Error() != `cache: store URL "s3://b?regoin=***": s3: invalid store URL parameter "regoin": unknown parameter` {
 		t.Errorf("error text: %v", err)
 	}
 	for _, tt := range tests {
@@ -127,6 +136,63 @@ func TestParseURLErrors(t *testing.T) {
 	}
 }
 
+// TestParseURLNoSecretInErrors: a secret put where a file name or a plain
+// value belongs (key material in secret-key, credentials in the endpoint or
+// the bucket, a misspelt parameter) never appears in an error; the error
+// names the parameter instead.
+func TestParseURLNoSecretInErrors(t *testing.T) {
+	const secret = "S3CR3Tvalue"
+	sk, _, err := signature.GenerateKey("leak-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyText := sk.Secret()
+	keyB64 := keyText[strings.IndexByte(keyText, ':')+1:]
+	for _, tt := range []struct{ url, mention string }{
+		{"s3://bucket?endpoint=http://AKIA:" + secret + "@127.0.0.1:9000", `"endpoint"`},
+		{"s3://bucket?endpoint=127.0.0.1:9000%2F" + secret + "&scheme=http", `"endpoint"`},
+		{"s3://AKIA:" + secret + "@bucket", "credentials"},
+		{"s3://AKIA:" + secret + "@bucket/prefix?region=x", "credentials"},
+		{"file:///c?secret_key=" + secret, `"secret_key"`},
+		{"file:///c?compression=" + secret, `"compression"`},
+		{"file:///c?priority=" + secret, `"priority"`},
+		{"s3://bucket?addressing-style=" + secret, `"addressing-style"`},
+		{"s3://bucket?region=x&" + secret + "=1", "unknown parameter"},
+		{"file:///c?secret-key=" + url.QueryEscape(keyText) + "&compression=bad", `"compression"`},
+		{"file:///c#" + secret, "fragment"},
+	} {
+		_, err := cache.ParseURL(tt.url)
+		if err == nil {
+			t.Errorf("ParseURL(%q) succeeded", tt.url)
+			continue
+		}
+		if strings.Contains(err.Error(), secret) && !strings.Contains(tt.url, secret+"=") {
+			t.Errorf("ParseURL(%q) error repeats the secret: %v", tt.url, err)
+		}
+		if strings.Contains(err.Error(), keyB64) {
+			t.Errorf("ParseURL(%q) error repeats the key: %v", tt.url, err)
+		}
+		if !strings.Contains(err.Error(), tt.mention) {
+			t.Errorf("ParseURL(%q) error %q does not mention %s", tt.url, err, tt.mention)
+		}
+	}
+	// Key material where a key file name belongs.
+	for _, opt := range []struct {
+		url  string
+		opts []cache.OpenOption
+	}{
+		{"file://" + t.TempDir() + "?secret-key=" + url.QueryEscape(keyText), nil},
+		{"file://" + t.TempDir() + "?secret-key=" + url.QueryEscape(keyB64), nil},
+		{"file://" + t.TempDir(), []cache.OpenOption{cache.WithSecretKeyFiles(keyText)}},
+		{"file://" + t.TempDir(), []cache.OpenOption{cache.WithSecretKeyFiles(keyB64)}},
+	} {
+		_, err := cache.Open(context.Background(), opt.url, opt.opts...)
+		if err == nil || strings.Contains(err.Error(), keyB64) || !strings.Contains(err.Error(), "secret") {
+			t.Errorf("Open with key material as key file: %v", err)
+		}
+	}
+}
+
 // TestParseURLAgreesWithNix asks real Nix (nix store ping --store URL) which
 // file:// URLs it accepts, for the parameters Nix itself validates, and checks
 // ParseURL accepts and rejects the same ones. (For unknown parameters Nix only
@@ -139,7 +205,10 @@ func TestParseURLAgreesWithNix(t *testing.T) {
 		"write-nar-listing=false", "write-nar-listing=0", "write-nar-listing=maybe", "write-nar-listing=TRUE",
 		"parallel-compression=2", "want-mass-query=on",
 		"compression-level=9", "compression-level=-1", "compression-level=abc", "compression-level=1.5",
-		"priority=40", "priority=x", "priority=",
+		"compression-level=2147483648",
+		"priority=40", "priority=x", "priority=", "priority=%2B5", "priority=0x10",
+		"priority=2147483647", "priority=2147483648", "priority=-2147483648", "priority=-2147483649",
+		"priority=99999999999999999999",
 		"compression=xz&compression-level=3",
 	} {
 		u := "file://" + dir + "?" + q
@@ -156,40 +225,43 @@ func TestParseURLAgreesWithNix(t *testing.T) {
 	}
 }
 
-func TestOpenBackendUnregistered(t *testing.T) {
-	_, err := cache.OpenBackend(context.Background(), &cache.URL{Scheme: "nosuch"})
-	if !errors.Is(err, cache.ErrUnknownScheme) || !strings.Contains(err.Error(), `"nosuch"`) {
-		t.Fatalf("OpenBackend(nosuch): %v", err)
-	}
-	if slices.Contains(cache.Schemes(), "s3") {
-		return // the test binary links cache/s3 in
-	}
-	u, err := cache.ParseURL("s3://bucket")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = cache.OpenBackend(context.Background(), u)
-	if !errors.Is(err, cache.ErrUnknownScheme) || !strings.Contains(err.Error(), "cache/s3") {
-		t.Fatalf("OpenBackend(s3) without import: %v", err)
+func TestParseURLUnregistered(t *testing.T) {
+	_, err := cache.ParseURL("nosuch://x")
+	if !errors.Is(err, cache.ErrUnknownScheme) || !errors.Is(err, cache.ErrBadURL) || !strings.Contains(err.Error(), `"nosuch"`) {
+		t.Fatalf("ParseURL(nosuch://x): %v", err)
 	}
 }
 
+// memLocation is the Location of the memtest scheme TestRegister adds.
+type memLocation struct{ size string }
+
+func (l memLocation) Open(context.Context) (cache.Backend, error) { return nil, nil }
+func (l memLocation) String() string                            { return "memtest://x?size=" + l.size }
+
 func TestRegister(t *testing.T) {
-	type fake struct{ cache.Backend }
+	parse := func(loc string, params map[string]string) (cache.Location, error) {
+		l := memLocation{size: params["size"]}
+		delete(params, "size")
+		for k := range params {
+			return nil, fmt.Errorf("unknown parameter %q", k)
+		}
+		if l.size == "" {
+			return nil, errors.New(`parameter "size" missing`)
+		}
+		return l, nil
+	}
 	if !slices.Contains(cache.Schemes(), "memtest") { // -count=N reruns in one process
-		cache.Register("memtest", func(ctx context.Context, u *cache.URL) (cache.Backend, error) {
-			if u.Params["size"] == "" {
-				return nil, errors.New("memtest: size missing")
-			}
-			return fake{}, nil
-		}, "size")
+		cache.Register("memtest", parse)
 	}
 	u, err := cache.ParseURL("memtest://x?size=3&compression=none")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cache.OpenBackend(context.Background(), u); err != nil {
-		t.Fatal(err)
+	if u.Location != (memLocation{size: "3"}) || u.Compression != "none" {
+		t.Fatalf("ParseURL(memtest) = %+v", u)
+	}
+	if got := u.String(); got != "memtest://x?size=3&compression=none" {
+		t.Errorf("String() = %q", got)
 	}
 	if _, err := cache.ParseURL("memtest://x?colour=3"); err == nil || !strings.Contains(err.Error(), `"colour"`) {
 		t.Fatalf("unknown parameter of registered scheme: %v", err)
@@ -199,7 +271,7 @@ func TestRegister(t *testing.T) {
 			t.Fatal("second Register of a scheme did not panic")
 		}
 	}()
-	cache.Register("memtest", func(context.Context, *cache.URL) (cache.Backend, error) { return nil, nil })
+	cache.Register("memtest", parse)
 }
 
 func TestValidateKey(t *testing.T) {
@@ -272,8 +344,8 @@ func FuzzParseURL(f *testing.F) {
 			}
 			return
 		}
-		if u.Scheme == "file" && !filepath.IsAbs(u.Path) {
-			t.Fatalf("file URL %q gave relative path %q", s, u.Path)
+		if l, ok := u.Location.(file.Location); ok && !filepath.IsAbs(l.Dir) {
+			t.Fatalf("file URL %q gave relative path %q", s, l.Dir)
 		}
 		again, err := cache.ParseURL(u.String())
 		if err != nil {
@@ -290,7 +362,8 @@ func ExampleParseURL() {
 	if err != nil {
 		panic(err)
 	}
-	os.Stdout.WriteString(u.Bucket + " " + u.Prefix + " " + u.Params["region"] + " " + u.Compression + " " + u.SecretKeys[0] + "\n")
+	o := u.Location.(s3.Options)
+	os.Stdout.WriteString(o.Bucket + " " + o.Prefix + " " + o.Region + " " + u.Compression + " " + u.SecretKeys[0] + "\n")
 	// Output: nix-cache team eu-west-1 xz /etc/nix/cache.sec
 }
 

@@ -42,7 +42,7 @@ func TestOpenWithSecretKeyFiles(t *testing.T) {
 	if keys := c.Options().SecretKeys; len(keys) != 1 || keys[0].Name() != "with-files-1" {
 		t.Errorf("keys = %v", keys)
 	}
-	if _, err := cache.Open(context.Background(), "file://"+t.TempDir(), cache.WithSecretKeyFiles(file+".missing")); err == nil || !strings.Contains(err.Error(), "k.sec.missing") {
+	if _, err := cache.Open(context.Background(), "file://"+t.TempDir(), cache.WithSecretKeyFiles(file+".missing")); err == nil || !strings.Contains(err.Error(), "secret key file 1 of 1") || strings.Contains(err.Error(), "k.sec.missing") {
 		t.Errorf("missing key file: %v", err)
 	}
 }

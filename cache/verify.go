@@ -24,8 +24,6 @@ var (
 	ErrNarSizeMismatch = errors.New("cache: NAR size mismatch")
 	// ErrFileHashMismatch: the NAR file's hash or size is not the narinfo's FileHash/FileSize.
 	ErrFileHashMismatch = errors.New("cache: NAR file hash or size mismatch")
-	// ErrUntrusted: no signature of the narinfo verifies with a trusted key.
-	ErrUntrusted = errors.New("cache: narinfo not signed by a trusted key")
 	// ErrBadNarInfo: the narinfo cannot be parsed, or names another store path than its key.
 	ErrBadNarInfo = errors.New("cache: bad narinfo")
 )
@@ -38,7 +36,9 @@ type VerifyOptions struct {
 	// Jobs is how many paths are checked at once (default 4).
 	Jobs int
 	// Result, if set, is called (from several goroutines) for every path
-	// checked, with a nil error when the path is good.
+	// checked, with a nil error when the path is good. p is "" when the
+	// narinfo could not be read or parsed (without paths to check, the
+	// store path is known only from the narinfo); err then names its key.
 	Result func(p storepath.Path, err error)
 }
 
@@ -65,7 +65,8 @@ func (c *Cache) VerifyNarInfo(ctx context.Context, key string, trusted []signatu
 	}
 	if len(trusted) > 0 {
 		if err := ni.Verify(trusted); err != nil {
-			return ni, fmt.Errorf("%w: %w", ErrUntrusted, err)
+			// Wraps signature.ErrUntrusted when no trusted key signed it.
+			return ni, err
 		}
 	}
 	url := ni.URL
@@ -122,10 +123,22 @@ func (c *Cache) VerifyNarInfo(ctx context.Context, key string, trusted []signatu
 	return ni, nil
 }
 
+// ErrNotACache is returned (wrapped) by Verify when the backend holds no
+// nix-cache-info: Nix does not read such a location as a binary cache.
+var ErrNotACache = errors.New("cache: no nix-cache-info: not a binary cache")
+
 // Verify checks the given paths (or, with none, every narinfo the backend
 // lists) with VerifyNarInfo. It returns the number of paths checked and an
-// error joining one *PathError per bad path.
+// error joining one *PathError per bad path. A failure to read the cache
+// itself (no nix-cache-info, wrapping ErrNotACache; a listing that fails; a
+// canceled ctx) is returned alone, never as a *PathError, so that a caller
+// can tell "the cache could not be read" from "bad paths found".
 func (c *Cache) Verify(ctx context.Context, paths []storepath.Path, opts VerifyOptions) (int, error) {
+	if _, err := c.CacheInfo(ctx); errors.Is(err, ErrNotFound) {
+		return 0, fmt.Errorf("%w (%w)", ErrNotACache, err)
+	} else if err != nil {
+		return 0, err
+	}
 	type job struct {
 		key  string
 		path storepath.Path
@@ -160,20 +173,20 @@ func (c *Cache) Verify(ctx context.Context, paths []storepath.Path, opts VerifyO
 		if p == "" && ni != nil {
 			p = ni.StorePath
 		}
-		if p == "" {
-			p = storepath.Path(strings.TrimSuffix(j.key, ".narinfo"))
-		}
 		if opts.Result != nil {
 			opts.Result(p, err)
 		}
 		if err != nil {
 			mu.Lock()
-			errs = append(errs, &PathError{p, err})
+			errs = append(errs, &PathError{Path: p, Err: err})
 			mu.Unlock()
 		}
 		return nil
 	})
 	if err != nil {
+		return len(jobs), err
+	}
+	if err := ctx.Err(); err != nil {
 		return len(jobs), err
 	}
 	return len(jobs), errors.Join(errs...)

@@ -10,6 +10,7 @@ import (
 	"github.com/nixcache/nixcache/cache"
 	"github.com/nixcache/nixcache/internal/testenv"
 	"github.com/nixcache/nixcache/narinfo"
+	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
 )
 
@@ -28,7 +29,7 @@ func TestVerifyDetectsDamage(t *testing.T) {
 		want    error
 	}{
 		{"good", func(*testing.T, string, *narinfo.NarInfo) {}, pub, nil},
-		{"untrusted key", func(*testing.T, string, *narinfo.NarInfo) {}, otherPub, cache.ErrUntrusted},
+		{"untrusted key", func(*testing.T, string, *narinfo.NarInfo) {}, otherPub, signature.ErrUntrusted},
 		{"NAR missing", func(t *testing.T, dir string, ni *narinfo.NarInfo) {
 			if err := os.Remove(filepath.Join(dir, ni.URL)); err != nil {
 				t.Fatal(err)

@@ -24,7 +24,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	b, err := cache.OpenBackend(ctx, u)
+	b, err := u.Location.Open(ctx)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -45,11 +47,36 @@ const ObjectMode fs.FileMode = 0o644
 // DirMode is the permission of directories Put creates.
 const DirMode fs.FileMode = 0o755
 
-func init() {
-	cache.Register("file", func(ctx context.Context, u *cache.URL) (cache.Backend, error) {
-		return FromURL(u)
-	})
+func init() { cache.Register("file", ParseLocation) }
+
+// Location is a file:// store URL's cache directory.
+type Location struct {
+	// Dir is absolute and clean, as Nix requires ("file://relative" is not
+	// a store Nix can open).
+	Dir string
 }
+
+// ParseLocation reads the location of a file:// store URL ("/srv/cache",
+// percent-escapes allowed). A file:// URL has no backend parameters.
+func ParseLocation(location string, params map[string]string) (cache.Location, error) {
+	for k := range params {
+		return nil, fmt.Errorf("unknown parameter %q", k)
+	}
+	if !strings.HasPrefix(location, "/") {
+		return nil, errors.New("file:// store needs an absolute path (file:///dir)")
+	}
+	p, err := url.PathUnescape(location)
+	if err != nil {
+		return nil, errors.New("path: bad percent-escape")
+	}
+	return Location{Dir: path.Clean(p)}, nil
+}
+
+// Open opens the backend on the directory, creating it if needed.
+func (l Location) Open(context.Context) (cache.Backend, error) { return New(l.Dir) }
+
+// String renders the location as a store URL: "file:///srv/cache".
+func (l Location) String() string { return "file://" + cache.EscapePath(l.Dir) }
 
 // Backend stores each object as a file under a root directory. Put is
 // atomic: the bytes go to a temporary file in the target's directory, which
@@ -182,18 +209,6 @@ func removeIfStale(p string, cutoff time.Time) bool {
 		return false
 	}
 	return os.Remove(p) == nil
-}
-
-// FromURL opens the backend for a parsed file:// store URL. A file:// URL has
-// no backend-specific parameters.
-func FromURL(u *cache.URL) (*Backend, error) {
-	if u.Scheme != "file" {
-		return nil, fmt.Errorf("file: store URL scheme is %q, not file", u.Scheme)
-	}
-	for k := range u.Params {
-		return nil, fmt.Errorf("file: store URL %q: unknown parameter %q", u.String(), k)
-	}
-	return New(u.Path)
 }
 
 // Root returns the cache directory.

@@ -101,7 +101,7 @@ func TestOpenBackend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := cache.OpenBackend(context.Background(), u)
+	b, err := u.Location.Open(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

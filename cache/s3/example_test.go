@@ -22,7 +22,7 @@ func Example() {
 	if os.Getenv("AWS_ACCESS_KEY_ID") == "" {
 		return // not configured; nothing to show
 	}
-	b, err := cache.OpenBackend(ctx, u)
+	b, err := u.Location.Open(ctx)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -78,15 +78,7 @@ var (
 	ErrBadParam = errors.New("s3: invalid store URL parameter")
 )
 
-func init() {
-	cache.Register("s3", func(ctx context.Context, u *cache.URL) (cache.Backend, error) {
-		o, err := OptionsFromURL(u)
-		if err != nil {
-			return nil, err
-		}
-		return New(ctx, o)
-	})
-}
+func init() { cache.Register("s3", ParseLocation) }
 
 // Options configure a Backend.
 type Options struct {
@@ -132,26 +124,26 @@ type Options struct {
 	SkipBucketCheck bool
 }
 
-// OptionsFromURL validates the backend parameters of a parsed s3:// store
-// URL and turns them into Options: region, endpoint (a full URL; a bare host
+// ParseLocation reads the backend part of an s3:// store URL into Options:
+// the bucket and key prefix ("bucket/prefix", percent-escapes allowed in the
+// prefix) and the parameters region, endpoint (a full URL; a bare host
 // takes its scheme from the deprecated scheme parameter, default https),
 // profile, addressing-style (auto|path|virtual), storage-class,
 // multipart-chunk-size (alias buffer-size; bytes, 5 MiB..5 GiB),
 // retry-attempts and stall-timeout (a duration such as 30s or 2m, or whole
-// seconds; at most 24h). A bad value is an error naming the parameter.
-func OptionsFromURL(u *cache.URL) (Options, error) {
-	if u.Scheme != "s3" {
-		return Options{}, fmt.Errorf("s3: store URL scheme is %q, not s3", u.Scheme)
-	}
-	o := Options{Bucket: u.Bucket, Prefix: u.Prefix}
+// seconds; at most 24h). Errors name the parameter (wrapping ErrBadParam)
+// or part, never its value; credentials in the URL (s3://user:pw@bucket,
+// endpoint=http://user:pw@host) are refused.
+func ParseLocation(location string, params map[string]string) (cache.Location, error) {
+	var o Options
 	bad := func(name, format string, args ...any) error {
 		return fmt.Errorf("%w %q: %s", ErrBadParam, name, fmt.Sprintf(format, args...))
 	}
-	for name, v := range u.Params {
+	for name, v := range params {
 		switch name {
 		case "region":
 			if v == "" {
-				return o, bad(name, "empty region")
+				return nil, bad(name, "empty region")
 			}
 			o.Region = v
 		case "profile":
@@ -163,20 +155,20 @@ func OptionsFromURL(u *cache.URL) (Options, error) {
 			case "auto", "path", "virtual":
 				o.AddressingStyle = v
 			default:
-				return o, bad(name, "%q is not auto, path or virtual", v)
+				return nil, bad(name, "not auto, path or virtual")
 			}
 		case "storage-class":
 			o.StorageClass = v
 		case "multipart-chunk-size", "buffer-size":
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || n < MinPartSize || n > MaxPartSize {
-				return o, bad(name, "%q is not a byte count from %d (5 MiB) to %d (5 GiB)", v, MinPartSize, int64(MaxPartSize))
+				return nil, bad(name, "not a byte count from %d (5 MiB) to %d (5 GiB)", MinPartSize, int64(MaxPartSize))
 			}
 			o.PartSize = n
 		case "retry-attempts":
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > 100 {
-				return o, bad(name, "%q is not a count from 1 to 100", v)
+				return nil, bad(name, "not a count from 1 to 100")
 			}
 			o.Retries = n
 		case "stall-timeout":
@@ -185,31 +177,141 @@ func OptionsFromURL(u *cache.URL) (Options, error) {
 				d, err = time.Duration(n)*time.Second, nil
 			}
 			if err != nil || d < time.Millisecond || d > 24*time.Hour {
-				return o, bad(name, "%q is not a duration from 1ms to 24h (such as 30s)", v)
+				return nil, bad(name, "not a duration from 1ms to 24h (such as 30s)")
 			}
 			o.StallTimeout = d
 		default:
-			return o, bad(name, "unknown parameter")
+			return nil, bad(name, "unknown parameter")
 		}
 	}
-	if ep, ok := u.Params["endpoint"]; ok {
+	if ep, ok := params["endpoint"]; ok {
 		if ep == "" {
-			return o, bad("endpoint", "empty endpoint")
+			return nil, bad("endpoint", "empty endpoint")
 		}
 		if !strings.Contains(ep, "://") {
-			scheme := u.Params["scheme"]
+			scheme := params["scheme"]
 			if scheme == "" {
 				scheme = "https"
 			}
 			ep = scheme + "://" + ep
-		} else if _, ok := u.Params["scheme"]; ok {
-			return o, bad("scheme", "deprecated; give the scheme in endpoint (e.g. endpoint=http://host:9000)")
+		} else if _, ok := params["scheme"]; ok {
+			return nil, bad("scheme", "deprecated; give the scheme in endpoint (e.g. endpoint=http://host:9000)")
+		}
+		if _, _, err := parseEndpoint(ep); err != nil {
+			return nil, err
 		}
 		o.Endpoint = ep
-	} else if _, ok := u.Params["scheme"]; ok {
-		return o, bad("scheme", "only meaningful with a bare endpoint host")
+	} else if _, ok := params["scheme"]; ok {
+		return nil, bad("scheme", "only meaningful with a bare endpoint host")
 	}
+	bucket, prefix, _ := strings.Cut(location, "/")
+	if strings.Contains(bucket, "@") {
+		return nil, errors.New("s3: credentials in the store URL are not supported (use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)")
+	}
+	if err := validateBucket(bucket); err != nil {
+		return nil, fmt.Errorf("s3: %w", err)
+	}
+	p, err := url.PathUnescape(prefix)
+	if err != nil {
+		return nil, errors.New("s3: prefix: bad percent-escape")
+	}
+	if p = strings.Trim(p, "/"); p != "" {
+		if err := cache.ValidateKey(p); err != nil {
+			return nil, fmt.Errorf("s3: prefix: %w", err)
+		}
+	}
+	o.Bucket, o.Prefix = bucket, p
 	return o, nil
+}
+
+// parseEndpoint checks an endpoint URL (scheme://host[:port], scheme http
+// or https, no credentials) and returns its host and whether it uses TLS.
+// Errors never repeat the endpoint: it might hold credentials.
+func parseEndpoint(endpoint string) (host string, secure bool, err error) {
+	bad := func(what string) error { return fmt.Errorf("%w \"endpoint\": %s", ErrBadParam, what) }
+	ep, err := url.Parse(endpoint)
+	if err != nil {
+		return "", false, bad("not a URL")
+	}
+	if ep.User != nil {
+		return "", false, bad("credentials in the endpoint URL are not supported (use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)")
+	}
+	switch ep.Scheme {
+	case "http":
+	case "https":
+		secure = true
+	default:
+		return "", false, bad("scheme must be http or https")
+	}
+	if ep.Host == "" || (ep.Path != "" && ep.Path != "/") || ep.RawQuery != "" || ep.Fragment != "" {
+		return "", false, bad("want scheme://host[:port] only")
+	}
+	return ep.Host, secure, nil
+}
+
+// validateBucket checks an S3 bucket name loosely: 3 to 63 characters of
+// letters, digits, '.', '-' and '_', starting and ending with a letter or
+// digit (the strict AWS rules forbid upper case and '_', other S3 servers
+// allow them).
+func validateBucket(b string) error {
+	if b == "" {
+		return errors.New("missing bucket name (want s3://bucket)")
+	}
+	if len(b) < 3 || len(b) > 63 {
+		return errors.New("bucket name must be 3 to 63 characters")
+	}
+	alnum := func(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' }
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if !alnum(c) && c != '.' && c != '-' && c != '_' {
+			return fmt.Errorf("bucket name: invalid character %q", c)
+		}
+	}
+	if !alnum(b[0]) || !alnum(b[len(b)-1]) {
+		return errors.New("bucket name must start and end with a letter or digit")
+	}
+	if strings.Contains(b, "..") {
+		return errors.New("bucket name must not contain \"..\"")
+	}
+	return nil
+}
+
+// Open connects to the bucket: New(ctx, o). It makes Options the
+// cache.Location of an s3:// store URL.
+func (o Options) Open(ctx context.Context) (cache.Backend, error) { return New(ctx, o) }
+
+// String renders the options a store URL can hold as an s3:// URL that
+// ParseLocation reads back: bucket, prefix, and the parameters that are
+// set, sorted by name.
+func (o Options) String() string {
+	s := "s3://" + o.Bucket
+	if o.Prefix != "" {
+		s += "/" + cache.EscapePath(o.Prefix)
+	}
+	var params []string
+	add := func(k, v string) {
+		if v != "" {
+			params = append(params, k+"="+cache.EscapeParam(v))
+		}
+	}
+	add("addressing-style", o.AddressingStyle)
+	add("endpoint", o.Endpoint)
+	if o.PartSize != 0 {
+		add("multipart-chunk-size", strconv.FormatInt(o.PartSize, 10))
+	}
+	add("profile", o.Profile)
+	add("region", o.Region)
+	if o.Retries != 0 {
+		add("retry-attempts", strconv.Itoa(o.Retries))
+	}
+	if o.StallTimeout != 0 {
+		add("stall-timeout", o.StallTimeout.String())
+	}
+	add("storage-class", o.StorageClass)
+	if len(params) > 0 {
+		s += "?" + strings.Join(params, "&")
+	}
+	return s
 }
 
 // Backend stores objects in an S3 bucket under an optional key prefix.
@@ -239,21 +341,10 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 	}
 	host, secure := "s3.amazonaws.com", true
 	if opts.Endpoint != "" {
-		ep, err := url.Parse(opts.Endpoint)
-		if err != nil {
-			return nil, fmt.Errorf("%w \"endpoint\": %v", ErrBadParam, err)
+		var err error
+		if host, secure, err = parseEndpoint(opts.Endpoint); err != nil {
+			return nil, err
 		}
-		switch ep.Scheme {
-		case "http":
-			secure = false
-		case "https":
-		default:
-			return nil, fmt.Errorf("%w \"endpoint\": %q: scheme must be http or https", ErrBadParam, opts.Endpoint)
-		}
-		if ep.Host == "" || (ep.Path != "" && ep.Path != "/") || ep.RawQuery != "" || ep.User != nil {
-			return nil, fmt.Errorf("%w \"endpoint\": %q: want scheme://host[:port] only", ErrBadParam, opts.Endpoint)
-		}
-		host = ep.Host
 	}
 	lookup := minio.BucketLookupAuto
 	switch opts.AddressingStyle {
@@ -263,7 +354,7 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 	case "virtual":
 		lookup = minio.BucketLookupDNS
 	default:
-		return nil, fmt.Errorf("%w \"addressing-style\": %q is not auto, path or virtual", ErrBadParam, opts.AddressingStyle)
+		return nil, fmt.Errorf("%w \"addressing-style\": not auto, path or virtual", ErrBadParam)
 	}
 	profile := opts.Profile
 	if profile == "" {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -80,7 +81,7 @@ func TestOpenFromURL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := cache.OpenBackend(context.Background(), u)
+	b, err := u.Location.Open(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,16 +112,16 @@ func TestSharedCredentialsFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cache.OpenBackend(context.Background(), u); err != nil {
+	if _, err := u.Location.Open(context.Background()); err != nil {
 		t.Fatalf("profile nixcache: %v", err)
 	}
 	u, _ = cache.ParseURL(srv.URL(bucket))
-	_, err = cache.OpenBackend(context.Background(), u)
+	_, err = u.Location.Open(context.Background())
 	if !errors.Is(err, s3.ErrAccessDenied) {
 		t.Fatalf("default profile (wrong keys): error %v, want ErrAccessDenied", err)
 	}
 	t.Setenv("AWS_PROFILE", "nixcache")
-	if _, err := cache.OpenBackend(context.Background(), u); err != nil {
+	if _, err := u.Location.Open(context.Background()); err != nil {
 		t.Fatalf("AWS_PROFILE=nixcache: %v", err)
 	}
 }
@@ -453,7 +454,7 @@ func TestRetries(t *testing.T) {
 	t.Logf("endless SlowDown: %d requests in %v: %v", f.requests, time.Since(start).Round(time.Millisecond), err)
 }
 
-func TestOptionsFromURL(t *testing.T) {
+func TestParseLocation(t *testing.T) {
 	tests := []struct {
 		url     string
 		want    s3.Options
@@ -485,22 +486,18 @@ func TestOptionsFromURL(t *testing.T) {
 	}
 	for _, tt := range tests {
 		u, err := cache.ParseURL(tt.url)
-		if err != nil {
-			t.Fatalf("ParseURL(%q): %v", tt.url, err)
-		}
-		got, err := s3.OptionsFromURL(u)
 		if tt.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, s3.ErrBadParam) {
-				t.Errorf("OptionsFromURL(%q) error = %v, want one naming %s", tt.url, err, tt.wantErr)
+				t.Errorf("ParseURL(%q) error = %v, want one naming %s", tt.url, err, tt.wantErr)
 			}
 			continue
 		}
 		if err != nil {
-			t.Errorf("OptionsFromURL(%q): %v", tt.url, err)
+			t.Errorf("ParseURL(%q): %v", tt.url, err)
 			continue
 		}
-		if fmt.Sprint(got) != fmt.Sprint(tt.want) {
-			t.Errorf("OptionsFromURL(%q) = %+v, want %+v", tt.url, got, tt.want)
+		if got := u.Location.(s3.Options); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("ParseURL(%q).Location = %+v, want %+v", tt.url, got, tt.want)
 		}
 	}
 	for _, ep := range []string{"ftp://h", "http://h/path", "http://"} {
@@ -559,7 +556,7 @@ func TestFailedPutAborts(t *testing.T) {
 	}
 }
 
-func FuzzOptionsFromURL(f *testing.F) {
+func FuzzParseLocation(f *testing.F) {
 	for _, s := range []string{
 		"s3://bucket/a/b?region=eu-west-1&profile=p&addressing-style=virtual",
 		"s3://bucket?endpoint=minio.local:9000&scheme=http&multipart-chunk-size=8388608",
@@ -572,23 +569,21 @@ func FuzzOptionsFromURL(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		u, err := cache.ParseURL(s)
 		if err != nil || u.Scheme != "s3" {
-			return
-		}
-		o, err := s3.OptionsFromURL(u)
-		if err != nil {
-			if !errors.Is(err, s3.ErrBadParam) {
-				t.Fatalf("error does not wrap ErrBadParam: %v", err)
+			if err != nil && !errors.Is(err, cache.ErrBadURL) {
+				t.Fatalf("error does not wrap ErrBadURL: %v", err)
 			}
 			return
 		}
-		if o.Bucket != u.Bucket || o.Prefix != u.Prefix {
-			t.Fatalf("bucket/prefix changed: %+v vs %+v", o, u)
-		}
+		o := u.Location.(s3.Options)
 		if o.PartSize != 0 && (o.PartSize < s3.MinPartSize || o.PartSize > s3.MaxPartSize) {
 			t.Fatalf("part size %d out of range", o.PartSize)
 		}
 		if o.StallTimeout < 0 || o.StallTimeout > 24*time.Hour {
 			t.Fatalf("stall timeout %v out of range", o.StallTimeout)
+		}
+		again, err := cache.ParseURL(u.String())
+		if err != nil || !reflect.DeepEqual(again, u) {
+			t.Fatalf("round trip of %q via %q: %+v, %v", s, u.String(), again, err)
 		}
 	})
 }

@@ -84,7 +84,7 @@ func Prepare(t Target, log *slog.Logger) (*cache.URL, cache.Options, error) {
 
 // Open opens the cache that Prepare described.
 func Open(ctx context.Context, u *cache.URL, opts cache.Options) (*cache.Cache, error) {
-	b, err := cache.OpenBackend(ctx, u)
+	b, err := u.Location.Open(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +122,7 @@ func StorePaths(dir storepath.Dir, args []string) ([]storepath.Path, error) {
 	}
 	paths := make([]storepath.Path, 0, len(args))
 	for _, a := range args {
-		p, err := cache.ResolveStorePath(dir, a)
+		p, err := localstore.ResolveStorePath(dir, a)
 		if err != nil {
 			return nil, err
 		}
