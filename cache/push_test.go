@@ -242,7 +242,6 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
-
 // TestOpenWarnsInsecureKey: a secret key file readable by group or others is
 // used, with a warning naming it (Nix does not check at all).
 func TestOpenWarnsInsecureKey(t *testing.T) {

@@ -236,7 +236,7 @@ func TestParseURLUnregistered(t *testing.T) {
 type memLocation struct{ size string }
 
 func (l memLocation) Open(context.Context) (cache.Backend, error) { return nil, nil }
-func (l memLocation) String() string                            { return "memtest://x?size=" + l.size }
+func (l memLocation) String() string                              { return "memtest://x?size=" + l.size }
 
 func TestRegister(t *testing.T) {
 	parse := func(loc string, params map[string]string) (cache.Location, error) {

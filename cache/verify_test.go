@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nixcache/nixcache/cache"
@@ -83,5 +84,34 @@ func TestVerifyDetectsDamage(t *testing.T) {
 				t.Logf("Verify: %v", err)
 			}
 		})
+	}
+}
+
+// failingList is a backend whose listing fails.
+type failingList struct{ cache.Backend }
+
+func (failingList) List(context.Context, string, func(cache.ObjectInfo) error) error {
+	return errors.New("listing refused")
+}
+
+// TestVerifyCacheErrors: a location without nix-cache-info, or a listing
+// that fails, is an error about the cache, never a bad path.
+func TestVerifyCacheErrors(t *testing.T) {
+	ctx := context.Background()
+	c, err := cache.Open(ctx, "file://"+t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pe *cache.PathError
+	n, err := c.Verify(ctx, nil, cache.VerifyOptions{})
+	if !errors.Is(err, cache.ErrNotACache) || errors.As(err, &pe) || n != 0 {
+		t.Errorf("no nix-cache-info: %d, %v; want ErrNotACache", n, err)
+	}
+	if err := c.EnsureCacheInfo(ctx, storepath.DirFromEnv()); err != nil {
+		t.Fatal(err)
+	}
+	n, err = cache.New(failingList{c.Backend}, c.Options()).Verify(ctx, nil, cache.VerifyOptions{})
+	if err == nil || !strings.Contains(err.Error(), "listing refused") || errors.As(err, &pe) {
+		t.Errorf("failing listing: %d, %v", n, err)
 	}
 }

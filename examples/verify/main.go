@@ -1,84 +1,132 @@
 // Command verify checks a Nix binary cache the way a substituting Nix would:
 // signatures by a trusted key, NAR present, FileHash/FileSize, NarHash/NarSize.
 //
-//	verify --from URL --trusted-key KEY... [PATH...]
+//	verify --from URL --trusted-key KEY... [--jobs N] [PATH...]
 //
-// Without PATH every narinfo in the cache is checked. It prints one line per
-// bad path and exits 1 if there is any.
+// KEY is a public key (name:base64) or a file holding one. Without PATH
+// every narinfo in the cache is checked. Each bad path is printed on stdout
+// ("PATH: what is wrong"); a summary goes to stderr. Exit status:
+//
+//	0  every path checked is good
+//	1  bad paths found (and nothing else went wrong)
+//	2  usage: a bad flag, store URL, trusted key or PATH
+//	3  the cache could not be read: it cannot be opened, has no
+//	   nix-cache-info, cannot be listed, or the check was interrupted
 package main
 
 import (
 	"context"
-	"flag"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"os/signal"
+	"sync/atomic"
+	"syscall"
 
 	"github.com/nixcache/nixcache/cache"
 	_ "github.com/nixcache/nixcache/cache/file"
 	_ "github.com/nixcache/nixcache/cache/s3"
+	"github.com/nixcache/nixcache/internal/cli"
 	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
 )
 
+// Exit codes.
+const (
+	exitBadPaths = 1
+	exitUsage    = 2
+	exitCache    = 3
+)
+
 func main() {
-	var keys []string
-	from := flag.String("from", "", "binary cache store URL (file:///dir, s3://bucket?...)")
-	flag.Func("trusted-key", "trusted public `KEY` (name:base64, or a file holding one; repeatable)", func(s string) error { keys = append(keys, s); return nil })
-	jobs := flag.Int("j", 4, "paths checked at once")
-	flag.Parse()
-	if *from == "" || len(keys) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: verify --from URL --trusted-key KEY... [PATH...]")
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	os.Exit(run(ctx, *from, keys, *jobs, flag.Args()))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-func run(ctx context.Context, from string, keys []string, jobs int, args []string) int {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fl := cli.NewFlagSet("verify", "verify --from URL --trusted-key KEY... [--jobs N] [PATH...]")
+	fl.SetOutput(stderr)
+	from := fl.String("from", "", "binary cache store URL (file:///dir, s3://bucket?...)")
+	var keys []string
+	fl.Func("trusted-key", "trusted public `KEY` (name:base64, or a file holding one; repeatable)", func(s string) error { keys = append(keys, s); return nil })
+	jobs := fl.Jobs(4)
+	fail := func(code int, err error) int {
+		fmt.Fprintln(stderr, "verify:", err)
+		return code
+	}
+	if err := fl.Parse(args); err != nil {
+		return cli.ExitCode(err)
+	}
+	if *from == "" || len(keys) == 0 {
+		fl.Usage()
+		return exitUsage
+	}
 	var trusted []signature.PublicKey
-	for _, k := range keys {
-		pk, err := signature.ParsePublicKey(k)
+	for i, k := range keys {
+		pk, err := trustedKey(i+1, k)
 		if err != nil {
-			var ferr error
-			if pk, ferr = signature.LoadPublicKeyFile(k); ferr != nil {
-				fmt.Fprintf(os.Stderr, "verify: trusted key %q: %v\n", k, err)
-				return 2
-			}
+			return fail(exitUsage, err)
 		}
 		trusted = append(trusted, pk)
 	}
-	c, err := cache.Open(ctx, from)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "verify:", err)
-		return 2
-	}
 	var paths []storepath.Path
-	for _, a := range args {
+	for _, a := range fl.Args() {
 		p, err := storepath.Parse(a)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "verify: %s: %v\n", a, err)
-			return 2
+			return fail(exitUsage, err)
 		}
 		paths = append(paths, p)
 	}
-	bad := 0
+	c, err := cache.Open(ctx, *from)
+	if errors.Is(err, cache.ErrBadURL) {
+		return fail(exitUsage, fmt.Errorf("--from: %w", err))
+	} else if err != nil {
+		return fail(exitCache, err)
+	}
+	var bad atomic.Int64
 	n, err := c.Verify(ctx, paths, cache.VerifyOptions{
 		TrustedKeys: trusted,
-		Jobs:        jobs,
+		Jobs:        *jobs,
 		Result: func(p storepath.Path, err error) {
 			if err != nil {
-				fmt.Printf("%s: %v\n", p, err)
+				bad.Add(1)
+				fmt.Fprintln(stdout, (&cache.PathError{Path: p, Err: err}).Error())
 			}
 		},
 	})
-	if err != nil {
-		bad = 1
-		if ctx.Err() != nil {
-			fmt.Fprintln(os.Stderr, "verify:", err)
-		}
+	var pe *cache.PathError
+	if err != nil && (ctx.Err() != nil || !errors.As(err, &pe)) {
+		return fail(exitCache, err)
 	}
-	fmt.Fprintf(os.Stderr, "checked %d paths\n", n)
-	return bad
+	fmt.Fprintf(stderr, "checked %d paths, %d bad\n", n, bad.Load())
+	if err != nil {
+		return exitBadPaths
+	}
+	return 0
+}
+
+// trustedKey reads the i-th --trusted-key: a public key or a file holding
+// one. Errors never repeat the value: it may be a secret key given by
+// mistake.
+func trustedKey(i int, s string) (signature.PublicKey, error) {
+	if pk, err := signature.ParsePublicKey(s); err == nil {
+		return pk, nil
+	}
+	if _, err := signature.ParseSecretKey(s); err == nil {
+		return signature.PublicKey{}, fmt.Errorf("--trusted-key %d is a secret key: give its public key (nix key convert-secret-to-public)", i)
+	}
+	pk, err := signature.LoadPublicKeyFile(s)
+	var pathErr *fs.PathError
+	if errors.As(err, &pathErr) {
+		return pk, fmt.Errorf("--trusted-key %d is neither a public key (name:base64) nor a readable key file: %w", i, pathErr.Err)
+	}
+	if err != nil {
+		// The file exists, so its name is no secret; its contents are not shown.
+		return pk, fmt.Errorf("--trusted-key %d: %w", i, err)
+	}
+	return pk, nil
 }
