@@ -236,21 +236,42 @@ func sharedZstd(level zstd.EncoderLevel, n int) (*zstd.Encoder, error) {
 	return e.(*zstd.Encoder), nil
 }
 
+// DefaultMaxMemory is the decoder memory NewReader allows: the largest xz
+// dictionary or zstd window it accepts. 128 MiB is the largest zstd window
+// Nix reads by default (libzstd's ZSTD_WINDOWLOG_LIMIT_DEFAULT) and twice
+// the dictionary of xz -9; Nix's libarchive reader allows xz dictionaries up
+// to 1 GiB, which only a hand-tuned xz writes.
+const DefaultMaxMemory = 128 << 20
+
 // NewReader returns a reader of the NAR inside r, compressed with the
-// narinfo Compression method c. An empty c means bzip2, as in Nix.
+// narinfo Compression method c (an empty c means bzip2, as in Nix), with
+// decoder memory bounded by DefaultMaxMemory.
 func NewReader(r io.Reader, c string) (io.ReadCloser, error) {
+	return NewReaderLimit(r, c, DefaultMaxMemory)
+}
+
+// NewReaderLimit is NewReader with the decoder's memory bounded by
+// maxMemory bytes, as xz --memlimit bounds it: an xz block whose dictionary
+// or a zstd frame whose window is larger fails, before any of it is
+// allocated, with an error wrapping ErrMemoryLimit. bzip2 needs at most
+// about 4 MB whatever the input (its block size is at most 900 kB).
+func NewReaderLimit(r io.Reader, c string, maxMemory int64) (io.ReadCloser, error) {
 	switch c {
 	case None:
 		return io.NopCloser(r), nil
 	case Zstd:
-		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20))
+		window := uint64(max(maxMemory, zstd.MinWindowSize))
+		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(window), zstd.WithDecoderMaxMemory(window))
 		if err != nil {
 			return nil, fmt.Errorf("compress: zstd decoder: %w", err)
 		}
-		return d.IOReadCloser(), nil
+		return zstdReader{d.IOReadCloser()}, nil
 	case XZ:
-		xr, err := xz.NewReader(bufio.NewReaderSize(r, 64<<10))
+		xr, err := xz.NewReader(bufio.NewReaderSize(&xzLimit{r: r, limit: maxMemory, want: 12}, 64<<10))
 		if err != nil {
+			if errors.Is(err, ErrMemoryLimit) {
+				return nil, err
+			}
 			return nil, fmt.Errorf("compress: xz decoder: %w", err)
 		}
 		return io.NopCloser(xr), nil
@@ -259,6 +280,18 @@ func NewReader(r io.Reader, c string) (io.ReadCloser, error) {
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnsupported, c)
 	}
+}
+
+// zstdReader reports a frame whose window is over the limit as
+// ErrMemoryLimit.
+type zstdReader struct{ io.ReadCloser }
+
+func (z zstdReader) Read(p []byte) (int, error) {
+	n, err := z.ReadCloser.Read(p)
+	if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+		err = fmt.Errorf("%w: zstd window: %w", ErrMemoryLimit, err)
+	}
+	return n, err
 }
 
 type nopWriteCloser struct{ io.Writer }

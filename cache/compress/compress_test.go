@@ -162,6 +162,7 @@ func FuzzDecompress(f *testing.F) {
 	f.Add([]byte{0xfd, '7', 'z', 'X', 'Z', 0}, "xz")
 	f.Add([]byte{0x28, 0xb5, 0x2f, 0xfd}, "zstd")
 	f.Add([]byte("BZh91AY&SY"), "bzip2")
+	f.Add(xzWithDict(f, []byte("nix-archive-1"), 39), "xz") // a 3 GiB dictionary
 	f.Fuzz(func(t *testing.T, data []byte, method string) {
 		r, err := compress.NewReader(bytes.NewReader(data), method)
 		if err != nil {
