@@ -51,6 +51,8 @@ func StartS3(t TB) *S3 {
 	bin := VersitygwPath()
 	if bin == "" {
 		missing(t, "the S3 server (versitygw; set NIXCACHE_VERSITYGW)")
+	} else if _, err := os.Stat(bin); err != nil {
+		missing(t, fmt.Sprintf("the S3 server (versitygw: %v)", err))
 	}
 	s := &S3{
 		AccessKey: "nixcacheaccess",
