@@ -1,7 +1,6 @@
 package file_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -9,11 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/nixcache/nixcache/cache/file"
+	"github.com/nixcache/nixcache/internal/testenv"
 )
 
 // writerEnv, when set in the environment of this test binary, makes it a
@@ -35,43 +34,18 @@ func writer(dir string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	r := io.MultiReader(bytes.NewReader(make([]byte, 1<<20)), &announce{}, os.Stdin)
+	// io.Copy writes each chunk before it reads the next: "writing" comes
+	// once the first MiB is in the temporary file.
+	r := io.MultiReader(bytes.NewReader(make([]byte, 1<<20)), testenv.Announce("writing"), os.Stdin)
 	err = b.Put(context.Background(), "nar/big.nar", r, 300<<20, "application/x-nix-nar")
 	fmt.Fprintln(os.Stderr, "put:", err)
 	return 2
 }
 
-// announce prints "writing" once the first MiB went to the temporary file
-// (io.Copy writes each chunk before it reads the next), then ends.
-type announce struct{}
-
-func (*announce) Read([]byte) (int, error) {
-	fmt.Println("writing")
-	return 0, io.EOF
-}
-
 // startWriter starts a writer child on dir and waits until it is writing.
 func startWriter(t *testing.T, dir string) (*exec.Cmd, io.WriteCloser) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), writerEnv+"="+dir)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if strings.TrimSpace(line) != "writing" {
-		t.Fatalf("writer child said %q (%v)", line, err)
-	}
-	return cmd, stdin
+	return testenv.StartSelf(t, "writing", writerEnv+"="+dir)
 }
 
 // temps lists the temporary files in dir/nar.
