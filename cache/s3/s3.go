@@ -62,7 +62,12 @@ const (
 	// byte of the upload taken by the server, no answer, no byte of the
 	// answer's body) before it is abandoned and retried.
 	DefaultStallTimeout = 30 * time.Second
-	maxParts            = 10000
+	// DefaultStaleUploadAge is the age (since it began) from which New
+	// aborts an unfinished multipart upload as the leftover of a killed
+	// writer. It must exceed the longest upload: a live upload that old
+	// would be aborted and fail.
+	DefaultStaleUploadAge = 24 * time.Hour
+	maxParts              = 10000
 )
 
 // Errors, for errors.Is.
@@ -114,6 +119,10 @@ type Options struct {
 	// it must exceed the time the server needs to answer the slowest
 	// request (CompleteMultipartUpload of the largest object).
 	StallTimeout time.Duration
+	// StaleUploadAge is the age from which New aborts unfinished multipart
+	// uploads under the prefix (see AbortStale); 0 means
+	// DefaultStaleUploadAge, a negative value never aborts.
+	StaleUploadAge time.Duration
 	// Creds overrides the credential chain (environment, shared credentials
 	// file, instance role).
 	Creds *credentials.Credentials
@@ -330,7 +339,10 @@ var _ cache.Backend = (*Backend)(nil)
 
 // New connects to the bucket. Unless opts.SkipBucketCheck is set it checks
 // that the bucket exists, so that a wrong bucket name, wrong credentials or
-// an unreachable server are reported here, once and clearly.
+// an unreachable server are reported here, once and clearly, and then
+// aborts the multipart uploads that writers killed mid-upload left
+// (AbortStale with opts.StaleUploadAge), ignoring a failure to do so (such
+// as credentials that may not list or abort uploads).
 func New(ctx context.Context, opts Options) (*Backend, error) {
 	if opts.Bucket == "" {
 		return nil, errors.New("s3: no bucket given")
@@ -442,6 +454,13 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 				return nil, err
 			}
 			return nil, fmt.Errorf("s3: bucket %q at %s: %w", b.bucket, b.endpoint, ErrBucketNotFound)
+		}
+		age := opts.StaleUploadAge
+		if age == 0 {
+			age = DefaultStaleUploadAge
+		}
+		if age > 0 {
+			_, _ = b.AbortStale(ctx, age)
 		}
 	}
 	return b, nil
@@ -761,19 +780,43 @@ func (b *Backend) abortLeftovers(ctx context.Context, key string, since time.Tim
 
 // AbortIncomplete aborts every unfinished multipart upload under the prefix
 // (left behind when the server or the network failed mid-upload, so that
-// the abort itself could not be sent) and returns how many it aborted.
+// the abort itself could not be sent) and returns how many it aborted. It
+// also aborts the uploads of writers at work, which then fail: use
+// AbortStale while others may be writing.
 func (b *Backend) AbortIncomplete(ctx context.Context) (int, error) {
-	n := 0
-	var keys []string
+	return b.abortUploads(ctx, time.Now().Add(time.Hour))
+}
+
+// AbortStale aborts the unfinished multipart uploads under the prefix that
+// began at least age ago (by the server's clock): a writer killed
+// mid-upload leaves its upload, and its parts stay stored (and billed)
+// until it is aborted. It returns how many it aborted.
+func (b *Backend) AbortStale(ctx context.Context, age time.Duration) (int, error) {
+	return b.abortUploads(ctx, time.Now().Add(-age))
+}
+
+// abortUploads aborts, by ID, the unfinished uploads under the prefix that
+// began before cutoff.
+func (b *Backend) abortUploads(ctx context.Context, cutoff time.Time) (int, error) {
+	type upload struct{ key, id string }
+	var stale []upload
 	for u := range b.client.ListIncompleteUploads(ctx, b.bucket, b.prefix, true) {
 		if u.Err != nil {
-			return n, b.wrap("list incomplete uploads", "", u.Err)
+			return 0, b.wrap("list incomplete uploads", "", u.Err)
 		}
-		keys = append(keys, u.Key)
+		if u.Initiated.Before(cutoff) {
+			stale = append(stale, upload{u.Key, u.UploadID})
+		}
 	}
-	for _, k := range keys {
-		if err := b.client.RemoveIncompleteUpload(ctx, b.bucket, k); err != nil {
-			return n, b.wrap("abort upload", strings.TrimPrefix(k, b.prefix), err)
+	core := minio.Core{Client: b.client}
+	n := 0
+	for _, u := range stale {
+		err := core.AbortMultipartUpload(ctx, b.bucket, u.key, u.id)
+		if minio.ToErrorResponse(err).Code == "NoSuchUpload" {
+			continue // finished or aborted meanwhile
+		}
+		if err != nil {
+			return n, b.wrap("abort upload", strings.TrimPrefix(u.key, b.prefix), err)
 		}
 		n++
 	}
