@@ -18,12 +18,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
-	"os/signal"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/nixcache/nixcache/cache"
 	_ "github.com/nixcache/nixcache/cache/file"
@@ -33,43 +30,31 @@ import (
 	"github.com/nixcache/nixcache/storepath"
 )
 
-// Exit codes.
+// Exit codes besides 0 and 2 (usage).
 const (
 	exitBadPaths = 1
-	exitUsage    = 2
 	exitCache    = 3
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { cli.Main("verify", run) }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string) error {
 	fl := cli.NewFlagSet("verify", "verify --from URL --trusted-key KEY... [--jobs N] [PATH...]")
-	fl.SetOutput(stderr)
 	from := fl.String("from", "", "binary cache store URL (file:///dir, s3://bucket?...)")
 	var keys []string
 	fl.Func("trusted-key", "trusted public `KEY` (name:base64, or a file holding one; repeatable)", func(s string) error { keys = append(keys, s); return nil })
 	jobs := fl.Jobs(4)
-	fail := func(code int, err error) int {
-		fmt.Fprintln(stderr, "verify:", err)
-		return code
-	}
 	if err := fl.Parse(args); err != nil {
-		return cli.ExitCode(err)
+		return err
 	}
 	if *from == "" || len(keys) == 0 {
-		fl.Usage()
-		return exitUsage
+		return cli.Usagef("--from and at least one --trusted-key are required")
 	}
 	var trusted []signature.PublicKey
 	for i, k := range keys {
 		pk, err := trustedKey(i+1, k)
 		if err != nil {
-			return fail(exitUsage, err)
+			return fmt.Errorf("%w: %w", cli.ErrUsage, err)
 		}
 		trusted = append(trusted, pk)
 	}
@@ -77,15 +62,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, a := range fl.Args() {
 		p, err := storepath.Parse(a)
 		if err != nil {
-			return fail(exitUsage, err)
+			return fmt.Errorf("%w: %w", cli.ErrUsage, err)
 		}
 		paths = append(paths, p)
 	}
 	c, err := cache.Open(ctx, *from)
 	if errors.Is(err, cache.ErrBadURL) {
-		return fail(exitUsage, fmt.Errorf("--from: %w", err))
+		return fmt.Errorf("%w: --from: %w", cli.ErrUsage, err)
 	} else if err != nil {
-		return fail(exitCache, err)
+		return cli.WithCode(exitCache, err)
 	}
 	var bad atomic.Int64
 	n, err := c.Verify(ctx, paths, cache.VerifyOptions{
@@ -94,19 +79,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Result: func(p storepath.Path, err error) {
 			if err != nil {
 				bad.Add(1)
-				fmt.Fprintln(stdout, (&cache.PathError{Path: p, Err: err}).Error())
+				fmt.Println((&cache.PathError{Path: p, Err: err}).Error())
 			}
 		},
 	})
 	var pe *cache.PathError
 	if err != nil && (ctx.Err() != nil || !errors.As(err, &pe)) {
-		return fail(exitCache, err)
+		return cli.WithCode(exitCache, err)
 	}
-	fmt.Fprintf(stderr, "checked %d paths, %d bad\n", n, bad.Load())
+	fmt.Fprintf(os.Stderr, "checked %d paths, %d bad\n", n, bad.Load())
 	if err != nil {
-		return exitBadPaths
+		return cli.WithCode(exitBadPaths, fmt.Errorf("%d of %d paths bad", bad.Load(), n))
 	}
-	return 0
+	return nil
 }
 
 // trustedKey reads the i-th --trusted-key: a public key or a file holding
