@@ -466,9 +466,6 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 	return b, nil
 }
 
-// Client returns the underlying minio client.
-func (b *Backend) Client() *minio.Client { return b.client }
-
 // Bucket returns the bucket name.
 func (b *Backend) Bucket() string { return b.bucket }
 
