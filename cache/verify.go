@@ -135,7 +135,7 @@ var ErrNotACache = errors.New("cache: no nix-cache-info: not a binary cache")
 // can tell "the cache could not be read" from "bad paths found".
 func (c *Cache) Verify(ctx context.Context, paths []storepath.Path, opts VerifyOptions) (int, error) {
 	if _, err := c.CacheInfo(ctx); errors.Is(err, ErrNotFound) {
-		return 0, fmt.Errorf("%w (%w)", ErrNotACache, err)
+		return 0, ErrNotACache
 	} else if err != nil {
 		return 0, err
 	}

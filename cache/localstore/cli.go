@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -18,10 +19,12 @@ import (
 // cliBatch bounds the paths per `nix path-info` call.
 const cliBatch = 1000
 
-// cliSource asks `nix path-info --json`.
+// cliSource asks `nix path-info --json`, and `nix-store --check-validity`
+// which paths are invalid when it fails.
 type cliSource struct {
-	nix string
-	dir storepath.Dir
+	nix      string
+	nixStore string // "" when not found
+	dir      storepath.Dir
 }
 
 func openCLI(_ context.Context, nix string, dir storepath.Dir) (*cliSource, error) {
@@ -29,7 +32,12 @@ func openCLI(_ context.Context, nix string, dir storepath.Dir) (*cliSource, erro
 	if err != nil {
 		return nil, fmt.Errorf("localstore: %w: nix command: %w", ErrNoStore, err)
 	}
-	return &cliSource{nix: bin, dir: dir}, nil
+	// nix-store comes with nix, next to it; else from PATH.
+	nixStore := filepath.Join(filepath.Dir(bin), "nix-store")
+	if _, err := exec.LookPath(nixStore); err != nil {
+		nixStore, _ = exec.LookPath("nix-store")
+	}
+	return &cliSource{nix: bin, nixStore: nixStore, dir: dir}, nil
 }
 
 func (s *cliSource) close() error { return nil }
@@ -48,10 +56,14 @@ func (s *cliSource) run(ctx context.Context, extra []string, paths []storepath.P
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if strings.Contains(msg, "is not valid") {
-			return nil, nil, fmt.Errorf("localstore: nix path-info: %w: %s", ErrNotValid, msg)
+		// Which paths were invalid, Nix says only in the text of its message,
+		// which differs between versions (2.8 answers "valid": false in the
+		// JSON, newer Nix fails the whole call): ask nix-store, whose
+		// --print-invalid output is the same in every version.
+		if invalid, verr := s.invalidPaths(ctx, paths); verr == nil && len(invalid) > 0 {
+			return nil, invalid, fmt.Errorf("localstore: %s: %w", invalid[0], ErrNotValid)
 		}
+		msg := strings.TrimSpace(stderr.String())
 		return nil, nil, fmt.Errorf("localstore: nix path-info %s: %w: %s", strings.Join(extra, " "), err, msg)
 	}
 	infos, invalid, err := DecodePathInfoJSON(stdout.Bytes(), s.dir)
@@ -59,6 +71,33 @@ func (s *cliSource) run(ctx context.Context, extra []string, paths []storepath.P
 		return nil, nil, fmt.Errorf("localstore: nix path-info: %w", err)
 	}
 	return infos, invalid, nil
+}
+
+// invalidPaths returns the paths that are not valid in the store, from
+// `nix-store --check-validity --print-invalid`.
+func (s *cliSource) invalidPaths(ctx context.Context, paths []storepath.Path) ([]storepath.Path, error) {
+	if s.nixStore == "" {
+		return nil, fmt.Errorf("localstore: nix-store command not found")
+	}
+	args := []string{"--check-validity", "--print-invalid"}
+	for _, p := range paths {
+		args = append(args, string(p))
+	}
+	cmd := exec.CommandContext(ctx, s.nixStore, args...)
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("localstore: nix-store --check-validity: %w", err)
+	}
+	var invalid []storepath.Path
+	for line := range strings.Lines(string(out)) {
+		p, err := s.dir.Parse(strings.TrimSpace(line))
+		if err != nil {
+			return nil, fmt.Errorf("localstore: nix-store --check-validity: %w", err)
+		}
+		invalid = append(invalid, p)
+	}
+	return invalid, nil
 }
 
 func splitDrvs(paths []storepath.Path) (plain, drvs []storepath.Path) {
@@ -100,25 +139,25 @@ func (s *cliSource) query(ctx context.Context, paths []storepath.Path, recursive
 			continue
 		}
 		infos, invalid, err := s.run(ctx, flags, group.paths)
-		if err != nil {
-			if recursive || len(group.paths) == 1 || !isNotValid(err) {
-				return nil, err
+		if err != nil && !recursive && len(invalid) > 0 && len(invalid) < len(group.paths) {
+			// Newer Nix fails the whole call for an invalid path: ask
+			// again for the valid ones.
+			bad := map[storepath.Path]bool{}
+			for _, p := range invalid {
+				bad[p] = true
 			}
-			// Newer Nix fails the whole call for one invalid path: ask
-			// one by one to learn which.
+			var valid []storepath.Path
 			for _, p := range group.paths {
-				infos1, _, err := s.run(ctx, flags, []storepath.Path{p})
-				if isNotValid(err) {
-					continue
-				}
-				if err != nil {
-					return nil, err
-				}
-				for _, pi := range infos1 {
-					out[pi.Path] = pi
+				if !bad[p] {
+					valid = append(valid, p)
 				}
 			}
-			continue
+			infos, _, err = s.run(ctx, flags, valid)
+		} else if err != nil && !recursive && len(invalid) > 0 {
+			continue // none of them is valid
+		}
+		if err != nil {
+			return nil, err
 		}
 		if recursive && len(invalid) > 0 {
 			return nil, fmt.Errorf("localstore: %s: %w", invalid[0], ErrNotValid)
@@ -130,16 +169,8 @@ func (s *cliSource) query(ctx context.Context, paths []storepath.Path, recursive
 	return out, nil
 }
 
-func isNotValid(err error) bool {
-	return err != nil && strings.Contains(err.Error(), ErrNotValid.Error())
-}
-
 func (s *cliSource) pathInfos(ctx context.Context, paths []storepath.Path) (map[storepath.Path]*PathInfo, error) {
-	m, err := s.query(ctx, paths, false)
-	if len(paths) == 1 && isNotValid(err) {
-		return map[storepath.Path]*PathInfo{}, nil
-	}
-	return m, err
+	return s.query(ctx, paths, false)
 }
 
 func (s *cliSource) closureInfos(ctx context.Context, roots []storepath.Path) (map[storepath.Path]*PathInfo, error) {
