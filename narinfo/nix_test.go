@@ -56,8 +56,8 @@ func TestNixConformance(t *testing.T) {
 	tmp := t.TempDir()
 
 	// A key pair made by Nix, and one made by us.
-	nixSec, nixPub := filepath.Join(tmp, "nix.sec"), filepath.Join(tmp, "nix.pub")
-	testenv.Nix(t, "nix-store", "--generate-binary-cache-key", "nix-made-1", nixSec, nixPub)
+	nixKey := testenv.NixKeyPair(t, "nix-made-1")
+	nixSec, nixPub := nixKey.SecretFile, nixKey.PublicFile
 	nixSK, err := signature.LoadSecretKeyFile(nixSec)
 	if err != nil {
 		t.Fatal(err)

@@ -125,8 +125,8 @@ func TestNixReadsCache(t *testing.T) {
 	os.WriteFile(filepath.Join(src, "marker"), []byte(t.Name()+tmp), 0o644)
 	storePath := strings.TrimSpace(string(testenv.Nix(t, "nix-store", "--add", src)))
 	t.Cleanup(func() { testenv.NixCmd("nix-store", "--delete", storePath) })
-	sec, pub := filepath.Join(tmp, "key.sec"), filepath.Join(tmp, "key.pub")
-	testenv.Nix(t, "nix-store", "--generate-binary-cache-key", "nixcache-test-1", sec, pub)
+	key := testenv.NixKeyPair(t, "nixcache-test-1")
+	sec, pub := key.SecretFile, key.PublicFile
 	nixDir := filepath.Join(tmp, "nixcache")
 	testenv.Nix(t, "nix", "copy", "--to", "file://"+nixDir+"?compression=zstd&secret-key="+sec, storePath)
 

@@ -134,9 +134,8 @@ func TestLiveAgainstNix(t *testing.T) {
 	out, drv := buildClosure(t, "live")
 
 	// Sign the output with a fresh key, as a user would.
-	dir := t.TempDir()
-	skFile, pkFile := filepath.Join(dir, "sk"), filepath.Join(dir, "pk")
-	testenv.Nix(t, "nix-store", "--generate-binary-cache-key", "localstore-test-1", skFile, pkFile)
+	key := testenv.NixKeyPair(t, "localstore-test-1")
+	skFile, pkFile := key.SecretFile, key.PublicFile
 	testenv.Nix(t, "nix", "store", "sign", "--key-file", skFile, string(out))
 	pk, err := signature.LoadPublicKeyFile(pkFile)
 	if err != nil {

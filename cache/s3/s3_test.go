@@ -233,8 +233,8 @@ func nixRoundTrip(t *testing.T, srv *testenv.S3, bucket string, b *s3.Backend) {
 	os.WriteFile(filepath.Join(src, "hello"), []byte("hello from "+tmp), 0o644)
 	storePath := strings.TrimSpace(string(testenv.Nix(t, "nix-store", "--add", src)))
 	t.Cleanup(func() { testenv.NixCmd("nix-store", "--delete", storePath) })
-	sec, pub := filepath.Join(tmp, "key.sec"), filepath.Join(tmp, "key.pub")
-	testenv.Nix(t, "nix-store", "--generate-binary-cache-key", "nixcache-s3-test-1", sec, pub)
+	key := testenv.NixKeyPair(t, "nixcache-s3-test-1")
+	sec, pub := key.SecretFile, key.PublicFile
 	nixDir := filepath.Join(tmp, "nixwritten")
 	testenv.Nix(t, "nix", "copy", "--to", "file://"+nixDir+"?compression=none&secret-key="+sec, storePath)
 

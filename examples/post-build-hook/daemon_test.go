@@ -6,7 +6,6 @@ package main
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"os/user"
@@ -110,9 +109,8 @@ func TestHookUnderNixDaemon(t *testing.T) {
 
 	build := func(name string) (out string, stderr string, err error) {
 		t.Helper()
-		expr := filepath.Join(dir, name+".nix")
-		text := fmt.Sprintf(`derivation { name = %q; system = builtins.currentSystem; builder = "/bin/sh"; PATH = "/usr/bin:/bin"; args = ["-c" "echo %d > $out"]; }`, name, time.Now().UnixNano())
-		if err := os.WriteFile(expr, []byte(text), 0o644); err != nil {
+		expr, err := testenv.WriteClosureExpr(dir, testenv.ClosureSpec{Name: name, N: 1})
+		if err != nil {
 			t.Fatal(err)
 		}
 		cmd := exec.Command("nix-build", "--no-out-link", expr)

@@ -143,6 +143,9 @@ func WriteClosureExpr(dir string, spec ClosureSpec) (string, error) {
 		return "", fmt.Errorf("testenv: %w", err)
 	}
 	_, err = f.WriteString(closureExpr(spec.withDefaults(), nonce(), true))
+	if err == nil {
+		err = f.Chmod(0o644) // readable by a build user or a test's other user
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
