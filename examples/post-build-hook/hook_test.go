@@ -319,7 +319,7 @@ func TestDaemonKilledRepeatedly(t *testing.T) {
 	}
 	url := "file://" + cacheDir + "?compression=xz"
 	args := []string{"--queue", qdir, "--to", url, "--secret-key", k.sec, "--exit-when-empty", "--batch", "4"}
-	const trials = 20
+	const trials = 12
 	killed := 0
 	for i := 0; i < trials; i++ {
 		cmd := exec.Command(daemon, args...)
