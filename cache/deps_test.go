@@ -1,9 +1,9 @@
 package cache_test
 
 import (
-	"os/exec"
-	"strings"
 	"testing"
+
+	"github.com/nixcache/nixcache/internal/testenv"
 )
 
 // TestImportGraphCacheSide pins the arrows that keep the cache side light:
@@ -19,17 +19,7 @@ func TestImportGraphCacheSide(t *testing.T) {
 		"github.com/nixcache/nixcache/cache/s3",
 		"github.com/nixcache/nixcache/examples/verify",
 	} {
-		out, err := exec.Command("go", "list", "-deps", pkg).Output()
-		if err != nil {
-			t.Fatalf("go list -deps %s: %v", pkg, err)
-		}
-		deps := map[string]bool{}
-		for _, d := range strings.Fields(string(out)) {
-			deps[d] = true
-		}
-		if !deps[pkg] {
-			t.Fatalf("go list -deps %s does not list the package itself: %q", pkg, out)
-		}
+		deps := testenv.GoListDeps(t, pkg)
 		for _, b := range banned {
 			if deps[b] {
 				t.Errorf("%s imports %s", pkg, b)

@@ -97,3 +97,21 @@ func buildParent() string {
 	}
 	return dir
 }
+
+// GoListDeps returns the packages pkg links, itself included (`go list
+// -deps`), for tests that pin a package's import graph.
+func GoListDeps(t TB, pkg string) map[string]bool {
+	t.Helper()
+	out, err := exec.Command(goTool(), "list", "-deps", pkg).Output()
+	if err != nil {
+		t.Fatalf("go list -deps %s: %v", pkg, err)
+	}
+	deps := map[string]bool{}
+	for _, d := range strings.Fields(string(out)) {
+		deps[d] = true
+	}
+	if !deps[pkg] {
+		t.Fatalf("go list -deps %s does not list the package itself", pkg)
+	}
+	return deps
+}
