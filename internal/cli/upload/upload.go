@@ -32,6 +32,9 @@ const maxKeyFile = 4 << 10
 func LoadSecretKeys(files []cli.Setting, log *slog.Logger) ([]signature.SecretKey, error) {
 	var keys []signature.SecretKey
 	for _, f := range files {
+		if _, err := signature.ParseSecretKey(f.Value); err == nil {
+			return nil, fmt.Errorf("%s is a secret key itself, not the name of a key file", f.Name)
+		}
 		b, err := config.ReadFile(f.Value, maxKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("%s: cannot read the secret key file: %w", f.Name, err)
