@@ -1,13 +1,26 @@
 // Package testenv is the project's one test rig: it gives tests the real
-// tools they are judged against (Nix, the xz/zstd/bzip2 binaries, an S3
-// server on loopback, the go command) and one skip policy for all of them.
+// tools they are judged against and one skip policy for all of them.
 //
-// A test that needs a tool calls a Require function (RequireNix,
-// RequireTool, StartS3): when the tool is missing the test skips, except
-// under CI=true, where it fails, because CI must never pass by skipping. A
-// test that only cross-checks with an optional tool asks HaveNix or HaveTool,
-// which follow the same rule. Slow tests call SkipIfShort, which never skips
-// under CI=true.
+// Skip policy: a test that needs a tool calls a Require function
+// (RequireNix, RequireTool, RequireRoot, StartS3): when the tool is missing
+// the test skips, except under CI=true, where it fails, because CI must
+// never pass by skipping. A test that only cross-checks with an optional
+// tool asks HaveNix or HaveTool, which follow the same rule. Slow tests call
+// SkipIfShort, which never skips under CI=true. Tests do not call
+// exec.LookPath or read CI themselves.
+//
+// What the rig offers:
+//   - Nix: Nix and NixCmd run Nix's commands; BuildClosure builds a fresh
+//     closure with real references (WriteClosureExpr writes the same
+//     derivations for a test that runs nix-build itself, with a hook);
+//     NixKeyPair makes a key pair; NixStoreVerify is Nix's judgement of a
+//     cache.
+//   - S3: StartS3 runs versitygw on loopback for one test.
+//   - Go: GoBuild builds the commands once per test binary run; GoListDeps
+//     gives a package's import graph; GOROOT locates a large real tree.
+//   - Processes: StartSelf and Announce run this test binary as a helper
+//     child; Environ is the environment for children; Buffer collects
+//     their output.
 //
 // Every helper takes a TB, a small interface that *testing.T and *testing.B
 // satisfy, so test-only harnesses such as internal/faults can use the rig
