@@ -57,7 +57,7 @@ func HaveNix(t TB) bool {
 	if why == "" {
 		return true
 	}
-	if InCI() {
+	if inCI() {
 		t.Fatalf("%s is required when CI=true (run .ci/run to install it)", why)
 	}
 	t.Logf("%s not available; the Nix cross-checks are left out (CI=true makes this fatal)", why)

@@ -48,14 +48,14 @@ type TB interface {
 
 var _ TB = testing.TB(nil)
 
-// InCI reports whether the tests run in CI (CI=true), where missing tools are fatal.
-func InCI() bool { return os.Getenv("CI") == "true" }
+// inCI reports whether the tests run in CI (CI=true), where missing tools are fatal.
+func inCI() bool { return os.Getenv("CI") == "true" }
 
 // missing skips the test, or fails it under CI=true, because what is not
 // available.
 func missing(t TB, what string) {
 	t.Helper()
-	if InCI() {
+	if inCI() {
 		t.Fatalf("%s is required when CI=true (run .ci/run to install it)", what)
 	}
 	t.Skipf("%s not available; skipping (CI=true makes this fatal)", what)
@@ -63,7 +63,7 @@ func missing(t TB, what string) {
 
 // Short reports whether slow checks may be left out: -short was given and
 // CI is not set (CI=true runs everything).
-func Short() bool { return testing.Short() && !InCI() }
+func Short() bool { return testing.Short() && !inCI() }
 
 // SkipIfShort skips a slow test under -short, never under CI=true.
 func SkipIfShort(t TB) {
@@ -102,7 +102,7 @@ func HaveTool(t TB, name string) bool {
 	if lookTool(name) == nil {
 		return true
 	}
-	if InCI() {
+	if inCI() {
 		t.Fatalf("the %s program is required when CI=true (run .ci/run to install it)", name)
 	}
 	t.Logf("the %s program is not available; its cross-check is left out (CI=true makes this fatal)", name)
