@@ -38,8 +38,11 @@ const (
 	// UnknownDeriver is the Deriver value meaning "no deriver" (written by
 	// some caches, e.g. Cachix).
 	UnknownDeriver = "unknown-deriver"
-	// DefaultCompression is what Nix assumes when Compression is missing.
-	DefaultCompression = "bzip2"
+	// ImpliedCompression is what Nix reads a missing or empty Compression
+	// line as (nar-info.cc: "if (compression == "") compression =
+	// "bzip2""). It is not what a cache should write: see
+	// compress.Default in package cache/compress for that.
+	ImpliedCompression = "bzip2"
 )
 
 // MaxSize is the largest narinfo [Parse] reads (a narinfo of a path with
@@ -282,7 +285,7 @@ func (ni *NarInfo) UnmarshalText(data []byte) error {
 		return &ParseError{File: "narinfo", Err: fmt.Errorf("%w: NarSize", ErrMissing)}
 	}
 	if ni.Compression == "" {
-		ni.Compression = DefaultCompression
+		ni.Compression = ImpliedCompression
 	}
 	dir := ni.StorePath.Dir()
 	if len(refs) > 0 {

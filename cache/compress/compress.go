@@ -36,7 +36,7 @@ const (
 
 // Default is the method nixcache writes when a store URL has no
 // compression= parameter. Nix's own default is xz; zstd is far faster and
-// every Nix since 2.3 reads it. (Not narinfo.DefaultCompression, which is
+// every Nix since 2.3 reads it. (Not narinfo.ImpliedCompression, which is
 // what a narinfo without a Compression line means.)
 const Default = Zstd
 
