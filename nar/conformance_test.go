@@ -2,6 +2,7 @@ package nar
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -180,6 +181,22 @@ func dump(t testing.TB, p string) []byte {
 	return b.Bytes()
 }
 
+// dumpPortable is DumpPath with the portable walker, whatever the platform.
+func dumpPortable(w io.Writer, p string) error {
+	nw := NewWriter(w)
+	nw.portableDump = true
+	if err := nw.AddTree("", p); err != nil {
+		return err
+	}
+	return nw.Close()
+}
+
+// walkers are the file system walkers AddTree can use, by name.
+var walkers = []struct {
+	name string
+	dump func(io.Writer, string) error
+}{{"fast", DumpPath}, {"portable", dumpPortable}}
+
 func TestDumpPathMatchesNix(t *testing.T) {
 	testenv.RequireNix(t)
 	cases := append(append([]struct {
@@ -195,6 +212,11 @@ func TestDumpPathMatchesNix(t *testing.T) {
 			got := dump(t, p)
 			if !bytes.Equal(got, want) {
 				t.Fatalf("DumpPath differs from nix-store --dump: %d vs %d bytes, first difference at %d", len(got), len(want), firstDiff(got, want))
+			}
+			// The portable walker, used where there is no fast one, too.
+			var pb bytes.Buffer
+			if err := dumpPortable(&pb, p); err != nil || !bytes.Equal(pb.Bytes(), want) {
+				t.Fatalf("portable walker differs from nix-store --dump at byte %d (%v)", firstDiff(pb.Bytes(), want), err)
 			}
 			// NarHash and NarSize against nix-hash.
 			sum, size, err := DumpPathSum(nil, p)
@@ -236,8 +258,12 @@ func TestDumpPathMatchesNix(t *testing.T) {
 func TestDumpGoSourceNet(t *testing.T) {
 	testenv.RequireNix(t)
 	p := filepath.Join(testenv.GOROOT(t), "src", "net")
-	if got, want := dump(t, p), nixDump(t, p); !bytes.Equal(got, want) {
-		t.Fatalf("DumpPath(%s) differs from nix-store --dump at byte %d", p, firstDiff(got, want))
+	want := nixDump(t, p)
+	for _, w := range walkers {
+		var b bytes.Buffer
+		if err := w.dump(&b, p); err != nil || !bytes.Equal(b.Bytes(), want) {
+			t.Errorf("%s walker on %s differs from nix-store --dump at byte %d (%v)", w.name, p, firstDiff(b.Bytes(), want), err)
+		}
 	}
 }
 
@@ -247,14 +273,16 @@ func TestDumpUnsupported(t *testing.T) {
 	if err := mkfifo(fifo); err != nil {
 		t.Skip("mkfifo:", err)
 	}
-	for _, p := range []string{fifo, dir} {
-		err := DumpPath(&bytes.Buffer{}, p)
-		if err == nil || !strings.Contains(err.Error(), "fifo") {
-			t.Errorf("DumpPath(%s) = %v, want an error naming the fifo", p, err)
+	for _, w := range walkers {
+		for _, p := range []string{fifo, dir} {
+			err := w.dump(&bytes.Buffer{}, p)
+			if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "fifo") {
+				t.Errorf("%s walker on %s = %v, want ErrUnsupported naming the fifo", w.name, p, err)
+			}
 		}
-	}
-	if err := DumpPath(&bytes.Buffer{}, filepath.Join(dir, "missing")); err == nil {
-		t.Error("DumpPath of a missing path succeeded")
+		if err := w.dump(&bytes.Buffer{}, filepath.Join(dir, "missing")); err == nil {
+			t.Errorf("%s walker on a missing path succeeded", w.name)
+		}
 	}
 }
 

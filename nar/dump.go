@@ -53,11 +53,22 @@ func (w *Writer) AddTree(narPath, fsPath string) error {
 		return w.err
 	}
 	// The path is used as given, like Nix 2.8: "link/" follows the link.
-	d := dumper{w: w, root: fsPath}
+	var d treeDumper
+	if w.portableDump {
+		d = &portableDumper{w: w, root: fsPath}
+	} else {
+		d = newFastDumper(w, fsPath)
+	}
 	if err := d.dumpRoot(narPath); err != nil {
 		return w.fail(err)
 	}
 	return nil
+}
+
+// treeDumper is a file system walker feeding a Writer: the portable one
+// (dump_portable.go) or the platform's fast one (newFastDumper).
+type treeDumper interface {
+	dumpRoot(narPath string) error
 }
 
 func dumpErr(fsRoot, rel, op string, err error) error {

@@ -2,25 +2,31 @@ package nar
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
 	"slices"
 	"strings"
-	"syscall"
-	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
-	atFDCWD     = -0x64 // AT_FDCWD
 	bigCopySize = 256 << 10
 	direntSize  = 32 << 10
 )
+
+// newFastDumper returns the Linux walker: it opens every object relative to
+// its directory (openat), reads directories with getdents and takes each
+// entry's type from d_type, so that the only stat is the fstat of each
+// regular file (about 1.7 times the speed of the portable walker).
+func newFastDumper(w *Writer, root string) treeDumper { return &linuxDumper{w: w, root: root} }
 
 type dirEntry struct {
 	name string
 	typ  uint8
 }
 
-type dumper struct {
+type linuxDumper struct {
 	w      *Writer
 	root   string // file system path of the dumped object
 	hdr    Header
@@ -30,18 +36,19 @@ type dumper struct {
 	link   []byte
 }
 
-func (d *dumper) dumpRoot(narPath string) error {
-	var st syscall.Stat_t
-	if err := syscall.Lstat(d.root, &st); err != nil {
+func (d *linuxDumper) dumpRoot(narPath string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(d.root, &st); err != nil {
 		return dumpErr(d.root, "", "lstat", err)
 	}
-	return d.entry(atFDCWD, d.root, narPath, "", st.Mode&syscall.S_IFMT)
+	return d.entry(unix.AT_FDCWD, d.root, narPath, "", st.Mode&unix.S_IFMT)
 }
 
-func openDir(dirfd int, name string) (int, error) {
+// openat retries unix.Openat on EINTR.
+func openat(dirfd int, name string, flags int) (int, error) {
 	for {
-		fd, err := syscall.Openat(dirfd, name, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
-		if err != syscall.EINTR {
+		fd, err := unix.Openat(dirfd, name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
 			return fd, err
 		}
 	}
@@ -49,11 +56,11 @@ func openDir(dirfd int, name string) (int, error) {
 
 // entry dumps the object named name in dirfd (a directory by recursion);
 // narPath is its NAR path, rel its path below d.root.
-func (d *dumper) entry(dirfd int, name, narPath, rel string, ifmt uint32) error {
+func (d *linuxDumper) entry(dirfd int, name, narPath, rel string, ifmt uint32) error {
 	switch ifmt {
-	case syscall.S_IFREG:
+	case unix.S_IFREG:
 		return d.file(dirfd, name, narPath, rel)
-	case syscall.S_IFLNK:
+	case unix.S_IFLNK:
 		if d.link == nil {
 			d.link = make([]byte, MaxTargetLen+1)
 		}
@@ -66,12 +73,12 @@ func (d *dumper) entry(dirfd int, name, narPath, rel string, ifmt uint32) error 
 		}
 		d.hdr = Header{Path: narPath, Type: TypeSymlink, LinkTarget: string(d.link[:n])}
 		return d.w.WriteHeader(&d.hdr)
-	case syscall.S_IFDIR:
-		fd, err := openDir(dirfd, name)
+	case unix.S_IFDIR:
+		fd, err := openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY)
 		if err != nil {
 			return dumpErr(d.root, rel, "open", err)
 		}
-		defer syscall.Close(fd)
+		defer unix.Close(fd)
 		d.hdr = Header{Path: narPath, Type: TypeDirectory}
 		if err := d.w.WriteHeader(&d.hdr); err != nil {
 			return err
@@ -81,27 +88,20 @@ func (d *dumper) entry(dirfd int, name, narPath, rel string, ifmt uint32) error 
 	return dumpErr(d.root, rel, "file type", ErrUnsupported)
 }
 
-func (d *dumper) file(dirfd int, name, narPath, rel string) error {
-	var fd int
-	var err error
-	for {
-		fd, err = syscall.Openat(dirfd, name, syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
-		if err != syscall.EINTR {
-			break
-		}
-	}
+func (d *linuxDumper) file(dirfd int, name, narPath, rel string) error {
+	fd, err := openat(dirfd, name, unix.O_RDONLY|unix.O_NONBLOCK)
 	if err != nil {
 		return dumpErr(d.root, rel, "open", err)
 	}
-	defer syscall.Close(fd)
-	var st syscall.Stat_t
-	if err := syscall.Fstat(fd, &st); err != nil {
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
 		return dumpErr(d.root, rel, "fstat", err)
 	}
-	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return dumpErr(d.root, rel, "file changed type", ErrUnsupported)
 	}
-	d.hdr = Header{Path: narPath, Type: TypeRegular, Executable: st.Mode&syscall.S_IXUSR != 0, Size: st.Size}
+	d.hdr = Header{Path: narPath, Type: TypeRegular, Executable: st.Mode&unix.S_IXUSR != 0, Size: st.Size}
 	if err := d.w.WriteHeader(&d.hdr); err != nil {
 		return err
 	}
@@ -139,8 +139,8 @@ type fdReader int
 
 func (f *fdReader) Read(p []byte) (int, error) {
 	for {
-		n, err := syscall.Read(int(*f), p)
-		if err == syscall.EINTR {
+		n, err := unix.Read(int(*f), p)
+		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
@@ -154,14 +154,14 @@ func (f *fdReader) Read(p []byte) (int, error) {
 }
 
 // dir dumps the entries of the open directory fd.
-func (d *dumper) dir(fd int, narPath, rel string) error {
+func (d *linuxDumper) dir(fd int, narPath, rel string) error {
 	if d.dirent == nil {
 		d.dirent = make([]byte, direntSize)
 	}
 	start := len(d.ents)
 	for {
-		n, err := syscall.ReadDirent(fd, d.dirent)
-		if err == syscall.EINTR {
+		n, err := unix.ReadDirent(fd, d.dirent)
+		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
@@ -186,18 +186,19 @@ func (d *dumper) dir(fd int, narPath, rel string) error {
 		}
 		var ifmt uint32
 		switch e.typ {
-		case syscall.DT_REG:
-			ifmt = syscall.S_IFREG
-		case syscall.DT_DIR:
-			ifmt = syscall.S_IFDIR
-		case syscall.DT_LNK:
-			ifmt = syscall.S_IFLNK
-		case syscall.DT_UNKNOWN:
-			var st syscall.Stat_t
-			if err := syscall.Lstat(d.root+"/"+childRel, &st); err != nil {
+		case unix.DT_REG:
+			ifmt = unix.S_IFREG
+		case unix.DT_DIR:
+			ifmt = unix.S_IFDIR
+		case unix.DT_LNK:
+			ifmt = unix.S_IFLNK
+		case unix.DT_UNKNOWN:
+			// Some file systems leave d_type unset: ask, relative to fd.
+			var st unix.Stat_t
+			if err := unix.Fstatat(fd, e.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				return dumpErr(d.root, childRel, "lstat", err)
 			}
-			ifmt = st.Mode & syscall.S_IFMT
+			ifmt = st.Mode & unix.S_IFMT
 		}
 		if err := d.entry(fd, e.name, childNar, childRel, ifmt); err != nil {
 			return err
@@ -206,16 +207,25 @@ func (d *dumper) dir(fd int, narPath, rel string) error {
 	return nil
 }
 
-// parseDirents appends the entries of a linux_dirent64 buffer, without "."
-// and "..".
+// Field offsets in struct linux_dirent64, the same on every Linux
+// architecture: d_ino (8 bytes), d_off (8), d_reclen (2), d_type (1),
+// d_name (NUL-terminated). TestDirentLayout checks them against unix.Dirent.
+const (
+	direntReclen = 16
+	direntType   = 18
+	direntName   = 19
+)
+
+// parseDirents appends the entries of a getdents64 buffer, without "." and
+// "..".
 func parseDirents(b []byte, ents []dirEntry) []dirEntry {
-	for len(b) >= 19 {
-		reclen := int(*(*uint16)(unsafe.Pointer(&b[16])))
-		if reclen < 19 || reclen > len(b) {
+	for len(b) >= direntName {
+		reclen := int(binary.NativeEndian.Uint16(b[direntReclen:]))
+		if reclen < direntName || reclen > len(b) {
 			break
 		}
-		typ := b[18]
-		name := b[19:reclen]
+		typ := b[direntType]
+		name := b[direntName:reclen]
 		if i := bytes.IndexByte(name, 0); i >= 0 {
 			name = name[:i]
 		}
@@ -228,20 +238,12 @@ func parseDirents(b []byte, ents []dirEntry) []dirEntry {
 	return ents
 }
 
+// readlinkat reads the target of the symlink name in dirfd into buf.
 func readlinkat(dirfd int, name string, buf []byte) (int, error) {
-	p, err := syscall.BytePtrFromString(name)
-	if err != nil {
-		return 0, err
-	}
 	for {
-		n, _, e := syscall.Syscall6(syscall.SYS_READLINKAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
-			uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0, 0)
-		if e == syscall.EINTR {
-			continue
+		n, err := unix.Readlinkat(dirfd, name, buf)
+		if err != unix.EINTR {
+			return n, err
 		}
-		if e != 0 {
-			return 0, e
-		}
-		return int(n), nil
 	}
 }

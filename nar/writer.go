@@ -73,6 +73,10 @@ type Writer struct {
 	fileSize  int64
 
 	listing *Listing
+
+	// portableDump makes AddTree use the portable walker even where a
+	// faster one exists; tests set it to check both against Nix.
+	portableDump bool
 }
 
 // NewWriter returns a Writer that writes a NAR to w. Nothing is written
