@@ -31,7 +31,7 @@ func nixKey(t testing.TB, name string) (secFile, pub string) {
 // its closure as nix-store -qR lists it.
 func buildClosure(t testing.TB) (top storepath.Path, closure []storepath.Path) {
 	t.Helper()
-	c := testenv.BuildClosure(t, testenv.ClosureSpec{Name: "nixcache", N: 3, Blob: 300000})
+	c := testenv.BuildClosure(t, testenv.ClosureSpec{Name: "nixcache", N: 3, Blob: 100000})
 	for _, p := range c.Paths {
 		closure = append(closure, mustPath(t, p))
 	}
