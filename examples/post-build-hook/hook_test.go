@@ -491,3 +491,22 @@ func TestBadConfiguration(t *testing.T) {
 		t.Fatalf("nix-build with a broken sync hook: err=%v\n%s", err, stderr)
 	}
 }
+
+// TestWatchdog: whatever blocks in queue mode (here the .drv is a FIFO
+// with no writer, as a hung file system would block), the hook gives up
+// after its 5 s watchdog and exits 0 so the build goes on.
+func TestWatchdog(t *testing.T) {
+	hook, _ := binaries(t)
+	dir := t.TempDir()
+	drvPath := filepath.Join(dir, "00000000000000000000000000000000-stuck.drv")
+	if err := syscall.Mkfifo(drvPath, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stderr, took := runHook(t, hook, []string{"DRV_PATH=" + drvPath, "NIXCACHE_QUEUE=" + filepath.Join(dir, "q")})
+	if code != 0 || !strings.Contains(stderr, "gave up so the build can go on") {
+		t.Fatalf("exit %d after %v:\n%s", code, took, stderr)
+	}
+	if took < 5*time.Second || took > 15*time.Second {
+		t.Fatalf("the watchdog fired after %v, want 5 s", took)
+	}
+}
