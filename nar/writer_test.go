@@ -266,7 +266,13 @@ func checkListing(t *testing.T, build tree) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	narData := nixDump(t, sp)
+	compareListings(t, nixDump(t, sp), sp, want)
+}
+
+// compareListings checks List of narData, and the listing a Writer records
+// while dumping fsPath, against want, a .ls file written by Nix.
+func compareListings(t *testing.T, narData []byte, fsPath string, want []byte) {
+	t.Helper()
 	l, err := List(bytes.NewReader(narData))
 	if err != nil {
 		t.Fatal(err)
@@ -281,7 +287,7 @@ func checkListing(t *testing.T, build tree) {
 	var b bytes.Buffer
 	w := NewWriter(&b)
 	w.EnableListing()
-	if err := w.AddTree("", sp); err != nil {
+	if err := w.AddTree("", fsPath); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Close(); err != nil {

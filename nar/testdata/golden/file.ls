@@ -1,0 +1,1 @@
+{"version":1,"root":{"type":"regular","size":11,"narOffset":96}}
