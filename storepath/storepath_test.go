@@ -114,10 +114,15 @@ func FuzzParse(f *testing.F) {
 	f.Add(netTools)
 	f.Add("/nix/store/00bgd045z0d4icpbc2yyz4gx48ak44la-.-x")
 	f.Add("/x/00bgd045z0d4icpbc2yyz4gx48ak44la-a.drv")
+	f.Add("/nix/store\nSig: k:AAAA\n/00bgd045z0d4icpbc2yyz4gx48ak44la-a")
+	f.Add("/nix;store/00bgd045z0d4icpbc2yyz4gx48ak44la-a")
 	f.Fuzz(func(t *testing.T, s string) {
 		p, err := Parse(s)
 		if err != nil {
 			return
+		}
+		if err := p.Dir().Validate(); err != nil {
+			t.Fatalf("accepted %q in an invalid store directory: %v", s, err)
 		}
 		if p.String() != s || len(p.Digest()) != 20 || p.Name() == "" {
 			t.Fatalf("accepted %q but accessors are off", s)
