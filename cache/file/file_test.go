@@ -95,7 +95,7 @@ func TestNew(t *testing.T) {
 	}
 }
 
-func TestOpenBackend(t *testing.T) {
+func TestOpenFromURL(t *testing.T) {
 	dir := t.TempDir()
 	u, err := cache.ParseURL("file://" + dir + "?compression=xz")
 	if err != nil {

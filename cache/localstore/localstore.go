@@ -2,7 +2,9 @@
 // the NAR hash and size, references, deriver, signatures and content address
 // of a valid path, the reference closure of a set of paths, and the outputs of
 // a derivation. It is the source side of an upload: a post-build hook or an
-// upload daemon asks it what to publish.
+// upload daemon asks it what to publish (a *Store is a cache.Source), and
+// ResolveStorePath finds the store path a command-line argument such as
+// ./result stands for.
 //
 // Open reads Nix's SQLite database (/nix/var/nix/db/db.sqlite, or
 // $NIX_STATE_DIR/db/db.sqlite) read-only, without cgo, in a few milliseconds.

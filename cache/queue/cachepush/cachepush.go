@@ -41,7 +41,7 @@ func New(c *cache.Cache, src cache.Source, opts cache.PushOptions) queue.Pusher 
 }
 
 // Lazy is New for a cache opened on first use by open, for example a
-// closure around cache.OpenBackend: a daemon can then start, and keep its
+// closure around u.Location.Open: a daemon can then start, and keep its
 // queue, while the cache is unreachable. A failed open fails that Push with
 // queue.ErrWholeBatch (the batch backs off) and is tried again next time.
 func Lazy(open func(ctx context.Context) (*cache.Cache, error), src cache.Source, opts cache.PushOptions) queue.Pusher {
