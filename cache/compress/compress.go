@@ -269,8 +269,8 @@ func NewReaderLimit(r io.Reader, c string, maxMemory int64) (io.ReadCloser, erro
 	case XZ:
 		xr, err := xz.NewReader(bufio.NewReaderSize(&xzLimit{r: r, limit: maxMemory, want: 12}, 64<<10))
 		if err != nil {
-			if errors.Is(err, ErrMemoryLimit) {
-				return nil, err
+			if errors.Is(err, ErrMemoryLimit) || errors.Is(err, errXZMalformed) {
+				return nil, err // already says "compress: xz"
 			}
 			return nil, fmt.Errorf("compress: xz decoder: %w", err)
 		}

@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -172,6 +173,19 @@ func BenchmarkDecompressHugeXZDictionary(b *testing.B) {
 		}
 		if !errors.Is(err, compress.ErrMemoryLimit) {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestXZErrorsPrefixedOnce: errors of the memory guard name the package
+// once.
+func TestXZErrorsPrefixedOnce(t *testing.T) {
+	bad := xzWithDict(t, []byte("x"), 39)
+	bad[12+1] ^= 0xff // block flags: the header's CRC32 no longer matches
+	for _, in := range [][]byte{xzWithDict(t, []byte("x"), 39), bad} {
+		_, err := compress.NewReader(bytes.NewReader(in), compress.XZ)
+		if err == nil || strings.Count(err.Error(), "compress:") != 1 {
+			t.Errorf("error %q: want exactly one \"compress:\"", err)
 		}
 	}
 }

@@ -66,8 +66,12 @@ func (g *xzLimit) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// errXZMalformed is wrapped by the errors of an xz file that breaks the
+// container format.
+var errXZMalformed = errors.New("compress: xz: malformed")
+
 func (g *xzLimit) malformed(what string) error {
-	return fmt.Errorf("compress: xz: malformed %s", what)
+	return fmt.Errorf("%w %s", errXZMalformed, what)
 }
 
 // feed advances the state machine over b.
