@@ -49,7 +49,8 @@ const EnvUploader = "NIXCACHE_UPLOADER"
 // timeout bounds queue mode: past it the hook gives up and exits 0.
 const timeout = 5 * time.Second
 
-func main() { cli.Main("post-build-hook", run) }
+// Nix sends the hook no signals worth handling: no cli.Main.
+func main() { cli.Exit("post-build-hook", run(context.Background(), os.Args[1:])) }
 
 // run starts the watchdog, then runs the hook; in sync mode the watchdog
 // stops once the mode is known (the upload may take its time). Outside sync

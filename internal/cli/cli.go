@@ -39,6 +39,13 @@ func Main(name string, run func(ctx context.Context, args []string) error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()
+	Exit(name, err)
+}
+
+// Exit ends a command as Main does, for a main that runs without Main's
+// signal handling (the post-build hook: starting the signal watcher costs
+// about 0.4 ms of CPU, on every build).
+func Exit(name string, err error) {
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		msg := strings.TrimPrefix(err.Error(), ErrUsage.Error()+": ")
 		fmt.Fprintf(os.Stderr, "%s: %s\n", name, msg)
