@@ -219,6 +219,13 @@ func (d *Drainer) Run(ctx context.Context) error {
 	var lastMod time.Time
 	var lastFull time.Time
 
+	done := func(r result) {
+		inFlight--
+		if r.main {
+			mains--
+		}
+		d.finish(r)
+	}
 	for {
 		if !stopping {
 			if ctx.Err() != nil {
@@ -280,22 +287,14 @@ func (d *Drainer) Run(ctx context.Context) error {
 		}
 		select {
 		case r := <-results:
-			inFlight--
-			if r.main {
-				mains--
-			}
-			d.finish(r)
+			done(r)
 		case <-poll.C:
 		case <-ctx.Done():
 			if stopping {
 				// Wait only for results or the grace timeout.
 				select {
 				case r := <-results:
-					inFlight--
-					if r.main {
-						mains--
-					}
-					d.finish(r)
+					done(r)
 				case <-grace:
 					d.log.Warn("shutdown grace expired; cancelling in-flight uploads", "in_flight", inFlight)
 					cancelPush()
