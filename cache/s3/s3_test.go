@@ -702,7 +702,7 @@ func TestStalledServerGivesUp(t *testing.T) {
 // being retried.
 func TestStalledPutDoesNotBlockOthers(t *testing.T) {
 	srv := testenv.StartS3(t)
-	b, p, _ := stalling(t, srv, func(o *s3.Options) { o.StallTimeout = 2 * time.Second; o.Retries = 3 })
+	b, p, _ := stalling(t, srv, func(o *s3.Options) { o.StallTimeout = time.Second; o.Retries = 2 })
 	p.Set(faultproxy.Faults{StallBodyAfter: 1 << 20, StallPath: "/nar/stalled"})
 	data := cachetest.Data(1, 3<<20)
 	stalled := make(chan error, 1)
@@ -746,5 +746,63 @@ func TestStalledServerNixReads(t *testing.T) {
 	nixRoundTrip(t, srv, bucket, b)
 	if n := p.Stalled.Load(); n != 3 {
 		t.Fatalf("%d requests stalled, want 3", n)
+	}
+}
+
+// slowReaderAt pauses for pause once per pass over its data, after the
+// first MiB: a slow disk or a slow producer, not a stalled server.
+type slowReaderAt struct {
+	*bytes.Reader
+	pause  time.Duration
+	mu     sync.Mutex
+	paused bool
+}
+
+func (s *slowReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	s.mu.Lock()
+	if off == 0 {
+		s.paused = false // a new pass (Content-MD5, then the upload)
+	} else if off >= 1<<20 && !s.paused {
+		s.paused = true
+		time.Sleep(s.pause)
+	}
+	s.mu.Unlock()
+	return s.Reader.ReadAt(p, off)
+}
+
+// TestStallTimeoutIgnoresSlowEnds checks that only the network's silence
+// counts: a source that pauses for twice the stall timeout while the body
+// is sent, and a reader of a GET that pauses as long between reads, cause
+// no retry and no error.
+func TestStallTimeoutIgnoresSlowEnds(t *testing.T) {
+	srv := testenv.StartS3(t)
+	b, p, _ := stalling(t, srv, nil)
+	// One PUT: minio-go reads the source for Content-MD5, then again while
+	// sending (larger objects go up from part buffers read beforehand).
+	data := cachetest.Data(4, 3<<20)
+	r := &slowReaderAt{Reader: bytes.NewReader(data), pause: 2 * stallTimeout}
+	if err := b.Put(context.Background(), "nar/slow.nar", r, int64(len(data)), "application/x-nix-nar"); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := b.Get(context.Background(), "nar/slow.nar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	head := make([]byte, 1000)
+	if _, err := io.ReadFull(rc, head); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * stallTimeout) // the consumer is slow, not the server
+	rest, err := io.ReadAll(rc)
+	if err != nil || !bytes.Equal(append(head, rest...), data) {
+		t.Fatalf("slow reader of a GET: %v", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); p.InFlight.Load() != 0 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	}
+	for _, r := range p.Log() {
+		if r.Failed() {
+			t.Errorf("request failed (a retry): %+v", r)
+		}
 	}
 }
