@@ -314,6 +314,31 @@ func TestVerifyErrors(t *testing.T) {
 	}
 }
 
+// TestMalformedSigOfOtherKey: a narinfo carrying a malformed signature by
+// a key we do not trust reads, writes back byte for byte and verifies
+// through its good signature, as in Nix, whose Signature::parse checks no
+// length (the length matters only to a trusted key's check).
+func TestMalformedSigOfOtherKey(t *testing.T) {
+	text := strings.Replace(curl, "Sig: test1:", "Sig: other-cache-1:o1DTsjCz0PofLJ216P2RBuSulI8BAb6zHxWE4N+tzlcELk5Uk/GO2SCxWTRN5wJutLZZ+cHTMdWqOHF8\nSig: test1:", 1)
+	ni, err := Unmarshal([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := ni.MarshalText(); err != nil || string(out) != text {
+		t.Errorf("MarshalText = %v\n%s\nwant\n%s", err, out, text)
+	}
+	sk, _ := signature.ParseSecretKey(test1Secret)
+	if err := ni.Verify([]signature.PublicKey{sk.PublicKey()}); err != nil {
+		t.Errorf("Verify through the good signature: %v", err)
+	}
+	// Trusting the malformed signature's key name instead: invalid, not a
+	// parse error.
+	other, _ := signature.NewPublicKey("other-cache-1", sk.PublicKey().Key())
+	if err := ni.Verify([]signature.PublicKey{other}); !errors.Is(err, signature.ErrInvalidSignature) {
+		t.Errorf("Verify by the malformed signature's key = %v, want ErrInvalidSignature", err)
+	}
+}
+
 func TestCompressionExtension(t *testing.T) {
 	for c, want := range map[string]string{"xz": ".xz", "bzip2": ".bz2", "zstd": ".zst", "lzip": ".lzip", "lz4": ".lz4", "br": ".br", "none": "", "gzip": "", "": ""} {
 		if got := CompressionExtension(c); got != want {
@@ -335,6 +360,8 @@ func TestCacheInfo(t *testing.T) {
 		{"", CacheInfo{}, "", ""},
 		{"StoreDir: /nix/store\nPriority: high\n", CacheInfo{}, "", "nix-cache-info: line 2: Priority: syntax error"},
 		{"StoreDir: nix/store\n", CacheInfo{}, "", "line 1: StoreDir"},
+		{"StoreDir: /nix;store\n", CacheInfo{}, "", "line 1: StoreDir"},
+		{"StoreDir: /nix/store/\n", CacheInfo{}, "", "line 1: StoreDir"},
 	}
 	for _, tc := range tests {
 		ci, err := ParseCacheInfo([]byte(tc.in))
