@@ -22,6 +22,9 @@ const (
 	EventUploaded
 	// EventFailed: the path could not be uploaded (Err says why).
 	EventFailed
+	// EventSkippedUpstream: the path is not uploaded because an upstream
+	// cache serves it (PushOptions.SkipSignedBy, PushOptions.Upstream).
+	EventSkippedUpstream
 )
 
 // String returns the event kind's lower-case name.
@@ -39,6 +42,8 @@ func (k EventKind) String() string {
 		return "uploaded"
 	case EventFailed:
 		return "failed"
+	case EventSkippedUpstream:
+		return "skipped-upstream"
 	}
 	return "unknown"
 }

@@ -87,8 +87,28 @@ type PushOptions struct {
 	// Progress, if set, receives events from several goroutines.
 	Progress func(Event)
 	// NoClosure pushes only the given paths, not what they reference. Their
-	// references must already be in the cache, or be among the paths.
+	// references must already be in the cache, be among the paths, or be
+	// served upstream (see SkipSignedBy).
 	NoClosure bool
+	// SkipSignedBy are the keys of an upstream cache (e.g.
+	// cache.nixos.org-1): a path whose signatures in the store database
+	// include a valid signature by one of them (checked against the path's
+	// fingerprint, not just the key name) is not uploaded; Nix substitutes
+	// it from upstream. The store database holds such a signature for
+	// every path substituted from that cache. Such paths count as present
+	// for the rule that a narinfo is published only after its references':
+	// our narinfos may refer to them, so users must list both caches in
+	// substituters (`nix copy --from` our cache alone lacks them,
+	// NixOS/nix#4016).
+	SkipSignedBy []signature.PublicKey
+	// Upstream, if set, is also asked about each path the two rules above
+	// leave to upload: a path whose narinfo Upstream serves with a valid
+	// signature by one of SkipSignedBy (which must then be set) and the
+	// NarHash and NarSize of the store database is not uploaded either.
+	// The lookups run CheckJobs at once, like the presence checks, and
+	// only for paths missing from the cache. A lookup that fails (other
+	// than "not there") uploads the path and is logged.
+	Upstream *Cache
 }
 
 func (o *PushOptions) jobs() int {
@@ -132,6 +152,9 @@ type Summary struct {
 	Uploaded int
 	// Skipped paths already had a narinfo.
 	Skipped int
+	// SkippedUpstream paths were not uploaded because upstream serves them
+	// (PushOptions.SkipSignedBy, PushOptions.Upstream).
+	SkippedUpstream int
 	// Failed paths were not published; see the error Push returned.
 	Failed int
 	// NarBytes is the uncompressed NAR size of the uploaded paths.
@@ -144,8 +167,8 @@ type Summary struct {
 
 // String is a one-line summary, as the push command prints it.
 func (s *Summary) String() string {
-	return fmt.Sprintf("uploaded %d, skipped %d, failed %d of %d paths; NAR %s, compressed %s; %s",
-		s.Uploaded, s.Skipped, s.Failed, s.Closure, humanBytes(s.NarBytes), humanBytes(s.FileBytes),
+	return fmt.Sprintf("uploaded %d, skipped %d, upstream %d, failed %d of %d paths; NAR %s, compressed %s; %s",
+		s.Uploaded, s.Skipped, s.SkippedUpstream, s.Failed, s.Closure, humanBytes(s.NarBytes), humanBytes(s.FileBytes),
 		s.Duration.Round(time.Millisecond))
 }
 
@@ -167,14 +190,17 @@ type pushItem struct {
 	path    storepath.Path
 	info    *PathInfo
 	present bool
-	done    chan struct{} // closed when the narinfo is stored (or on failure)
-	err     error         // set before done is closed
+	// upstream: not uploaded because upstream serves the path.
+	upstream bool
+	done     chan struct{} // closed when the narinfo is stored (or on failure)
+	err      error         // set before done is closed
 }
 
 // Push uploads the closure of paths from src to the cache, following Nix's
 // binary cache rules:
 //
-//   - paths whose "<hashpart>.narinfo" exists are skipped;
+//   - paths whose "<hashpart>.narinfo" exists are skipped, and so are
+//     paths an upstream cache serves (PushOptions.SkipSignedBy, Upstream);
 //   - each missing path is dumped as a NAR in one streaming pass, hashed
 //     (NarHash/NarSize), compressed and hashed again (FileHash/FileSize)
 //     into a temporary file, never held in memory whole (NARs up to 1 MiB
@@ -207,6 +233,10 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 		}
 	}
 	sum.Closure = len(closure)
+	skip, err := newSkipper(c, src, opts)
+	if err != nil {
+		return sum, err
+	}
 	if err := c.EnsureCacheInfo(ctx, closure[0].Dir()); err != nil {
 		return sum, err
 	}
@@ -227,9 +257,17 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 		list = append(list, it)
 	}
 
-	// Phase 1: which paths are already in the cache (bounded, concurrent),
-	// and store info for the missing ones.
+	// Phase 1: which paths are already in the cache or served upstream
+	// (bounded, concurrent), and store info for the missing ones. A path
+	// signed by an upstream key in the store database costs no request.
 	if err := forEach(ctx, list, opts.checkJobs(), func(it *pushItem) error {
+		if skip != nil {
+			ok, err := skip.local(ctx, it)
+			if err != nil || ok {
+				it.upstream = ok
+				return err
+			}
+		}
 		ok, err := c.hasNarInfo(ctx, it.path)
 		if err != nil {
 			return &PathError{it.path, err}
@@ -238,24 +276,42 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 			it.present = true
 			return nil
 		}
-		info, err := src.QueryPathInfo(ctx, it.path)
-		if err != nil {
-			return &PathError{it.path, fmt.Errorf("store path info: %w", err)}
+		if it.info == nil {
+			info, err := src.QueryPathInfo(ctx, it.path)
+			if err != nil {
+				return &PathError{it.path, fmt.Errorf("store path info: %w", err)}
+			}
+			it.info = info
 		}
-		it.info = info
-		return nil
+		if skip != nil {
+			it.upstream, err = skip.remote(ctx, it.info)
+		}
+		return err
 	}); err != nil {
 		return sum, err
 	}
+	if skip != nil {
+		skip.report()
+	}
 	var missing []*pushItem
 	for _, it := range list {
-		if it.present {
+		if it.present || it.upstream {
 			close(it.done)
+			if it.upstream {
+				sum.SkippedUpstream++
+				emit(Event{Kind: EventSkippedUpstream, Path: it.path, NarSize: it.info.NarSize})
+				continue
+			}
 			sum.Skipped++
 			emit(Event{Kind: EventSkipped, Path: it.path})
 		} else {
 			missing = append(missing, it)
 			emit(Event{Kind: EventQueued, Path: it.path, NarSize: it.info.NarSize})
+		}
+	}
+	if skip != nil && opts.NoClosure {
+		if err := skip.references(ctx, missing, items, opts.checkJobs()); err != nil {
+			return sum, err
 		}
 	}
 	// Largest NARs first: they take longest, and narinfos wait for references.

@@ -23,6 +23,9 @@ type PushResult struct {
 	// Uploaded is the number of store paths whose narinfo was written
 	// (paths already in the cache are not counted).
 	Uploaded int
+	// SkippedUpstream is the number of closure paths not uploaded because
+	// an upstream cache serves them (cache.PushOptions.SkipSignedBy).
+	SkippedUpstream int
 	// Bytes is the number of NAR bytes uploaded (uncompressed).
 	Bytes int64
 }
@@ -415,6 +418,7 @@ func (d *Drainer) finish(r result) {
 		d.stats.Uploaded += int64(len(r.batch))
 		d.stats.Bytes += r.res.Bytes
 		d.stats.Narinfos += int64(r.res.Uploaded)
+		d.stats.Upstream += int64(r.res.SkippedUpstream)
 		d.mu.Unlock()
 		for _, it := range r.batch {
 			d.log.Info("uploaded", "path", string(it.path), "attempt", it.attempts+1)
@@ -544,6 +548,7 @@ func (d *Drainer) WriteMetrics(w io.Writer) error {
 		{"nixcache_queue_failing_paths", "gauge", "Store paths waiting for a retry after a failure.", float64(s.Failing)},
 		{"nixcache_queue_uploaded_paths_total", "counter", "Queued store paths confirmed in the cache.", float64(s.Uploaded)},
 		{"nixcache_queue_narinfos_total", "counter", "Narinfos written, closures included.", float64(s.Narinfos)},
+		{"nixcache_queue_skipped_upstream_paths_total", "counter", "Closure paths not uploaded because an upstream cache serves them.", float64(s.Upstream)},
 		{"nixcache_queue_failures_total", "counter", "Failed upload attempts.", float64(s.Failures)},
 		{"nixcache_queue_dropped_paths_total", "counter", "Queued paths dropped because they left the store.", float64(s.Dropped)},
 		{"nixcache_queue_uploaded_bytes_total", "counter", "NAR bytes uploaded.", float64(s.Bytes)},

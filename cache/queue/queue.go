@@ -559,6 +559,7 @@ type Stats struct {
 	Dropped      int64         `json:"dropped"`   // paths dropped because they left the store
 	Bytes        int64         `json:"bytes"`     // NAR bytes uploaded since start
 	Narinfos     int64         `json:"narinfos"`  // narinfos written since start (closures included)
+	Upstream     int64         `json:"upstream"`  // closure paths not uploaded since start: an upstream cache serves them
 	Stopping     bool          `json:"stopping,omitempty"`
 	FailingPaths []FailingPath `json:"failing_paths,omitempty"`
 }

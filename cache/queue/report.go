@@ -70,8 +70,8 @@ func (r *Report) WriteText(w io.Writer) error {
 		if r.Running {
 			which = "this run"
 		}
-		ew.printf("%s: uploaded %d, in flight %d, failing %d, failures %d, dropped %d, %d NAR bytes (status of %s, pid %d)\n",
-			which, st.Uploaded, st.InFlight, st.Failing, st.Failures, st.Dropped, st.Bytes, st.Updated.Format(time.RFC3339), st.PID)
+		ew.printf("%s: uploaded %d, in flight %d, failing %d, failures %d, dropped %d, %d NAR bytes, %d paths served upstream (status of %s, pid %d)\n",
+			which, st.Uploaded, st.InFlight, st.Failing, st.Failures, st.Dropped, st.Bytes, st.Upstream, st.Updated.Format(time.RFC3339), st.PID)
 		for _, f := range st.FailingPaths {
 			ew.printf("failing:  %s (attempt %d, next try %s): %s\n", f.Path, f.Attempts, f.NextTry.Format(time.TimeOnly), f.LastError)
 		}
