@@ -16,8 +16,8 @@
 //   - [github.com/nixcache/nixcache/narinfo]: .narinfo files, byte-identical
 //     to what Nix writes, their fingerprint, signing, and nix-cache-info.
 //   - [github.com/nixcache/nixcache/cache]: a narrow storage Backend
-//     interface with a local directory backend (cache/file) and an S3 backend
-//     (cache/s3); store URLs written as Nix users write them; the upload
+//     interface with a local directory backend (cache/file), an S3 backend
+//     (cache/s3) and a read-only HTTP(S) backend (cache/http); store URLs written as Nix users write them; the upload
 //     pipeline that pushes closures (NAR dump, hash, compress, upload, sign,
 //     publish the narinfo last) and verifies them; NAR compression
 //     (cache/compress); what the local Nix store knows (cache/localstore, the

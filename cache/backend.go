@@ -11,6 +11,15 @@ import (
 // Test for it with errors.Is.
 var ErrNotFound = errors.New("cache: object not found")
 
+// ErrReadOnly is wrapped by a read-only Backend's Put and Delete (an
+// http:// or https:// cache).
+var ErrReadOnly = errors.New("cache: backend is read-only")
+
+// ErrNotSupported is wrapped by a Backend that cannot do an operation at
+// all, such as List over HTTP (a binary cache served over HTTP cannot be
+// listed).
+var ErrNotSupported = errors.New("cache: operation not supported by this backend")
+
 // ObjectInfo describes one object of a Backend.
 type ObjectInfo struct {
 	// Key is the object's name relative to the cache root, such as

@@ -6,7 +6,8 @@
 // Open takes a store URL written as Nix users write them: this package
 // reads the binary-cache parameters (compression, secret-key, priority,
 // ...), and the backend registered for the scheme reads the location and
-// its own parameters (import cache/file for file://, cache/s3 for s3://).
+// its own parameters (import cache/file for file://, cache/s3 for s3://,
+// cache/http for the read-only http:// and https://).
 // Push reads store paths from a Source (cache/localstore is the local Nix
 // store) and compresses NARs with cache/compress. The package links no
 // store database and no S3 client.

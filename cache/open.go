@@ -97,10 +97,12 @@ type unknownScheme string
 
 func (e unknownScheme) Error() string {
 	switch e {
-	case "file", "s3":
+	case "file", "s3", "http":
 		return fmt.Sprintf("unknown store type %q (import _ \"github.com/nixcache/nixcache/cache/%s\")", string(e), string(e))
+	case "https":
+		return fmt.Sprintf("unknown store type %q (import _ \"github.com/nixcache/nixcache/cache/http\")", string(e))
 	}
-	return fmt.Sprintf("unknown store type %q (nixcache has file:// and s3://)", string(e))
+	return fmt.Sprintf("unknown store type %q (nixcache has file://, s3://, http:// and https://)", string(e))
 }
 
 func (e unknownScheme) Is(target error) bool { return target == ErrUnknownScheme }

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nixcache/nixcache/cache/compress"
 )
@@ -250,6 +251,21 @@ func ParseBool(name, value string) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("parameter %q: not a boolean (want true or false)", name)
+}
+
+// ParseTimeout parses a timeout store parameter (such as stall-timeout):
+// a Go duration such as "30s" or "2m", or whole seconds ("30"), from 1ms
+// to 24h. The error names neither the parameter nor the value; the caller
+// adds the parameter's name.
+func ParseTimeout(value string) (time.Duration, error) {
+	d, err := time.ParseDuration(value)
+	if n, nerr := strconv.Atoi(value); nerr == nil {
+		d, err = time.Duration(n)*time.Second, nil
+	}
+	if err != nil || d < time.Millisecond || d > 24*time.Hour {
+		return 0, errors.New("not a duration from 1ms to 24h (such as 30s)")
+	}
+	return d, nil
 }
 
 // parseInt parses a decimal integer parameter as Nix's string2Int<int>

@@ -118,8 +118,7 @@ func checkMissing(t *testing.T, b cache.Backend, key string) {
 	if !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("Get(%q) error = %v, want ErrNotFound", key, err)
 	}
-	keys := listKeys(t, b, "")
-	if slices.Contains(keys, key) {
+	if keys, _ := tryListKeys(t, b, ""); slices.Contains(keys, key) {
 		t.Fatalf("List shows %q, which should not exist (all: %q)", key, keys)
 	}
 }
@@ -258,7 +257,8 @@ func testReaderError(t *testing.T, b cache.Backend) {
 
 func testInvalidKeys(t *testing.T, b cache.Backend) {
 	ctx := context.Background()
-	for _, key := range []string{"", "/abs", "a//b", "../x", "a/../b", "./a", "a/.", "a\\b", "a\x00b", "nar/"} {
+	before, _ := tryListKeys(t, b, "")
+	for _, key := range invalidKeys {
 		if err := b.Put(ctx, key, bytes.NewReader([]byte("x")), 1, "text/plain"); !errors.Is(err, cache.ErrInvalidKey) {
 			t.Errorf("Put(%q) error = %v, want ErrInvalidKey", key, err)
 		}
@@ -275,7 +275,7 @@ func testInvalidKeys(t *testing.T, b cache.Backend) {
 			t.Errorf("Delete(%q) error = %v, want ErrInvalidKey", key, err)
 		}
 	}
-	if keys := listKeys(t, b, ""); len(keys) != 0 {
+	if keys, _ := tryListKeys(t, b, ""); !slices.Equal(keys, before) {
 		t.Fatalf("invalid puts left objects: %q", keys)
 	}
 }

@@ -183,3 +183,15 @@ func BenchmarkPut(b *testing.B) {
 		}
 	}
 }
+
+func TestReaderConformance(t *testing.T) {
+	cachetest.TestReader(t, func(t *testing.T) cache.Backend {
+		b := newBackend(t)
+		for key, data := range cachetest.Objects() {
+			if err := b.Put(context.Background(), key, bytes.NewReader(data), int64(len(data)), "application/octet-stream"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return b
+	})
+}

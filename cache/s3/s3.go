@@ -181,12 +181,9 @@ func ParseLocation(location string, params map[string]string) (cache.Location, e
 			}
 			o.Retries = n
 		case "stall-timeout":
-			d, err := time.ParseDuration(v)
-			if n, nerr := strconv.Atoi(v); nerr == nil {
-				d, err = time.Duration(n)*time.Second, nil
-			}
-			if err != nil || d < time.Millisecond || d > 24*time.Hour {
-				return nil, bad(name, "not a duration from 1ms to 24h (such as 30s)")
+			d, err := cache.ParseTimeout(v)
+			if err != nil {
+				return nil, bad(name, "%v", err)
 			}
 			o.StallTimeout = d
 		default:
