@@ -1,7 +1,8 @@
 // Package cache is a Nix binary cache: the objects Nix reads
 // (nix-cache-info, <hash>.narinfo, nar/<filehash>.nar<.ext>) on a narrow
 // storage Backend, and the pipeline that publishes store paths into it
-// (Push) and checks them as a substituting Nix would (Verify).
+// (Push), checks them as a substituting Nix would (Verify), and mends them:
+// uploads damaged paths again and adds signatures by new keys (Repair).
 //
 // Open takes a store URL written as Nix users write them: this package
 // reads the binary-cache parameters (compression, secret-key, priority,

@@ -109,6 +109,11 @@ type PushOptions struct {
 	// only for paths missing from the cache. A lookup that fails (other
 	// than "not there") uploads the path and is logged.
 	Upstream *Cache
+
+	// replace (set by Repair) are paths uploaded even though their narinfo
+	// exists, and whose NAR object, when one of the right size exists, is
+	// read back and rewritten unless it hashes to FileHash.
+	replace map[storepath.Path]bool
 }
 
 func (o *PushOptions) jobs() int {
@@ -272,7 +277,7 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 		if err != nil {
 			return &PathError{it.path, err}
 		}
-		if ok {
+		if ok && !opts.replace[it.path] {
 			it.present = true
 			return nil
 		}
@@ -556,7 +561,8 @@ func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, e
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if oi, err := c.Backend.Stat(ctx, up.url); err == nil && oi.Size == int64(up.fileSize) {
+	if oi, err := c.Backend.Stat(ctx, up.url); err == nil && oi.Size == int64(up.fileSize) &&
+		(!opts.replace[it.path] || c.hashesTo(ctx, up.url, up.fileHash)) {
 		// Same content already there (NAR files are named by their hash).
 	} else if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("stat %s: %w", up.url, err)

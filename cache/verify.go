@@ -134,6 +134,32 @@ var ErrNotACache = errors.New("cache: no nix-cache-info: not a binary cache")
 // canceled ctx) is returned alone, never as a *PathError, so that a caller
 // can tell "the cache could not be read" from "bad paths found".
 func (c *Cache) Verify(ctx context.Context, paths []storepath.Path, opts VerifyOptions) (int, error) {
+	var (
+		mu   sync.Mutex
+		errs []error
+	)
+	n, err := c.verifyEach(ctx, paths, opts, func(_ string, p storepath.Path, _ *narinfo.NarInfo, err error) {
+		if opts.Result != nil {
+			opts.Result(p, err)
+		}
+		if err != nil {
+			mu.Lock()
+			errs = append(errs, &PathError{Path: p, Err: err})
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		return n, err
+	}
+	return n, errors.Join(errs...)
+}
+
+// verifyEach runs VerifyNarInfo on the narinfo of each path (or, with none,
+// of every narinfo listed) on opts.Jobs goroutines and calls fn with the
+// narinfo's key, its store path ("" when unknown), the narinfo when it
+// parsed, and the result. It returns how many narinfos were checked and an
+// error only when the cache itself could not be read (see Verify).
+func (c *Cache) verifyEach(ctx context.Context, paths []storepath.Path, opts VerifyOptions, fn func(key string, p storepath.Path, ni *narinfo.NarInfo, err error)) (int, error) {
 	if _, err := c.CacheInfo(ctx); errors.Is(err, ErrNotFound) {
 		return 0, ErrNotACache
 	} else if err != nil {
@@ -163,33 +189,19 @@ func (c *Cache) Verify(ctx context.Context, paths []storepath.Path, opts VerifyO
 	if jobsN <= 0 {
 		jobsN = 4
 	}
-	var (
-		mu   sync.Mutex
-		errs []error
-	)
 	err := forEach(ctx, jobs, jobsN, func(j job) error {
 		ni, err := c.VerifyNarInfo(ctx, j.key, opts.TrustedKeys)
 		p := j.path
 		if p == "" && ni != nil {
 			p = ni.StorePath
 		}
-		if opts.Result != nil {
-			opts.Result(p, err)
-		}
-		if err != nil {
-			mu.Lock()
-			errs = append(errs, &PathError{Path: p, Err: err})
-			mu.Unlock()
-		}
+		fn(j.key, p, ni, err)
 		return nil
 	})
 	if err != nil {
 		return len(jobs), err
 	}
-	if err := ctx.Err(); err != nil {
-		return len(jobs), err
-	}
-	return len(jobs), errors.Join(errs...)
+	return len(jobs), ctx.Err()
 }
 
 // ErrInconsistent is returned (wrapped) by CheckConsistency when the cache

@@ -1,0 +1,410 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/nixcache/nixcache/narinfo"
+	"github.com/nixcache/nixcache/signature"
+	"github.com/nixcache/nixcache/storepath"
+	"github.com/nixcache/nixcache/storepath/nixhash"
+)
+
+// ErrNotRepairable is wrapped by the reason Repair gives for a bad path it
+// could not make good.
+var ErrNotRepairable = errors.New("cache: not repairable")
+
+// ErrNotSigned is wrapped by the reason Repair gives for a narinfo it did
+// not add a SignWith signature to.
+var ErrNotSigned = errors.New("cache: not signed")
+
+// HashPartSource is a Source that also finds a valid path from its hash
+// part, as Nix's queryPathFromHashPart (*localstore.Store implements it).
+// Repair needs it for a narinfo it cannot read: the cache key
+// "<hash part>.narinfo" is then all it knows of the path.
+type HashPartSource interface {
+	Source
+	PathFromHashPart(ctx context.Context, hashPart string) (storepath.Path, error)
+}
+
+// RepairOptions tunes Repair.
+type RepairOptions struct {
+	// Verify is how paths are checked first (TrustedKeys, Jobs); its Result
+	// is called for every path checked, before any repair.
+	Verify VerifyOptions
+	// Source, if set, is where bad paths are uploaded again from (the local
+	// store). Without it nothing is repaired.
+	Source Source
+	// Push tunes the uploads (Jobs, TempDir, Progress, ...). Only the bad
+	// paths themselves are uploaded (NoClosure): their references must be in
+	// the cache or among them.
+	Push PushOptions
+	// SignWith are keys whose signature Repair adds to every narinfo that
+	// verifies with Verify.TrustedKeys (key rotation), keeping the other
+	// signatures. A narinfo that does not verify is not signed. Repaired
+	// narinfos are signed with them too.
+	SignWith []signature.SecretKey
+	// Repaired, if set, is called once for every bad path after Repair
+	// tried to fix it (only when Source is set).
+	Repaired func(RepairResult)
+	// Signed, if set, is called (from several goroutines) for every narinfo
+	// checked when SignWith is set: err nil and changed false when every
+	// signature was there already, err wrapping ErrNotSigned when the
+	// narinfo was left as it was.
+	Signed func(p storepath.Path, key string, changed bool, err error)
+}
+
+// RepairResult is what Repair did about one bad path.
+type RepairResult struct {
+	// Path is the store path, "" when neither the narinfo nor the Source
+	// could tell it.
+	Path storepath.Path
+	// Key is the narinfo's key, "<hash part>.narinfo".
+	Key string
+	// Problem is what verification found wrong.
+	Problem error
+	// Err is nil when the path verifies now; otherwise why it does not
+	// (wrapping ErrNotRepairable when Repair could not upload it again).
+	Err error
+}
+
+// String reports the outcome on one line: "PATH: repaired (was: ...)" or
+// "PATH: not repaired: ... (was: ...)"; the narinfo key stands for an
+// unknown path.
+func (r RepairResult) String() string {
+	name := string(r.Path)
+	if name == "" {
+		name = r.Key
+	}
+	if r.Err == nil {
+		return fmt.Sprintf("%s: repaired (was: %v)", name, r.Problem)
+	}
+	return fmt.Sprintf("%s: not repaired: %v (was: %v)", name, r.Err, r.Problem)
+}
+
+// RepairSummary counts what Repair did.
+type RepairSummary struct {
+	// Checked narinfos; Bad of them failed verification, Repaired of those
+	// verify now.
+	Checked, Bad, Repaired int
+	// Signed narinfos got a SignWith signature; NotSigned were left as
+	// they were because they do not verify with the trusted keys or could
+	// not be rewritten.
+	Signed, NotSigned int
+}
+
+// String is the one-line summary the verify command prints.
+func (s *RepairSummary) String() string {
+	return fmt.Sprintf("checked %d paths, %d bad, %d repaired, %d signed, %d not signed",
+		s.Checked, s.Bad, s.Repaired, s.Signed, s.NotSigned)
+}
+
+// badPath is a narinfo verification rejected.
+type badPath struct {
+	key     string
+	path    storepath.Path
+	problem error
+}
+
+// Repair verifies the given paths (or every narinfo listed), as Verify
+// does, then mends the cache:
+//
+//   - with SignWith, every narinfo whose signatures verify with the trusted
+//     keys gets a signature by each SignWith key, the others kept; the
+//     narinfo is replaced by one Put (atomic on every backend) and only if
+//     it is still the one that was verified, so running it again changes
+//     nothing;
+//   - with a Source, each bad path (narinfo unreadable or missing, NAR
+//     missing, truncated or not matching FileHash/FileSize/NarHash/NarSize)
+//     that is valid in the Source is uploaded again through the Push
+//     pipeline (the NAR dumped from the store must match the store's
+//     NarHash), and a fresh narinfo, signed with the cache's secret keys and
+//     SignWith, is published last. A path is not repaired (ErrNotRepairable)
+//     when the Source does not have it, or when the fresh narinfo would not
+//     verify with the trusted keys.
+//
+// Repair never deletes anything: a NAR object is named by its FileHash, so
+// the one it writes is the only content its key may hold (one of that name
+// and size that hashes right is kept), and an object another narinfo uses
+// stays. A concurrent pusher of the same path writes the same kind of
+// correct narinfo; whichever lands last wins, and both are good.
+//
+// It returns the counts and an error joining one *PathError per path still
+// bad (or a narinfo SignWith could not be added to although it verifies);
+// a failure to read the cache itself is returned alone, as by Verify.
+func (c *Cache) Repair(ctx context.Context, paths []storepath.Path, opts RepairOptions) (*RepairSummary, error) {
+	sum := &RepairSummary{}
+	var (
+		mu   sync.Mutex
+		bad  []badPath
+		errs []error
+	)
+	n, err := c.verifyEach(ctx, paths, opts.Verify, func(key string, p storepath.Path, ni *narinfo.NarInfo, verr error) {
+		if opts.Verify.Result != nil {
+			opts.Verify.Result(p, verr)
+		}
+		if len(opts.SignWith) > 0 {
+			var changed bool
+			serr := fmt.Errorf("%w: %w", ErrNotSigned, verr)
+			if ni != nil && NarInfoKey(ni.StorePath) == key {
+				changed, serr = c.addSignatures(ctx, key, opts.Verify.TrustedKeys, opts.SignWith)
+			}
+			if opts.Signed != nil {
+				opts.Signed(p, key, changed, serr)
+			}
+			mu.Lock()
+			switch {
+			case serr != nil:
+				sum.NotSigned++
+				if verr == nil {
+					errs = append(errs, &PathError{Path: p, Err: serr})
+				}
+			case changed:
+				sum.Signed++
+			}
+			mu.Unlock()
+		}
+		if verr != nil {
+			mu.Lock()
+			bad = append(bad, badPath{key, p, verr})
+			mu.Unlock()
+		}
+	})
+	sum.Checked, sum.Bad = n, len(bad)
+	if err != nil {
+		return sum, err
+	}
+	results := make([]RepairResult, len(bad))
+	for i, b := range bad {
+		results[i] = RepairResult{Path: b.path, Key: b.key, Problem: b.problem, Err: b.problem}
+	}
+	if opts.Source != nil && len(bad) > 0 {
+		if err := c.repair(ctx, results, opts); err != nil {
+			return sum, err
+		}
+	}
+	for _, r := range results {
+		if opts.Source != nil && opts.Repaired != nil {
+			opts.Repaired(r)
+		}
+		if r.Err == nil {
+			sum.Repaired++
+		} else {
+			errs = append(errs, &PathError{Path: r.Path, Err: r.Err})
+		}
+	}
+	return sum, errors.Join(errs...)
+}
+
+// repair uploads the bad paths again and sets each result's Err to nil
+// when its path verifies afterwards, or to why not. It returns an error
+// only when ctx ends.
+func (c *Cache) repair(ctx context.Context, results []RepairResult, opts RepairOptions) error {
+	rc := *c
+	rc.opts.SecretKeys = append(slices.Clip(c.opts.SecretKeys), opts.SignWith...)
+	trusted := opts.Verify.TrustedKeys
+	jobs := opts.Verify.Jobs
+	if jobs <= 0 {
+		jobs = 4
+	}
+	var (
+		mu      sync.Mutex
+		upload  []storepath.Path
+		replace = map[storepath.Path]bool{}
+	)
+	idx := make([]int, len(results))
+	for i := range idx {
+		idx[i] = i
+	}
+	// Which bad paths can be uploaded again.
+	err := forEach(ctx, idx, jobs, func(i int) error {
+		r := &results[i]
+		p, err := rc.repairable(ctx, r, opts.Source, trusted)
+		r.Path = p
+		if err != nil {
+			r.Err = err
+			return nil
+		}
+		// Another writer may have mended it since it was checked.
+		if _, err := c.VerifyNarInfo(ctx, r.Key, trusted); err == nil {
+			r.Err = nil
+			return nil
+		}
+		mu.Lock()
+		upload = append(upload, p)
+		replace[p] = true
+		mu.Unlock()
+		return nil
+	})
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil || len(upload) == 0 {
+		return err
+	}
+	popts := opts.Push
+	popts.NoClosure, popts.replace = true, replace
+	_, perr := rc.Push(ctx, opts.Source, upload, popts)
+	failed := map[storepath.Path]error{}
+	var pe *PathError
+	for _, e := range unjoin(perr) {
+		if errors.As(e, &pe) {
+			failed[pe.Path] = pe.Err
+		} else if e != nil {
+			for _, p := range upload {
+				failed[p] = e
+			}
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// The fresh narinfo must now verify as any other.
+	return forEach(ctx, idx, jobs, func(i int) error {
+		r := &results[i]
+		if !replace[r.Path] {
+			return nil
+		}
+		if e, ok := failed[r.Path]; ok {
+			r.Err = fmt.Errorf("%w: upload: %w", ErrNotRepairable, e)
+			return nil
+		}
+		if _, err := c.VerifyNarInfo(ctx, r.Key, trusted); err != nil {
+			r.Err = fmt.Errorf("still bad after upload: %w", err)
+			return nil
+		}
+		r.Err = nil
+		return nil
+	})
+}
+
+// unjoin splits an errors.Join error into its parts.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// repairable finds the store path of a bad narinfo and checks that src has
+// it and that a fresh narinfo would verify with trusted; the error wraps
+// ErrNotRepairable.
+func (c *Cache) repairable(ctx context.Context, r *RepairResult, src Source, trusted []signature.PublicKey) (storepath.Path, error) {
+	p := r.Path
+	if p == "" || NarInfoKey(p) != r.Key {
+		hs, ok := src.(HashPartSource)
+		if !ok {
+			return p, fmt.Errorf("%w: store path unknown (narinfo unreadable)", ErrNotRepairable)
+		}
+		var err error
+		if p, err = hs.PathFromHashPart(ctx, strings.TrimSuffix(r.Key, ".narinfo")); err != nil {
+			return r.Path, fmt.Errorf("%w: not in the local store: %w", ErrNotRepairable, err)
+		}
+	}
+	info, err := src.QueryPathInfo(ctx, p)
+	if err != nil {
+		return p, fmt.Errorf("%w: not in the local store: %w", ErrNotRepairable, err)
+	}
+	if len(trusted) == 0 {
+		return p, nil
+	}
+	ni := &narinfo.NarInfo{StorePath: p, NarHash: info.NarHash, NarSize: info.NarSize,
+		References: info.References, Sigs: slices.Clone(info.Sigs)}
+	for _, k := range c.opts.SecretKeys {
+		if err := ni.Sign(k); err != nil {
+			return p, fmt.Errorf("%w: %w", ErrNotRepairable, err)
+		}
+	}
+	if err := ni.Verify(trusted); err != nil {
+		return p, fmt.Errorf("%w: a fresh narinfo would carry no trusted signature (sign with a trusted secret key): %w", ErrNotRepairable, err)
+	}
+	return p, nil
+}
+
+// addSignatures adds a signature by each of keys to the narinfo under key
+// if its signatures verify with trusted, and stores it again only if that
+// changed it and it is still the narinfo that was read (else it starts
+// over, a few times). It reports whether the narinfo was rewritten.
+func (c *Cache) addSignatures(ctx context.Context, key string, trusted []signature.PublicKey, keys []signature.SecretKey) (bool, error) {
+	for range 3 {
+		data, err := c.readSmall(ctx, key)
+		if err != nil {
+			return false, fmt.Errorf("%w: %w", ErrNotSigned, err)
+		}
+		ni, err := narinfo.Unmarshal(data)
+		if err != nil {
+			return false, fmt.Errorf("%w: %w: %s: %w", ErrNotSigned, ErrBadNarInfo, key, err)
+		}
+		if err := ni.Verify(trusted); err != nil {
+			return false, fmt.Errorf("%w: %w", ErrNotSigned, err)
+		}
+		fp, err := ni.Fingerprint()
+		if err != nil {
+			return false, fmt.Errorf("%w: %w", ErrNotSigned, err)
+		}
+		changed := false
+		for _, k := range keys {
+			if !slices.Contains(ni.Sigs, k.Sign(fp)) {
+				if err := ni.Sign(k); err != nil {
+					return false, fmt.Errorf("%w: %w", ErrNotSigned, err)
+				}
+				changed = true
+			}
+		}
+		if !changed {
+			return false, nil
+		}
+		text, err := ni.MarshalText()
+		if err != nil {
+			return false, fmt.Errorf("%w: %w", ErrNotSigned, err)
+		}
+		// Narrow the window in which a concurrent writer's fresh narinfo
+		// would be replaced by this older one (the Backend has no
+		// conditional Put): read it again right before writing.
+		if again, err := c.readSmall(ctx, key); err != nil || !bytes.Equal(again, data) {
+			continue
+		}
+		if err := c.Backend.Put(ctx, key, bytes.NewReader(text), int64(len(text)), narinfo.MIMEType); err != nil {
+			return false, fmt.Errorf("%w: write %s: %w", ErrNotSigned, key, err)
+		}
+		return true, nil
+	}
+	return false, fmt.Errorf("%w: %s kept changing while being signed", ErrNotSigned, key)
+}
+
+// readSmall reads a narinfo-sized object (at most narinfo.MaxSize bytes).
+func (c *Cache) readSmall(ctx context.Context, key string) ([]byte, error) {
+	rc, err := c.Backend.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", key, err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, narinfo.MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", key, err)
+	}
+	if len(data) > narinfo.MaxSize {
+		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrBadNarInfo, key, narinfo.MaxSize)
+	}
+	return data, nil
+}
+
+// hashesTo reports whether the object under key has the given sha256.
+func (c *Cache) hashesTo(ctx context.Context, key string, want nixhash.Hash) bool {
+	rc, err := c.Backend.Get(ctx, key)
+	if err != nil {
+		return false
+	}
+	defer rc.Close()
+	h := nixhash.NewHasher(want.Algorithm())
+	if _, err := io.Copy(ctxWriter{ctx, h}, rc); err != nil {
+		return false
+	}
+	return h.SumHash() == want
+}

@@ -1,0 +1,204 @@
+package cache_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nixcache/nixcache/cache"
+	"github.com/nixcache/nixcache/internal/testenv"
+	"github.com/nixcache/nixcache/narinfo"
+	"github.com/nixcache/nixcache/signature"
+	"github.com/nixcache/nixcache/storepath"
+)
+
+// TestRepairAndRotate (issue 10, proof 4), on file:// and on the S3 server:
+// a pushed closure with one NAR truncated, one deleted and one narinfo
+// garbled fails `nix store verify`; Repair from the local store makes Nix
+// accept it again, and a second Repair writes nothing. Rotation: after
+// Repair with SignWith NEW (trusting OLD), Nix trusting only NEW accepts
+// every path and OLD's signature is still there; again, nothing changes. A
+// damaged path the local store no longer has is reported as not repairable
+// and left as it was.
+func TestRepairAndRotate(t *testing.T) {
+	for _, backend := range []string{"file", "s3"} {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			top, closure := buildClosure(t)
+			oldSec, oldPub := nixKey(t, "nixcache-old-1")
+			newSec, newPub := nixKey(t, "nixcache-new-1")
+			var url, nixURL string
+			if backend == "file" {
+				dir := t.TempDir()
+				url, nixURL = "file://"+dir+"?compression=zstd", "file://"+dir
+			} else {
+				s3 := testenv.StartS3(t)
+				s3.SetEnv(t)
+				s3.MakeBucket(t, "repair", true)
+				url, nixURL = s3.URL("repair", "compression=zstd"), s3.Endpoint+"/repair"
+				// Nix caches narinfos read over http on disk: make it read
+				// the repaired and re-signed ones.
+				t.Setenv("NIX_CONFIG", "narinfo-cache-positive-ttl = 0\nnarinfo-cache-negative-ttl = 0")
+			}
+			c, err := cache.Open(ctx, url+"&secret-key="+oldSec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			store := openStore(t)
+			if _, err := c.Push(ctx, store, []storepath.Path{top}, cache.PushOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			// A path pushed, then gone from the local store.
+			goneCl := testenv.BuildClosure(t, testenv.ClosureSpec{Name: "nixcache-gone", N: 1})
+			gone := mustPath(t, goneCl.Top)
+			if _, err := c.Push(ctx, store, []storepath.Path{gone}, cache.PushOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Nix(t, "nix-store", "--delete", string(gone))
+			nixVerify(t, nixURL, oldPub, closure)
+
+			b := c.Backend
+			get := func(key string) []byte {
+				t.Helper()
+				rc, err := b.Get(ctx, key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer rc.Close()
+				data, err := io.ReadAll(rc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return data
+			}
+			put := func(key string, data []byte) {
+				t.Helper()
+				if err := b.Put(ctx, key, bytes.NewReader(data), int64(len(data)), ""); err != nil {
+					t.Fatal(err)
+				}
+			}
+			narOf := func(p storepath.Path) string {
+				ni, err := narinfo.Unmarshal(get(cache.NarInfoKey(p)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return ni.URL
+			}
+			truncated := narOf(closure[0])
+			put(truncated, get(truncated)[:100])
+			if err := b.Delete(ctx, narOf(closure[1])); err != nil {
+				t.Fatal(err)
+			}
+			put(cache.NarInfoKey(closure[2]), []byte("StorePath: garbage\n"))
+			goneNAR := narOf(gone)
+			if err := b.Delete(ctx, goneNAR); err != nil {
+				t.Fatal(err)
+			}
+			goneInfo := get(cache.NarInfoKey(gone))
+			if code := testenv.NixStoreVerify(t, nixURL, oldPub, pathStrings(closure)...); code == 0 {
+				t.Fatal("nix store verify accepts the damaged cache")
+			}
+
+			trusted := mustPub(t, oldPub)
+			if _, err := c.Verify(ctx, nil, cache.VerifyOptions{TrustedKeys: trusted}); strings.Count(err.Error(), "\n") != 3 {
+				t.Fatalf("Verify of the damaged cache: want 4 bad paths, got %v", err)
+			}
+			var results []cache.RepairResult
+			sum, err := c.Repair(ctx, nil, cache.RepairOptions{
+				Verify:   cache.VerifyOptions{TrustedKeys: trusted},
+				Source:   store,
+				Repaired: func(r cache.RepairResult) { results = append(results, r) },
+			})
+			for _, r := range results {
+				t.Log(r)
+			}
+			if sum.Checked != 4 || sum.Bad != 4 || sum.Repaired != 3 || len(results) != 4 {
+				t.Errorf("repair: %v", sum)
+			}
+			var pe *cache.PathError
+			if !errors.Is(err, cache.ErrNotRepairable) || !errors.As(err, &pe) || pe.Path != gone || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("repair error: %v; want only %s not repairable", err, gone)
+			}
+			nixVerify(t, nixURL, oldPub, closure)
+			if !bytes.Equal(get(cache.NarInfoKey(gone)), goneInfo) {
+				t.Error("the narinfo of the unrepairable path was changed")
+			}
+
+			// Idempotent: nothing written the second time.
+			before := snapshot(t, b)
+			sum, err = c.Repair(ctx, closure, cache.RepairOptions{Verify: cache.VerifyOptions{TrustedKeys: trusted}, Source: store})
+			if err != nil || sum.Bad != 0 || sum.Repaired != 0 {
+				t.Fatalf("second repair: %v, %v", sum, err)
+			}
+			if after := snapshot(t, b); after != before {
+				t.Errorf("second repair changed the cache:\n%s\n---\n%s", before, after)
+			}
+
+			// Rotation.
+			newKey, err := signature.LoadSecretKeyFile(newSec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code := testenv.NixStoreVerify(t, nixURL, newPub, pathStrings(closure)...); code&2 == 0 {
+				t.Fatalf("nix store verify trusting only NEW before rotation: exit %d, want untrusted", code)
+			}
+			for round := range 2 {
+				sum, err = c.Repair(ctx, closure, cache.RepairOptions{Verify: cache.VerifyOptions{TrustedKeys: trusted}, SignWith: []signature.SecretKey{newKey}})
+				if want := []int{3, 0}[round]; err != nil || sum.Signed != want || sum.NotSigned != 0 {
+					t.Fatalf("rotation round %d: %v, %v; want %d signed", round+1, sum, err, want)
+				}
+			}
+			nixVerify(t, nixURL, newPub, closure)
+			nixVerify(t, nixURL, oldPub, closure)
+			for _, p := range closure {
+				text := string(get(cache.NarInfoKey(p)))
+				if strings.Count(text, "Sig: nixcache-new-1:") != 1 || strings.Count(text, "Sig: nixcache-old-1:") != 1 {
+					t.Errorf("%s after rotation:\n%s", p, text)
+				}
+			}
+			// The gone path's narinfo still verifies: it is signed, though
+			// its NAR is missing and the path stays bad.
+			sum, err = c.Repair(ctx, []storepath.Path{gone}, cache.RepairOptions{Verify: cache.VerifyOptions{TrustedKeys: trusted}, SignWith: []signature.SecretKey{newKey}})
+			if !errors.Is(err, cache.ErrNotFound) || sum.Signed != 1 || sum.Bad != 1 {
+				t.Errorf("rotation of a path with its NAR missing: %v, %v", sum, err)
+			}
+			// A narinfo that does not verify with the trusted keys is not signed.
+			other := testenv.NixKeyPair(t, "nixcache-other-1")
+			sum, err = c.Repair(ctx, closure, cache.RepairOptions{Verify: cache.VerifyOptions{TrustedKeys: mustPub(t, other.Public)}, SignWith: []signature.SecretKey{newKey}})
+			if !errors.Is(err, signature.ErrUntrusted) || sum.NotSigned != 3 || sum.Signed != 0 {
+				t.Errorf("rotation with an untrusting key: %v, %v", sum, err)
+			}
+		})
+	}
+}
+
+// snapshot lists every object of b with its size and sha256.
+func snapshot(t *testing.T, b cache.Backend) string {
+	t.Helper()
+	ctx := context.Background()
+	var lines []string
+	err := b.List(ctx, "", func(oi cache.ObjectInfo) error {
+		rc, err := b.Get(ctx, oi.Key)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		h := sha256.New()
+		if _, err := io.Copy(h, rc); err != nil {
+			return err
+		}
+		lines = append(lines, fmt.Sprintf("%s %d %x", oi.Key, oi.Size, h.Sum(nil)))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
