@@ -30,7 +30,12 @@ func TestRepairAndRotate(t *testing.T) {
 	for _, backend := range []string{"file", "s3"} {
 		t.Run(backend, func(t *testing.T) {
 			ctx := context.Background()
-			top, closure := buildClosure(t)
+			cl := testenv.BuildClosure(t, testenv.ClosureSpec{Name: "nixcache-repair", N: 4, Blob: 100000})
+			var closure []storepath.Path
+			for _, p := range cl.Paths {
+				closure = append(closure, mustPath(t, p))
+			}
+			top := mustPath(t, cl.Top)
 			oldSec, oldPub := nixKey(t, "nixcache-old-1")
 			newSec, newPub := nixKey(t, "nixcache-new-1")
 			var url, nixURL string
@@ -96,6 +101,12 @@ func TestRepairAndRotate(t *testing.T) {
 				t.Fatal(err)
 			}
 			put(cache.NarInfoKey(closure[2]), []byte("StorePath: garbage\n"))
+			// Same size, one bit off: the fresh NAR has the same name and
+			// size, so only reading it back shows it must be rewritten.
+			flipped := narOf(closure[3])
+			data := get(flipped)
+			data[len(data)/2] ^= 1
+			put(flipped, data)
 			goneNAR := narOf(gone)
 			if err := b.Delete(ctx, goneNAR); err != nil {
 				t.Fatal(err)
@@ -106,8 +117,8 @@ func TestRepairAndRotate(t *testing.T) {
 			}
 
 			trusted := mustPub(t, oldPub)
-			if _, err := c.Verify(ctx, nil, cache.VerifyOptions{TrustedKeys: trusted}); strings.Count(err.Error(), "\n") != 3 {
-				t.Fatalf("Verify of the damaged cache: want 4 bad paths, got %v", err)
+			if _, err := c.Verify(ctx, nil, cache.VerifyOptions{TrustedKeys: trusted}); strings.Count(err.Error(), "\n") != 4 {
+				t.Fatalf("Verify of the damaged cache: want 5 bad paths, got %v", err)
 			}
 			var results []cache.RepairResult
 			sum, err := c.Repair(ctx, nil, cache.RepairOptions{
@@ -118,7 +129,7 @@ func TestRepairAndRotate(t *testing.T) {
 			for _, r := range results {
 				t.Log(r)
 			}
-			if sum.Checked != 4 || sum.Bad != 4 || sum.Repaired != 3 || len(results) != 4 {
+			if sum.Checked != 5 || sum.Bad != 5 || sum.Repaired != 4 || len(results) != 5 {
 				t.Errorf("repair: %v", sum)
 			}
 			var pe *cache.PathError
@@ -126,6 +137,9 @@ func TestRepairAndRotate(t *testing.T) {
 				t.Fatalf("repair error: %v; want only %s not repairable", err, gone)
 			}
 			nixVerify(t, nixURL, oldPub, closure)
+			if narOf(closure[3]) != flipped {
+				t.Errorf("the bit-flipped NAR %s was repaired under another name", flipped)
+			}
 			if !bytes.Equal(get(cache.NarInfoKey(gone)), goneInfo) {
 				t.Error("the narinfo of the unrepairable path was changed")
 			}
@@ -150,7 +164,7 @@ func TestRepairAndRotate(t *testing.T) {
 			}
 			for round := range 2 {
 				sum, err = c.Repair(ctx, closure, cache.RepairOptions{Verify: cache.VerifyOptions{TrustedKeys: trusted}, SignWith: []signature.SecretKey{newKey}})
-				if want := []int{3, 0}[round]; err != nil || sum.Signed != want || sum.NotSigned != 0 {
+				if want := []int{4, 0}[round]; err != nil || sum.Signed != want || sum.NotSigned != 0 {
 					t.Fatalf("rotation round %d: %v, %v; want %d signed", round+1, sum, err, want)
 				}
 			}
@@ -171,7 +185,7 @@ func TestRepairAndRotate(t *testing.T) {
 			// A narinfo that does not verify with the trusted keys is not signed.
 			other := testenv.NixKeyPair(t, "nixcache-other-1")
 			sum, err = c.Repair(ctx, closure, cache.RepairOptions{Verify: cache.VerifyOptions{TrustedKeys: mustPub(t, other.Public)}, SignWith: []signature.SecretKey{newKey}})
-			if !errors.Is(err, signature.ErrUntrusted) || sum.NotSigned != 3 || sum.Signed != 0 {
+			if !errors.Is(err, signature.ErrUntrusted) || sum.NotSigned != 4 || sum.Signed != 0 {
 				t.Errorf("rotation with an untrusting key: %v, %v", sum, err)
 			}
 		})
