@@ -20,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"math"
 	"strings"
@@ -210,24 +209,15 @@ func OptionsFromURL(u *URL, logger *slog.Logger) (Options, error) {
 	return o, err
 }
 
-// loadSecretKeys loads key files, each named in errors by what (and its
-// position) and, only once the file was read, by its path: a value that
-// cannot be opened may be key material pasted where a file name belongs,
-// and is never repeated.
+// loadSecretKeys loads key files, each named in errors by what and its
+// position, never by its path: a value may be key material pasted where a
+// file name belongs.
 func loadSecretKeys(what string, files []string, logger *slog.Logger) ([]signature.SecretKey, error) {
 	var keys []signature.SecretKey
 	for i, file := range files {
-		label := fmt.Sprintf("%s %d of %d", what, i+1, len(files))
-		if _, err := signature.ParseSecretKey(file); err == nil {
-			return nil, fmt.Errorf("cache: %s is a secret key itself, not the name of a key file", label)
-		}
 		sk, err := signature.LoadSecretKeyFile(file)
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("cache: %s: cannot read the key file: %w", label, pe.Err)
-		}
 		if err != nil {
-			return nil, fmt.Errorf("cache: %s: %w", label, err)
+			return nil, fmt.Errorf("cache: %s %d of %d: %w", what, i+1, len(files), err)
 		}
 		if err := signature.CheckKeyFileMode(file); err != nil {
 			logger.Warn("secret key file is readable by group or others", "file", file, "err", err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nixcache/nixcache/cache"
 	_ "github.com/nixcache/nixcache/cache/file"
+	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
 )
 
@@ -223,8 +224,8 @@ func TestOpenErrors(t *testing.T) {
 		{"unknown param", "file:///tmp/x?compresion=zstd", "compresion", cache.ErrBadURL},
 		// The value of a key file that cannot be read is not repeated: it
 		// may be key material given where a file name belongs.
-		{"missing key file", "file:///tmp/x?secret-key=" + dir + "/nope.sec", "secret-key parameter 1 of 1: cannot read the key file", os.ErrNotExist},
-		{"garbage key file", "file:///tmp/x?secret-key=" + badKey, badKey, nil},
+		{"missing key file", "file:///tmp/x?secret-key=" + dir + "/nope.sec", "secret-key parameter 1 of 1: signature: cannot read the secret key file", os.ErrNotExist},
+		{"garbage key file", "file:///tmp/x?secret-key=" + badKey, "secret-key parameter 1 of 1: signature: malformed", signature.ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

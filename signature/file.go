@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+
+	"github.com/nixcache/nixcache/internal/regularfile"
 )
 
 // Modes nix-store --generate-binary-cache-key gives new key files (Nix 2.8
@@ -15,34 +17,51 @@ const (
 	PublicKeyFileMode fs.FileMode = 0o644
 )
 
+// MaxKeyFileSize bounds a key file: a key file holds "name:base64" (under
+// 200 bytes); anything much larger is not one.
+const MaxKeyFileSize = 64 << 10
+
 // LoadSecretKeyFile reads a secret key file written by
 // nix-store --generate-binary-cache-key (or [WriteSecretKeyFile]). The file
-// holds "name:base64" with or without a trailing newline. Errors name the
-// file but never contain key material. It does not check the file mode;
-// call [CheckKeyFileMode] to warn about a readable key.
+// holds "name:base64" with or without a trailing newline. It reads only a
+// regular file of at most [MaxKeyFileSize] bytes, so a FIFO or a device
+// named by mistake cannot block or exhaust it. Its errors contain neither
+// key material nor path (a path may be a key pasted where a file name
+// belongs: when path itself is a secret key the error wraps
+// [ErrKeyAsFileName]); callers say which setting named the file. It does
+// not check the file mode; call [CheckKeyFileMode] to warn about a readable
+// key.
 func LoadSecretKeyFile(path string) (SecretKey, error) {
-	b, err := os.ReadFile(path)
+	if _, err := ParseSecretKey(path); err == nil {
+		return SecretKey{}, ErrKeyAsFileName
+	}
+	b, err := regularfile.Read(path, MaxKeyFileSize)
 	if err != nil {
-		return SecretKey{}, fmt.Errorf("signature: load secret key: %w", err)
+		return SecretKey{}, fmt.Errorf("signature: cannot read the secret key file: %w", err)
 	}
 	defer clear(b)
-	k, err := ParseSecretKey(string(b))
+	k, err := ParseSecretKey(strings.TrimRight(string(b), "\n\r \t"))
 	if err != nil {
-		return SecretKey{}, fmt.Errorf("secret key file %s: %w", path, err)
+		return SecretKey{}, err
 	}
 	return k, nil
 }
 
 // LoadPublicKeyFile reads a public key file written by
-// nix-store --generate-binary-cache-key, with or without a trailing newline.
+// nix-store --generate-binary-cache-key, with or without a trailing newline,
+// with the same limits as [LoadSecretKeyFile]; its errors do not contain
+// the path either, and wrap [ErrKeyAsFileName] when path is a secret key.
 func LoadPublicKeyFile(path string) (PublicKey, error) {
-	b, err := os.ReadFile(path)
+	if _, err := ParseSecretKey(path); err == nil {
+		return PublicKey{}, ErrKeyAsFileName
+	}
+	b, err := regularfile.Read(path, MaxKeyFileSize)
 	if err != nil {
-		return PublicKey{}, fmt.Errorf("signature: load public key: %w", err)
+		return PublicKey{}, fmt.Errorf("signature: cannot read the public key file: %w", err)
 	}
 	k, err := ParsePublicKey(strings.TrimRight(string(b), "\n\r \t"))
 	if err != nil {
-		return PublicKey{}, fmt.Errorf("public key file %s: %w", path, err)
+		return PublicKey{}, err
 	}
 	return k, nil
 }

@@ -49,6 +49,10 @@ var (
 	// ErrInsecureKeyFile reports a secret key file readable or writable by
 	// group or others (see [CheckKeyFileMode]).
 	ErrInsecureKeyFile = errors.New("signature: secret key file is accessible by group or others")
+	// ErrKeyAsFileName reports key material given where the name of a key
+	// file belongs (e.g. --secret-key "$(cat key.sec)"); the error never
+	// repeats it.
+	ErrKeyAsFileName = errors.New("signature: a key itself, not the name of a key file")
 )
 
 // MaxChecksPerKey bounds the ed25519 checks [Verify] makes for one trusted

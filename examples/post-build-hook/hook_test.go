@@ -449,7 +449,7 @@ func TestBadConfiguration(t *testing.T) {
 	}{
 		{"sync: nothing configured", []string{"OUT_PATHS=" + storeOut}, 1, "neither NIXCACHE_QUEUE nor NIXCACHE_TO"},
 		{"sync: unknown scheme", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_TO=bogus://x"}, 1, "bogus"},
-		{"sync: missing key file", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_TO=file://" + tmp + "/c", "NIXCACHE_SECRET_KEY_FILE=" + tmp + "/nokey"}, 1, "NIXCACHE_SECRET_KEY_FILE: cannot read the secret key file"},
+		{"sync: missing key file", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_TO=file://" + tmp + "/c", "NIXCACHE_SECRET_KEY_FILE=" + tmp + "/nokey"}, 1, "NIXCACHE_SECRET_KEY_FILE: signature: cannot read the secret key file"},
 		{"sync: typo in config file", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_CONFIG=" + badConf}, 1, "line 2: NIXCACHE_SECRET_KEYFILE: unknown key"},
 		{"sync: config is a FIFO", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_CONFIG=" + fifo}, 1, "not a regular file"},
 		{"sync: config is /dev/zero", []string{"OUT_PATHS=" + storeOut, "NIXCACHE_CONFIG=/dev/zero"}, 1, "not a regular file"},

@@ -154,11 +154,11 @@ func TestSecretKeyNotEchoed(t *testing.T) {
 		cmd  []string
 		want string
 	}{
-		{"push --secret-key", nil, []string{push, "--to", to, "--secret-key", string(key), c.Top}, "--secret-key is a secret key itself, not the name of a key file"},
-		{"upload-daemon push --secret-key", nil, []string{daemon, "push", "--to", to, "--secret-key", string(key)[:30], c.Top}, "--secret-key: cannot read the secret key file"},
-		{"NIXCACHE_SECRET_KEY_FILE", []string{"NIXCACHE_SECRET_KEY_FILE=" + string(key)}, []string{daemon, "push", "--to", to, c.Top}, "NIXCACHE_SECRET_KEY_FILE is a secret key itself"},
-		{"daemon", []string{"NIXCACHE_SECRET_KEY_FILE=" + string(key)}, []string{daemon, "--queue", qdir, "--to", to, "--exit-when-empty"}, "NIXCACHE_SECRET_KEY_FILE is a secret key itself"},
-		{"a device as key file", nil, []string{push, "--to", to, "--secret-key", "/dev/null", c.Top}, "--secret-key: cannot read the secret key file: not a regular file (a character device)"},
+		{"push --secret-key", nil, []string{push, "--to", to, "--secret-key", string(key), c.Top}, "--secret-key: signature: a key itself, not the name of a key file"},
+		{"upload-daemon push --secret-key", nil, []string{daemon, "push", "--to", to, "--secret-key", string(key)[:30], c.Top}, "--secret-key: signature: cannot read the secret key file"},
+		{"NIXCACHE_SECRET_KEY_FILE", []string{"NIXCACHE_SECRET_KEY_FILE=" + string(key)}, []string{daemon, "push", "--to", to, c.Top}, "NIXCACHE_SECRET_KEY_FILE: signature: a key itself"},
+		{"daemon", []string{"NIXCACHE_SECRET_KEY_FILE=" + string(key)}, []string{daemon, "--queue", qdir, "--to", to, "--exit-when-empty"}, "NIXCACHE_SECRET_KEY_FILE: signature: a key itself"},
+		{"a device as key file", nil, []string{push, "--to", to, "--secret-key", "/dev/null", c.Top}, "--secret-key: signature: cannot read the secret key file: not a regular file (a character device)"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			code, out := run(t, tt.env, tt.cmd[0], tt.cmd[1:]...)

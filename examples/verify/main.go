@@ -18,7 +18,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"sync/atomic"
 
@@ -101,17 +100,12 @@ func trustedKey(i int, s string) (signature.PublicKey, error) {
 	if pk, err := signature.ParsePublicKey(s); err == nil {
 		return pk, nil
 	}
-	if _, err := signature.ParseSecretKey(s); err == nil {
-		return signature.PublicKey{}, fmt.Errorf("--trusted-key %d is a secret key: give its public key (nix key convert-secret-to-public)", i)
-	}
 	pk, err := signature.LoadPublicKeyFile(s)
-	var pathErr *fs.PathError
-	if errors.As(err, &pathErr) {
-		return pk, fmt.Errorf("--trusted-key %d is neither a public key (name:base64) nor a readable key file: %w", i, pathErr.Err)
+	if errors.Is(err, signature.ErrKeyAsFileName) {
+		return pk, fmt.Errorf("--trusted-key %d is a secret key: give its public key (nix key convert-secret-to-public)", i)
 	}
 	if err != nil {
-		// The file exists, so its name is no secret; its contents are not shown.
-		return pk, fmt.Errorf("--trusted-key %d: %w", i, err)
+		return pk, fmt.Errorf("--trusted-key %d is neither a public key (name:base64) nor a readable key file: %w", i, err)
 	}
 	return pk, nil
 }

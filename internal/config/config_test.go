@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/nixcache/nixcache/internal/config"
@@ -128,46 +127,6 @@ func TestLoad(t *testing.T) {
 	c, err = config.Load(func(k string) string { return env[k] })
 	if !errors.Is(err, config.ErrConfig) || !errors.Is(err, fs.ErrNotExist) || c.Queue != "/q2" {
 		t.Fatalf("missing explicit config: %+v, %v", c, err)
-	}
-}
-
-// TestReadFileBounded is the regression test for a config file that blocked
-// the hook before its watchdog started (a FIFO) or grew it without bound
-// (/dev/zero): ReadFile refuses both at once, and files over the limit.
-func TestReadFileBounded(t *testing.T) {
-	dir := t.TempDir()
-	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	big := filepath.Join(dir, "big")
-	if err := os.WriteFile(big, make([]byte, config.MaxFileSize+1), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	small := filepath.Join(dir, "small")
-	if err := os.WriteFile(small, []byte("NIXCACHE_QUEUE=/q\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for _, tt := range []struct {
-		path string
-		want error
-	}{
-		{fifo, config.ErrNotRegular},
-		{"/dev/zero", config.ErrNotRegular},
-		{dir, config.ErrNotRegular},
-		{big, config.ErrTooLarge},
-		{filepath.Join(dir, "secret-looking-name"), fs.ErrNotExist},
-	} {
-		_, err := config.ReadFile(tt.path, config.MaxFileSize)
-		if !errors.Is(err, tt.want) {
-			t.Errorf("ReadFile(%s) = %v, want %v", tt.path, err, tt.want)
-		}
-		if err != nil && strings.Contains(err.Error(), tt.path) {
-			t.Errorf("ReadFile error shows the path: %v", err)
-		}
-	}
-	if b, err := config.ReadFile(small, config.MaxFileSize); err != nil || string(b) != "NIXCACHE_QUEUE=/q\n" {
-		t.Fatalf("ReadFile(small) = %q, %v", b, err)
 	}
 }
 

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 
 	"github.com/nixcache/nixcache/cache"
 	"github.com/nixcache/nixcache/cache/localstore"
@@ -23,26 +22,15 @@ import (
 	"github.com/nixcache/nixcache/storepath"
 )
 
-// maxKeyFile bounds a secret key file ("name:" and 88 base64 characters).
-const maxKeyFile = 4 << 10
-
 // LoadSecretKeys reads the secret key files; an error names the setting
 // that gave the file, not the file name (which may be the key itself). A
 // key file that group or others can read is a warning on log.
 func LoadSecretKeys(files []cli.Setting, log *slog.Logger) ([]signature.SecretKey, error) {
 	var keys []signature.SecretKey
 	for _, f := range files {
-		if _, err := signature.ParseSecretKey(f.Value); err == nil {
-			return nil, fmt.Errorf("%s is a secret key itself, not the name of a key file", f.Name)
-		}
-		b, err := config.ReadFile(f.Value, maxKeyFile)
+		k, err := signature.LoadSecretKeyFile(f.Value)
 		if err != nil {
-			return nil, fmt.Errorf("%s: cannot read the secret key file: %w", f.Name, err)
-		}
-		k, err := signature.ParseSecretKey(strings.TrimRight(string(b), "\n\r\t "))
-		clear(b)
-		if err != nil {
-			return nil, fmt.Errorf("%s: not a secret key file: %w", f.Name, err)
+			return nil, fmt.Errorf("%s: %w", f.Name, err)
 		}
 		if err := signature.CheckKeyFileMode(f.Value); err != nil {
 			log.Warn("secret key file is readable by group or others", "setting", f.Name, "err", err)

@@ -36,10 +36,10 @@ func TestKeyErrorsNameTheSetting(t *testing.T) {
 		setting cli.Setting
 		want    string
 	}{
-		{cli.Setting{Value: text, Name: "--secret-key"}, "--secret-key is a secret key itself, not the name of a key file"},
-		{cli.Setting{Value: text, Name: "NIXCACHE_SECRET_KEY_FILE"}, "NIXCACHE_SECRET_KEY_FILE is a secret key itself"},
-		{cli.Setting{Value: text[:30], Name: "--secret-key"}, "--secret-key: cannot read the secret key file"},
-		{cli.Setting{Value: notKey, Name: "--secret-key"}, "--secret-key: not a secret key file"},
+		{cli.Setting{Value: text, Name: "--secret-key"}, "--secret-key: signature: a key itself, not the name of a key file"},
+		{cli.Setting{Value: text, Name: "NIXCACHE_SECRET_KEY_FILE"}, "NIXCACHE_SECRET_KEY_FILE: signature: a key itself"},
+		{cli.Setting{Value: text[:30], Name: "--secret-key"}, "--secret-key: signature: cannot read the secret key file"},
+		{cli.Setting{Value: notKey, Name: "--secret-key"}, "--secret-key: signature: malformed"},
 		{cli.Setting{Value: "/dev/zero", Name: "--secret-key"}, "not a regular file"},
 	} {
 		_, err := upload.LoadSecretKeys([]cli.Setting{tt.setting}, log)
