@@ -3,18 +3,18 @@
 // and removes the entry only once the path's narinfo is in the cache, so a
 // crash or SIGKILL loses nothing and a restart resumes.
 //
-//	upload-daemon [--queue DIR] [--to URL] [--secret-key FILE] [--jobs N] [--pushes N]
-//	              [--exit-when-empty] [--metrics-addr ADDR]
+//	upload-daemon [--queue DIR] [--to URL] [--secret-key FILE] [--skip-signed-by KEY]...
+//	              [--upstream URL] [--jobs N] [--pushes N] [--exit-when-empty] [--metrics-addr ADDR]
 //	upload-daemon status [--queue DIR] [--json]    is a daemon up (asks the lock)? what is queued?
 //	upload-daemon enqueue [--queue DIR] PATH...    queue paths by hand
 //	upload-daemon push [--to URL] ... PATH...      upload now: the push command (sync-mode hook)
 //
-// Flags default to NIXCACHE_QUEUE, NIXCACHE_TO and NIXCACHE_SECRET_KEY_FILE
-// from the environment or the config file (see package internal/config),
-// whose other settings (AWS_* credentials) are exported to the process
-// unless set. --jobs (-j) counts paths uploaded at once, as for push.
-// SIGTERM lets in-flight uploads finish and exits 0; the rest stays
-// queued. Exit status: 0, 1 on error, 2 on a usage error.
+// Flags default to the NIXCACHE_* settings of the environment or the config
+// file (package internal/config), whose other settings (AWS_* credentials)
+// are exported to the process unless set. --jobs (-j) counts paths uploaded
+// at once, as for push. Paths an upstream cache serves (--skip-signed-by,
+// --upstream) are not uploaded. SIGTERM lets in-flight uploads finish and
+// exits 0; the rest stays queued. Exit status: 0, 1 on error, 2 on usage.
 package main
 
 import (
@@ -55,7 +55,7 @@ func run(ctx context.Context, args []string) error {
 
 func daemon(ctx context.Context, cfg config.Config, args []string) error {
 	fl := cli.NewFlagSet("upload-daemon", "upload-daemon [--queue DIR] [--to URL] [--secret-key FILE] [--jobs N] [flags]")
-	dir, to, keys, jobs := fl.Queue(cfg), fl.To(cfg), fl.SecretKeys(cfg), fl.Jobs(4)
+	dir, target, jobs := fl.Queue(cfg), upload.TargetFlags(fl, cfg), fl.Jobs(4)
 	pushes := fl.Int("pushes", 2, "pushes in flight at once: one batch of new paths, the rest retry failing paths alone")
 	batch := fl.Int("batch", 32, "most queued paths per push")
 	exitEmpty := fl.Bool("exit-when-empty", false, "exit 0 once the queue is empty")
@@ -76,7 +76,7 @@ func daemon(ctx context.Context, cfg config.Config, args []string) error {
 		return err
 	}
 	// Bad settings fail now; the backend is opened (and retried) on first use.
-	u, copts, err := upload.Prepare(upload.Target{To: to(), Keys: keys()}, log)
+	p, err := upload.Prepare(ctx, target(), log)
 	if err != nil {
 		return err
 	}
@@ -87,8 +87,8 @@ func daemon(ctx context.Context, cfg config.Config, args []string) error {
 	defer store.Close()
 	var d *queue.Drainer
 	d = queue.NewDrainer(q, cachepush.Lazy(func(ctx context.Context) (*cache.Cache, error) {
-		return upload.Open(ctx, u, copts)
-	}, store, cache.PushOptions{Jobs: *jobs}), queue.DrainOptions{
+		return upload.Open(ctx, p.URL, p.Options)
+	}, store, p.PushOptions(*jobs)), queue.DrainOptions{
 		Jobs: *pushes, BatchSize: *batch, PollInterval: *poll, MaxBackoff: *maxBackoff,
 		ExitWhenEmpty: *exitEmpty, Logger: log, Exists: cachepush.StoreExists(ctx, store),
 		OnStart: func() {
@@ -102,7 +102,7 @@ func daemon(ctx context.Context, cfg config.Config, args []string) error {
 		return err
 	}
 	st := d.Stats()
-	log.Info("upload daemon stopped", "uploaded", st.Uploaded, "queued", st.Queued, "failures", st.Failures)
+	log.Info("upload daemon stopped", "uploaded", st.Uploaded, "upstream", st.Upstream, "queued", st.Queued, "failures", st.Failures)
 	return nil
 }
 

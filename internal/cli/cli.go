@@ -1,6 +1,7 @@
 // Package cli is the plumbing the commands under examples/ share: how a
 // command runs and exits, its logger, and the flags that mean the same thing
-// in every command (--jobs, --secret-key, --to, --queue). Each main is then
+// in every command (--jobs, --secret-key, --to, --queue, --skip-signed-by,
+// --upstream). Each main is then
 // a thin layer of flags over the library.
 //
 // It is light (no cache, network or crypto code) because the post-build
@@ -207,6 +208,32 @@ func (fl *FlagSet) SecretKeys(cfg config.Config) func() []Setting {
 		}
 		return files
 	}
+}
+
+// SkipSignedBy registers --skip-signed-by KEY, repeatable (a public key
+// name:base64, or a file holding one); without it the keys are the words
+// of NIXCACHE_SKIP_SIGNED_BY, if set.
+func (fl *FlagSet) SkipSignedBy(cfg config.Config) func() []Setting {
+	var keys []Setting
+	fl.Func("skip-signed-by", "do not upload paths the store holds a valid signature for by this upstream public `KEY` (name:base64 or a file), repeatable (default $"+config.EnvSkipSignedBy+")", func(s string) error {
+		keys = append(keys, Setting{Value: s, Name: "--skip-signed-by"})
+		return nil
+	})
+	return func() []Setting {
+		if len(keys) > 0 {
+			return keys
+		}
+		var out []Setting
+		for _, k := range strings.Fields(cfg.SkipSignedBy) {
+			out = append(out, Setting{Value: k, Name: config.EnvSkipSignedBy})
+		}
+		return out
+	}
+}
+
+// Upstream registers --upstream URL, defaulting to NIXCACHE_UPSTREAM.
+func (fl *FlagSet) Upstream(cfg config.Config) func() Setting {
+	return fl.FromConfig("upstream", config.EnvUpstream, cfg.Upstream, "upstream cache `URL`: paths it serves signed by a --skip-signed-by key are not uploaded")
 }
 
 func (fl *FlagSet) isSet(name string) bool {

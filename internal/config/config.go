@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"strings"
 
 	"github.com/nixcache/nixcache/internal/regularfile"
@@ -42,7 +43,12 @@ const (
 	EnvSecretKeyFile = "NIXCACHE_SECRET_KEY_FILE" // Nix secret key file to sign with
 	EnvQueue         = "NIXCACHE_QUEUE"           // queue directory; unset means synchronous upload
 	EnvConfig        = "NIXCACHE_CONFIG"          // config file path
+	EnvSkipSignedBy  = "NIXCACHE_SKIP_SIGNED_BY"  // upstream public keys (space-separated): paths they signed are not uploaded
+	EnvUpstream      = "NIXCACHE_UPSTREAM"        // upstream cache URL: paths it serves are not uploaded
 )
+
+// fileKeys are the NIXCACHE_ keys a config file may set.
+var fileKeys = []string{EnvTo, EnvSecretKeyFile, EnvQueue, EnvSkipSignedBy, EnvUpstream}
 
 // Config is the configuration shared by the post-build hook and the upload
 // daemon. Nix runs the post-build hook with its own environment (the
@@ -58,6 +64,14 @@ type Config struct {
 	// Queue is the queue directory (NIXCACHE_QUEUE). Empty means the hook
 	// uploads synchronously.
 	Queue string
+	// SkipSignedBy is NIXCACHE_SKIP_SIGNED_BY: upstream public keys
+	// ("name:base64", or files holding one), separated by white space. A
+	// path the store database records a valid signature for by one of them
+	// is not uploaded (see cache.PushOptions.SkipSignedBy).
+	SkipSignedBy string
+	// Upstream is NIXCACHE_UPSTREAM: an upstream cache URL whose narinfos,
+	// signed by a SkipSignedBy key, make a path not uploaded.
+	Upstream string
 	// File is the config file that was read, or "" if none.
 	File string
 	// Env holds the file's other settings (such as AWS_ACCESS_KEY_ID), as
@@ -118,6 +132,10 @@ func Load(getenv func(string) string) (Config, error) {
 				c.SecretKeyFile = s.Value
 			case EnvQueue:
 				c.Queue = s.Value
+			case EnvSkipSignedBy:
+				c.SkipSignedBy = s.Value
+			case EnvUpstream:
+				c.Upstream = s.Value
 			default:
 				c.Env = append(c.Env, s.Key+"="+s.Value)
 			}
@@ -133,6 +151,12 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	if v := getenv(EnvQueue); v != "" {
 		c.Queue = v
+	}
+	if v := getenv(EnvSkipSignedBy); v != "" {
+		c.SkipSignedBy = v
+	}
+	if v := getenv(EnvUpstream); v != "" {
+		c.Upstream = v
 	}
 	return c, joinErrors(errs)
 }
@@ -225,8 +249,8 @@ func Parse(data []byte) ([]Setting, error) {
 		case !isIdent(key):
 			errs = append(errs, &LineError{Line: n, Reason: "key is not a variable name (letters, digits, _)"})
 			continue
-		case strings.HasPrefix(key, "NIXCACHE_") && key != EnvTo && key != EnvSecretKeyFile && key != EnvQueue:
-			errs = append(errs, &LineError{Line: n, Key: key, Reason: fmt.Sprintf("unknown key (known: %s, %s, %s)", EnvTo, EnvSecretKeyFile, EnvQueue)})
+		case strings.HasPrefix(key, "NIXCACHE_") && !slices.Contains(fileKeys, key):
+			errs = append(errs, &LineError{Line: n, Key: key, Reason: "unknown key (known: " + strings.Join(fileKeys, ", ") + ")"})
 			continue
 		}
 		if len(val) >= 2 && (val[0] == '"' || val[0] == '\'') && val[len(val)-1] == val[0] {

@@ -157,3 +157,27 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestLoadUpstreamSettings: NIXCACHE_SKIP_SIGNED_BY and NIXCACHE_UPSTREAM
+// are read from the file (not reported as unknown keys, nor exported as
+// other settings) and the environment wins.
+func TestLoadUpstreamSettings(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "hook.conf")
+	data := "NIXCACHE_SKIP_SIGNED_BY=\"cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY= /etc/nix/up.pub\"\nNIXCACHE_UPSTREAM=file:///srv/up\n"
+	if err := os.WriteFile(file, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{config.EnvConfig: file}
+	c, err := config.Load(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SkipSignedBy != "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY= /etc/nix/up.pub" || c.Upstream != "file:///srv/up" || len(c.Env) != 0 {
+		t.Fatalf("config = %+v", c)
+	}
+	env[config.EnvUpstream] = "file:///from-env"
+	env[config.EnvSkipSignedBy] = "/k.pub"
+	if c, _ = config.Load(func(k string) string { return env[k] }); c.Upstream != "file:///from-env" || c.SkipSignedBy != "/k.pub" {
+		t.Fatalf("environment did not win: %+v", c)
+	}
+}

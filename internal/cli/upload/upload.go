@@ -40,37 +40,110 @@ func LoadSecretKeys(files []cli.Setting, log *slog.Logger) ([]signature.SecretKe
 	return keys, nil
 }
 
-// Target is where a command uploads: the store URL and the secret key files.
+// Target is where a command uploads: the store URL and the secret key
+// files, and what upstream serves (not uploaded).
 type Target struct {
 	To   cli.Setting
 	Keys []cli.Setting
+	// SkipSignedBy are upstream public keys (--skip-signed-by,
+	// NIXCACHE_SKIP_SIGNED_BY) and Upstream an upstream cache URL
+	// (--upstream, NIXCACHE_UPSTREAM); see cache.PushOptions.
+	SkipSignedBy []cli.Setting
+	Upstream     cli.Setting
 }
 
-// Prepare parses the store URL and loads the keys, without contacting the
-// cache: a daemon checks its settings at start and opens the backend on
-// first use (see Open).
-func Prepare(t Target, log *slog.Logger) (*cache.URL, cache.Options, error) {
+// LoadPublicKeys reads public keys, each "name:base64" or a file holding
+// one. Errors name the setting (and its position), never the value: it may
+// be a secret key given by mistake.
+func LoadPublicKeys(keys []cli.Setting) ([]signature.PublicKey, error) {
+	var out []signature.PublicKey
+	for i, k := range keys {
+		label := fmt.Sprintf("%s (key %d of %d)", k.Name, i+1, len(keys))
+		if pk, err := signature.ParsePublicKey(k.Value); err == nil {
+			out = append(out, pk)
+			continue
+		}
+		if _, err := signature.ParseSecretKey(k.Value); err == nil {
+			return nil, fmt.Errorf("%s is a secret key: give its public key", label)
+		}
+		pk, err := signature.LoadPublicKeyFile(k.Value)
+		if err != nil {
+			return nil, fmt.Errorf("%s is neither a public key (name:base64) nor a readable key file: %w", label, err)
+		}
+		out = append(out, pk)
+	}
+	return out, nil
+}
+
+// UpstreamOptions loads t's upstream keys and opens its upstream cache (nil when
+// --upstream is not set), for cache.PushOptions.SkipSignedBy and Upstream.
+// An upstream URL without keys is a usage error: its narinfos are trusted
+// only through them.
+func (t Target) UpstreamOptions(ctx context.Context) ([]signature.PublicKey, *cache.Cache, error) {
+	keys, err := LoadPublicKeys(t.SkipSignedBy)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", cli.ErrUsage, err)
+	}
+	if t.Upstream.Value == "" {
+		return keys, nil, nil
+	}
+	if len(keys) == 0 {
+		return nil, nil, cli.Usagef("%s needs --skip-signed-by (or %s): the upstream cache's narinfos are trusted only through its keys", t.Upstream.Name, config.EnvSkipSignedBy)
+	}
+	up, err := cache.Open(ctx, t.Upstream.Value)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", t.Upstream.Name, err)
+	}
+	return keys, up, nil
+}
+
+// TargetFlags registers the flags of a Target: --to, --secret-key,
+// --skip-signed-by and --upstream, with their defaults from cfg.
+func TargetFlags(fl *cli.FlagSet, cfg config.Config) func() Target {
+	to, keys, skip, upstream := fl.To(cfg), fl.SecretKeys(cfg), fl.SkipSignedBy(cfg), fl.Upstream(cfg)
+	return func() Target {
+		return Target{To: to(), Keys: keys(), SkipSignedBy: skip(), Upstream: upstream()}
+	}
+}
+
+// Prepared is a Target made ready to push: the parsed store URL, the
+// cache's options with the keys loaded, and the push options that say
+// what upstream serves.
+type Prepared struct {
+	URL     *cache.URL
+	Options cache.Options
+	Push    cache.PushOptions
+}
+
+// Prepare parses the store URL, loads the keys and opens the upstream
+// cache's backend, without contacting our cache: a daemon checks its
+// settings at start and opens the backend on first use (see Open).
+func Prepare(ctx context.Context, t Target, log *slog.Logger) (*Prepared, error) {
 	to, err := t.To.Get()
 	if err != nil {
-		return nil, cache.Options{}, err
+		return nil, err
 	}
 	u, err := cache.ParseURL(to)
 	if err != nil {
-		return nil, cache.Options{}, fmt.Errorf("%s: %w", t.To.Name, err)
+		return nil, fmt.Errorf("%s: %w", t.To.Name, err)
 	}
 	opts, err := cache.OptionsFromURL(u, log)
 	if err != nil {
-		return nil, cache.Options{}, fmt.Errorf("%s: %w", t.To.Name, err)
+		return nil, fmt.Errorf("%s: %w", t.To.Name, err)
 	}
 	keys, err := LoadSecretKeys(t.Keys, log)
 	if err != nil {
-		return nil, cache.Options{}, err
+		return nil, err
 	}
 	opts.SecretKeys = append(opts.SecretKeys, keys...)
 	if len(opts.SecretKeys) == 0 {
 		log.Warn("no secret key: narinfos carry only the store's own signatures, and Nix will not trust them (set --secret-key or " + config.EnvSecretKeyFile + ")")
 	}
-	return u, opts, nil
+	skipKeys, upstream, err := t.UpstreamOptions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &Prepared{URL: u, Options: opts, Push: cache.PushOptions{SkipSignedBy: skipKeys, Upstream: upstream}}, nil
 }
 
 // Open opens the cache that Prepare described.
@@ -84,9 +157,10 @@ func Open(ctx context.Context, u *cache.URL, opts cache.Options) (*cache.Cache, 
 
 // Push uploads the closures of the paths named by args (store paths, or
 // symlinks to them such as ./result) from the local store to t, with
-// jobs paths at once, reporting progress to progress (may be nil).
+// jobs paths at once, reporting progress to progress (may be nil). Paths
+// that t's upstream serves are not uploaded.
 func Push(ctx context.Context, t Target, args []string, jobs int, log *slog.Logger, progress func(cache.Event)) (*cache.Summary, error) {
-	u, opts, err := Prepare(t, log)
+	p, err := Prepare(ctx, t, log)
 	if err != nil {
 		return nil, err
 	}
@@ -99,11 +173,13 @@ func Push(ctx context.Context, t Target, args []string, jobs int, log *slog.Logg
 	if err != nil {
 		return nil, err
 	}
-	c, err := Open(ctx, u, opts)
+	c, err := Open(ctx, p.URL, p.Options)
 	if err != nil {
 		return nil, err
 	}
-	return c.Push(ctx, store, paths, cache.PushOptions{Jobs: jobs, Progress: progress})
+	opts := p.PushOptions(jobs)
+	opts.Progress = progress
+	return c.Push(ctx, store, paths, opts)
 }
 
 // StorePaths resolves command-line arguments to store paths of dir.
@@ -127,8 +203,8 @@ func StorePaths(dir storepath.Dir, args []string) ([]storepath.Path, error) {
 // command line's name, args its arguments. --to and --secret-key default to
 // the configuration cfg.
 func PushCommand(ctx context.Context, name string, args []string, cfg config.Config) error {
-	fl := cli.NewFlagSet(name, name+" [--to URL] [--secret-key FILE]... [--jobs N] [-q] PATH...")
-	to, keys, jobs := fl.To(cfg), fl.SecretKeys(cfg), fl.Jobs(4)
+	fl := cli.NewFlagSet(name, name+" [--to URL] [--secret-key FILE]... [--skip-signed-by KEY]... [--upstream URL] [--jobs N] [-q] PATH...")
+	target, jobs := TargetFlags(fl, cfg), fl.Jobs(4)
 	quiet := fl.Bool("q", false, "print only the summary and errors")
 	if err := fl.Parse(args); err != nil {
 		return err
@@ -137,7 +213,7 @@ func PushCommand(ctx context.Context, name string, args []string, cfg config.Con
 	fi, err := os.Stderr.Stat()
 	tty := err == nil && fi.Mode()&os.ModeCharDevice != 0
 	event, finish := Reporter(os.Stderr, tty, *quiet, log)
-	sum, err := Push(ctx, Target{To: to(), Keys: keys()}, fl.Args(), *jobs, log, event)
+	sum, err := Push(ctx, target(), fl.Args(), *jobs, log, event)
 	finish()
 	if sum != nil {
 		log.Info("done", "summary", sum.String())
@@ -157,8 +233,17 @@ func LogEvents(log *slog.Logger) func(cache.Event) {
 			log.Info("uploaded", "path", string(e.Path), "nar_bytes", e.Bytes, "file_bytes", e.FileSize)
 		case cache.EventSkipped:
 			log.Info("already in cache", "path", string(e.Path))
+		case cache.EventSkippedUpstream:
+			log.Info("served upstream", "path", string(e.Path))
 		case cache.EventFailed:
 			log.Error("failed", "path", string(e.Path), "err", e.Err)
 		}
 	}
+}
+
+// PushOptions returns the push options with jobs paths at once.
+func (p *Prepared) PushOptions(jobs int) cache.PushOptions {
+	o := p.Push
+	o.Jobs = jobs
+	return o
 }

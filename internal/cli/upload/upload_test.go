@@ -1,6 +1,8 @@
 package upload_test
 
 import (
+	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -53,5 +55,37 @@ func TestKeyErrorsNameTheSetting(t *testing.T) {
 	keys, err := upload.LoadSecretKeys([]cli.Setting{{Value: good, Name: "--secret-key"}}, log)
 	if err != nil || len(keys) != 1 || keys[0].Secret() != text {
 		t.Fatalf("good key: %v, %v", keys, err)
+	}
+}
+
+// TestLoadPublicKeys: --skip-signed-by takes a key or a file holding one;
+// a secret key or an unreadable value is an error naming the setting,
+// never the value; --upstream without keys is a usage error.
+func TestLoadPublicKeys(t *testing.T) {
+	sk, pk, err := signature.GenerateKey("upstream-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "up.pub")
+	if err := signature.WritePublicKeyFile(file, pk); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := upload.LoadPublicKeys([]cli.Setting{{Value: pk.String(), Name: "--skip-signed-by"}, {Value: file, Name: "NIXCACHE_SKIP_SIGNED_BY"}})
+	if err != nil || len(keys) != 2 || keys[0] != pk || keys[1] != pk {
+		t.Fatalf("keys %v, %v; want the key twice", keys, err)
+	}
+	secret := sk.Secret()
+	for _, tt := range []struct{ value, want string }{
+		{secret, "--skip-signed-by (key 1 of 1) is a secret key"},
+		{secret[:30], "--skip-signed-by (key 1 of 1) is neither a public key"},
+	} {
+		_, err := upload.LoadPublicKeys([]cli.Setting{{Value: tt.value, Name: "--skip-signed-by"}})
+		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), secret[12:30]) {
+			t.Errorf("%v, want %q and no key material", err, tt.want)
+		}
+	}
+	_, _, err = upload.Target{Upstream: cli.Setting{Value: "file://" + t.TempDir(), Name: "--upstream"}}.UpstreamOptions(context.Background())
+	if !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), "--upstream needs --skip-signed-by") {
+		t.Fatalf("upstream without keys: %v", err)
 	}
 }
