@@ -3,15 +3,12 @@ package cache_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
-	"fmt"
-	"io"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/nixcache/nixcache/cache"
+	"github.com/nixcache/nixcache/cache/cachetest"
 	"github.com/nixcache/nixcache/internal/testenv"
 	"github.com/nixcache/nixcache/narinfo"
 	"github.com/nixcache/nixcache/signature"
@@ -69,19 +66,7 @@ func TestRepairAndRotate(t *testing.T) {
 			nixVerify(t, nixURL, oldPub, closure)
 
 			b := c.Backend
-			get := func(key string) []byte {
-				t.Helper()
-				rc, err := b.Get(ctx, key)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer rc.Close()
-				data, err := io.ReadAll(rc)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return data
-			}
+			get := func(key string) []byte { return cachetest.Read(t, b, key) }
 			put := func(key string, data []byte) {
 				t.Helper()
 				if err := b.Put(ctx, key, bytes.NewReader(data), int64(len(data)), ""); err != nil {
@@ -145,12 +130,12 @@ func TestRepairAndRotate(t *testing.T) {
 			}
 
 			// Idempotent: nothing written the second time.
-			before := snapshot(t, b)
+			before := cachetest.Snapshot(t, b)
 			sum, err = c.Repair(ctx, closure, cache.RepairOptions{Verify: cache.VerifyOptions{TrustedKeys: trusted}, Source: store})
 			if err != nil || sum.Bad != 0 || sum.Repaired != 0 {
 				t.Fatalf("second repair: %v, %v", sum, err)
 			}
-			if after := snapshot(t, b); after != before {
+			if after := cachetest.Snapshot(t, b); after != before {
 				t.Errorf("second repair changed the cache:\n%s\n---\n%s", before, after)
 			}
 
@@ -190,29 +175,4 @@ func TestRepairAndRotate(t *testing.T) {
 			}
 		})
 	}
-}
-
-// snapshot lists every object of b with its size and sha256.
-func snapshot(t *testing.T, b cache.Backend) string {
-	t.Helper()
-	ctx := context.Background()
-	var lines []string
-	err := b.List(ctx, "", func(oi cache.ObjectInfo) error {
-		rc, err := b.Get(ctx, oi.Key)
-		if err != nil {
-			return err
-		}
-		defer rc.Close()
-		h := sha256.New()
-		if _, err := io.Copy(h, rc); err != nil {
-			return err
-		}
-		lines = append(lines, fmt.Sprintf("%s %d %x", oi.Key, oi.Size, h.Sum(nil)))
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	slices.Sort(lines)
-	return strings.Join(lines, "\n")
 }

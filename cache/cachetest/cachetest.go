@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -88,6 +89,22 @@ func Read(t testing.TB, b cache.Backend, key string) []byte {
 		t.Fatalf("Get(%q): read: %v", key, err)
 	}
 	return data
+}
+
+// Snapshot lists every object of b, sorted, each with its size and
+// sha256: two equal snapshots show that nothing was written in between.
+func Snapshot(t testing.TB, b cache.Backend) string {
+	t.Helper()
+	var lines []string
+	err := b.List(context.Background(), "", func(oi cache.ObjectInfo) error {
+		lines = append(lines, fmt.Sprintf("%s %d %x", oi.Key, oi.Size, sha256.Sum256(Read(t, b, oi.Key))))
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
 }
 
 func checkObject(t *testing.T, b cache.Backend, key string, want []byte) {

@@ -2,16 +2,25 @@
 // signatures by a trusted key, NAR present, FileHash/FileSize, NarHash/NarSize.
 //
 //	verify --from URL --trusted-key KEY... [--jobs N] [PATH...]
+//	verify ... [--repair --secret-key FILE...] [--sign-with FILE...] [PATH...]
 //
 // KEY is a public key (name:base64) or a file holding one. Without PATH
 // every narinfo in the cache is checked. Each bad path is printed on stdout
-// ("PATH: what is wrong"); a summary goes to stderr. Exit status:
+// ("PATH: what is wrong"); a summary goes to stderr.
 //
-//	0  every path checked is good
-//	1  bad paths found (and nothing else went wrong)
-//	2  usage: a bad flag, store URL, trusted key or PATH
-//	3  the cache could not be read: it cannot be opened, has no
-//	   nix-cache-info, cannot be listed, or the check was interrupted
+// --repair uploads each bad path again from the local Nix store (when the
+// store has it and its contents match the store database) and publishes a
+// fresh narinfo signed with --secret-key, printing "PATH: repaired" or
+// "PATH: not repaired: why". --sign-with adds a signature by that key to
+// every narinfo that verifies with the trusted keys (key rotation), keeping
+// the others. Both are idempotent and never delete anything. Exit status:
+//
+//	0  every path checked is good (after repair)
+//	1  bad paths found (and not repaired)
+//	2  usage: a bad flag, store URL, trusted or secret key, or PATH
+//	3  the cache (or, for --repair, the local store) could not be read: it
+//	   cannot be opened, has no nix-cache-info, cannot be listed, or the
+//	   check was interrupted
 package main
 
 import (
@@ -25,6 +34,7 @@ import (
 	_ "github.com/nixcache/nixcache/cache/file"
 	_ "github.com/nixcache/nixcache/cache/s3"
 	"github.com/nixcache/nixcache/internal/cli"
+	"github.com/nixcache/nixcache/internal/cli/upload"
 	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
 )
@@ -38,11 +48,13 @@ const (
 func main() { cli.Main("verify", run) }
 
 func run(ctx context.Context, args []string) error {
-	fl := cli.NewFlagSet("verify", "verify --from URL --trusted-key KEY... [--jobs N] [PATH...]")
+	fl := cli.NewFlagSet("verify", "verify --from URL --trusted-key KEY... [--jobs N] [--repair --secret-key FILE...] [--sign-with FILE...] [PATH...]")
 	from := fl.String("from", "", "binary cache store URL (file:///dir, s3://bucket?...)")
 	var keys []string
 	fl.Func("trusted-key", "trusted public `KEY` (name:base64, or a file holding one; repeatable)", func(s string) error { keys = append(keys, s); return nil })
 	jobs := fl.Jobs(4)
+	mend := upload.Mend{Out: os.Stdout, Log: cli.NewLogger(os.Stderr, "", false)}
+	mend.Flags(fl)
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -71,6 +83,16 @@ func run(ctx context.Context, args []string) error {
 	} else if err != nil {
 		return cli.WithCode(exitCache, err)
 	}
+	if mend.Active() {
+		mend.Trusted, mend.Jobs = trusted, *jobs
+		sum, err := mend.Run(ctx, c, paths)
+		if errors.Is(err, cli.ErrUsage) {
+			return err
+		} else if sum == nil { // the local store could not be opened
+			return cli.WithCode(exitCache, err)
+		}
+		return verdict(ctx, err, sum.String(), fmt.Sprintf("%d of %d paths still bad, %d not signed", sum.Bad-sum.Repaired, sum.Checked, sum.NotSigned))
+	}
 	var bad atomic.Int64
 	n, err := c.Verify(ctx, paths, cache.VerifyOptions{
 		TrustedKeys: trusted,
@@ -82,13 +104,19 @@ func run(ctx context.Context, args []string) error {
 			}
 		},
 	})
+	return verdict(ctx, err, fmt.Sprintf("checked %d paths, %d bad", n, bad.Load()), fmt.Sprintf("%d of %d paths bad", bad.Load(), n))
+}
+
+// verdict prints the summary and sorts err: the cache could not be read
+// (exit 3, no summary) or bad paths were found (exit 1, with badMsg).
+func verdict(ctx context.Context, err error, summary, badMsg string) error {
 	var pe *cache.PathError
 	if err != nil && (ctx.Err() != nil || !errors.As(err, &pe)) {
 		return cli.WithCode(exitCache, err)
 	}
-	fmt.Fprintf(os.Stderr, "checked %d paths, %d bad\n", n, bad.Load())
+	fmt.Fprintln(os.Stderr, summary)
 	if err != nil {
-		return cli.WithCode(exitBadPaths, fmt.Errorf("%d of %d paths bad", bad.Load(), n))
+		return cli.WithCode(exitBadPaths, errors.New(badMsg))
 	}
 	return nil
 }

@@ -6,6 +6,8 @@ package main_test
 // own exit status (documented in main.go).
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -13,7 +15,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixcache/nixcache/cache"
+	"github.com/nixcache/nixcache/cache/cachetest"
+	_ "github.com/nixcache/nixcache/cache/file"
+	_ "github.com/nixcache/nixcache/cache/s3"
 	"github.com/nixcache/nixcache/internal/testenv"
+	"github.com/nixcache/nixcache/narinfo"
+	"github.com/nixcache/nixcache/storepath"
 )
 
 // verify runs the built command and returns its output and exit status.
@@ -143,4 +151,123 @@ func TestVerifyCommand(t *testing.T) {
 			t.Errorf("NAR missing: exit %d, want 1 with one bad path\nstdout: %s\nstderr: %s", code, out, errOut)
 		}
 	})
+}
+
+// TestVerifyRepairAndRotate (issue 10, proof 4) runs the command as a user
+// would, on file:// and on the S3 server, with real Nix as the judge: a
+// pushed closure with one NAR truncated and another deleted fails `nix store
+// verify`; verify reports both (exit 1); verify --repair --secret-key makes
+// Nix accept the cache again (exit 0), and a second run writes nothing.
+// verify --sign-with NEW (trusting OLD) makes Nix trusting only NEW accept
+// every path, OLD's signature kept. A damaged path no longer in the local
+// store is reported as not repairable (exit 1).
+func TestVerifyRepairAndRotate(t *testing.T) {
+	testenv.RequireNix(t)
+	bin := testenv.GoBuild(t, "github.com/nixcache/nixcache/examples/push", "github.com/nixcache/nixcache/examples/verify")
+	for _, backend := range []string{"file", "s3"} {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			old, neu := testenv.NixKeyPair(t, "verify-old-1"), testenv.NixKeyPair(t, "verify-new-1")
+			var url, nixURL string
+			if backend == "file" {
+				dir := t.TempDir()
+				url, nixURL = "file://"+dir, "file://"+dir
+			} else {
+				s3 := testenv.StartS3(t)
+				s3.SetEnv(t)
+				s3.MakeBucket(t, "verify", true)
+				url, nixURL = s3.URL("verify"), s3.Endpoint+"/verify"
+				// Nix caches narinfos read over http: make it read fresh ones.
+				t.Setenv("NIX_CONFIG", "narinfo-cache-positive-ttl = 0\nnarinfo-cache-negative-ttl = 0")
+			}
+			cl := testenv.BuildClosure(t, testenv.ClosureSpec{Name: "verify-repair", N: 3})
+			gone := testenv.BuildClosure(t, testenv.ClosureSpec{Name: "verify-gone", N: 1})
+			for _, p := range []string{cl.Top, gone.Top} {
+				if out, err := exec.Command(filepath.Join(bin, "push"), "-q", "--to", url, "--secret-key", old.SecretFile, p).CombinedOutput(); err != nil {
+					t.Fatalf("push: %v\n%s", err, out)
+				}
+			}
+			testenv.Nix(t, "nix-store", "--delete", gone.Top)
+			c, err := cache.Open(ctx, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			damage(t, c, storepath.Path(cl.Paths[0]), true)
+			damage(t, c, storepath.Path(cl.Paths[1]), false)
+			damage(t, c, storepath.Path(gone.Top), false)
+			if code := testenv.NixStoreVerify(t, nixURL, old.Public, cl.Paths...); code == 0 {
+				t.Fatal("nix store verify accepts the damaged cache")
+			}
+			trust := []string{"--from", url, "--trusted-key", old.Public}
+			out, errOut, code := verify(t, bin, trust...)
+			if code != 1 || strings.Count(out, "\n") != 3 || !strings.Contains(errOut, "3 bad") {
+				t.Fatalf("verify of the damaged cache: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+			}
+
+			out, errOut, code = verify(t, bin, append(trust, "--repair", "--secret-key", old.SecretFile)...)
+			t.Logf("verify --repair:\n%s%s", out, errOut)
+			if code != 1 || strings.Count(out, ": repaired (was: ") != 2 || !strings.Contains(out, gone.Top+": not repaired: ") ||
+				!strings.Contains(errOut, "checked 4 paths, 3 bad, 2 repaired") {
+				t.Fatalf("verify --repair: exit %d, want 1 with two paths repaired and %s not", code, gone.Top)
+			}
+			if code := testenv.NixStoreVerify(t, nixURL, old.Public, cl.Paths...); code != 0 {
+				t.Fatalf("nix store verify after repair: exit %d", code)
+			}
+			before := cachetest.Snapshot(t, c.Backend)
+			out, errOut, code = verify(t, bin, append(trust, "--repair", "--secret-key", old.SecretFile, cl.Top)...)
+			if code != 0 || out != "" || !strings.Contains(errOut, "checked 1 paths, 0 bad, 0 repaired") || cachetest.Snapshot(t, c.Backend) != before {
+				t.Fatalf("second repair: exit %d (or the cache changed)\nstdout: %s\nstderr: %s", code, out, errOut)
+			}
+
+			// Rotation, twice: the second run signs nothing.
+			if code := testenv.NixStoreVerify(t, nixURL, neu.Public, cl.Paths...); code&2 == 0 {
+				t.Fatalf("nix store verify trusting only NEW before rotation: exit %d", code)
+			}
+			for i, want := range []string{"4 signed, 0 not signed", " 0 signed, 0 not signed"} {
+				out, errOut, code = verify(t, bin, append(trust, "--sign-with", neu.SecretFile)...)
+				// The gone path is signed too (its narinfo verifies) but stays bad.
+				if code != 1 || !strings.Contains(errOut, want) || strings.Count(out, "\n") != 1 {
+					t.Fatalf("rotation %d: exit %d, want 1 and %q\nstdout: %s\nstderr: %s", i+1, code, want, out, errOut)
+				}
+			}
+			if code := testenv.NixStoreVerify(t, nixURL, neu.Public, cl.Paths...); code != 0 {
+				t.Fatalf("nix store verify trusting only NEW after rotation: exit %d", code)
+			}
+			if code := testenv.NixStoreVerify(t, nixURL, old.Public, cl.Paths...); code != 0 {
+				t.Fatalf("nix store verify trusting only OLD after rotation: exit %d", code)
+			}
+			// Not signed: trusted keys that do not verify the narinfo.
+			other := testenv.NixKeyPair(t, "verify-other-1")
+			out, _, code = verify(t, bin, "--from", url, "--trusted-key", other.Public, "--sign-with", neu.SecretFile, cl.Top)
+			if code != 1 || !strings.Contains(out, "not signed") {
+				t.Errorf("rotation trusting another key: exit %d, want 1 with 'not signed'\n%s", code, out)
+			}
+			// A secret key where a key file belongs is a usage error, never echoed.
+			sec, _ := os.ReadFile(old.SecretFile)
+			out, errOut, code = verify(t, bin, append(trust, "--sign-with", strings.TrimSpace(string(sec)))...)
+			if code != 2 || strings.Contains(out+errOut, strings.SplitN(strings.TrimSpace(string(sec)), ":", 2)[1]) {
+				t.Errorf("--sign-with SECRET: exit %d, want 2 without the key\n%s%s", code, out, errOut)
+			}
+		})
+	}
+}
+
+// damage truncates (or deletes) the NAR of p's narinfo.
+func damage(t *testing.T, c *cache.Cache, p storepath.Path, truncate bool) {
+	t.Helper()
+	ctx := context.Background()
+	ni, err := narinfo.Unmarshal(cachetest.Read(t, c.Backend, cache.NarInfoKey(p)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !truncate {
+		if err := c.Backend.Delete(ctx, ni.URL); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	data := cachetest.Read(t, c.Backend, ni.URL)[:50]
+	if err := c.Backend.Put(ctx, ni.URL, bytes.NewReader(data), int64(len(data)), ""); err != nil {
+		t.Fatal(err)
+	}
 }
