@@ -15,6 +15,7 @@ import (
 	"os"
 
 	"github.com/nixcache/nixcache/cache"
+	_ "github.com/nixcache/nixcache/cache/http" // an --upstream may be http(s)://
 	"github.com/nixcache/nixcache/cache/localstore"
 	"github.com/nixcache/nixcache/internal/cli"
 	"github.com/nixcache/nixcache/internal/config"
