@@ -56,7 +56,11 @@ func (c *Cache) ServesPath(ctx context.Context, info *PathInfo, trusted []signat
 // readNarInfo reads and parses the narinfo of p. A missing one wraps
 // ErrNotFound.
 func (c *Cache) readNarInfo(ctx context.Context, p storepath.Path) (*narinfo.NarInfo, error) {
-	key := NarInfoKey(p)
+	return c.readNarInfoKey(ctx, NarInfoKey(p))
+}
+
+// readNarInfoKey reads and parses the narinfo at key.
+func (c *Cache) readNarInfoKey(ctx context.Context, key string) (*narinfo.NarInfo, error) {
 	rc, err := c.Backend.Get(ctx, key)
 	if err != nil {
 		return nil, fmt.Errorf("cache: read %s: %w", key, err)

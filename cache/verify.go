@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,11 +8,9 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/nixcache/nixcache/cache/compress"
 	"github.com/nixcache/nixcache/narinfo"
 	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
-	"github.com/nixcache/nixcache/storepath/nixhash"
 )
 
 // Errors Verify reports for a bad path (wrapped in a *PathError).
@@ -47,80 +44,17 @@ type VerifyOptions struct {
 // signature from a trusted key, and its NAR file must exist, match
 // FileHash/FileSize, and decompress to exactly NarSize bytes with NarHash.
 func (c *Cache) VerifyNarInfo(ctx context.Context, key string, trusted []signature.PublicKey) (*narinfo.NarInfo, error) {
-	rc, err := c.Backend.Get(ctx, key)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", key, err)
-	}
-	data, err := io.ReadAll(io.LimitReader(rc, 16<<20))
-	rc.Close()
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", key, err)
-	}
-	ni, err := narinfo.Parse(bytes.NewReader(data))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrBadNarInfo, key, err)
-	}
-	if NarInfoKey(ni.StorePath) != key {
-		return ni, fmt.Errorf("%w: %s holds StorePath %s", ErrBadNarInfo, key, ni.StorePath)
-	}
-	if len(trusted) > 0 {
-		if err := ni.Verify(trusted); err != nil {
-			// Wraps signature.ErrUntrusted when no trusted key signed it.
-			return ni, err
-		}
-	}
-	url := ni.URL
-	if i := strings.IndexByte(url, '?'); i >= 0 {
-		url = url[:i]
-	}
-	if strings.Contains(url, "://") {
-		return ni, fmt.Errorf("%w: absolute NAR URL %q not supported", ErrBadNarInfo, ni.URL)
-	}
-	body, err := c.Backend.Get(ctx, url)
-	if err != nil {
-		return ni, fmt.Errorf("read NAR %s: %w", url, err)
-	}
-	defer body.Close()
-	var fileHasher *nixhash.Hasher
-	var in io.Reader = body
-	if !ni.FileHash.IsZero() {
-		fileHasher = nixhash.NewHasher(ni.FileHash.Algorithm())
-		in = io.TeeReader(body, fileHasher)
-	}
-	dec, err := compress.NewReader(in, ni.Compression)
+	ni, err := c.verifiedNarInfo(ctx, key, trusted)
 	if err != nil {
 		return ni, err
 	}
-	defer dec.Close()
-	algo := ni.NarHash.Algorithm()
-	if !algo.IsValid() {
-		return ni, fmt.Errorf("%w: %s has no NarHash", ErrBadNarInfo, key)
+	rc, err := c.openNAR(ctx, ni, 0)
+	if err != nil {
+		return ni, err
 	}
-	narHasher := nixhash.NewHasher(algo)
-	if _, err := io.Copy(ctxWriter{ctx, narHasher}, dec); err != nil {
-		return ni, fmt.Errorf("decompress NAR %s (%s): %w", url, ni.Compression, err)
-	}
-	if fileHasher != nil {
-		// Read any trailing bytes the decompressor did not need.
-		if _, err := io.Copy(io.Discard, in); err != nil {
-			return ni, fmt.Errorf("read NAR %s: %w", url, err)
-		}
-	}
-	if n := uint64(narHasher.Len()); n != ni.NarSize {
-		return ni, fmt.Errorf("%w: NarSize %d, NAR has %d bytes", ErrNarSizeMismatch, ni.NarSize, n)
-	}
-	if h := narHasher.SumHash(); h != ni.NarHash {
-		return ni, fmt.Errorf("%w: NarHash %s, NAR hashes to %s", ErrNarHashMismatch, ni.NarHash, h)
-	}
-	if fileHasher != nil {
-		if h := fileHasher.SumHash(); h != ni.FileHash {
-			return ni, fmt.Errorf("%w: FileHash %s, %s hashes to %s", ErrFileHashMismatch, ni.FileHash, url, h)
-		}
-		if ni.FileSize != 0 && uint64(fileHasher.Len()) != ni.FileSize {
-			return ni, fmt.Errorf("%w: FileSize %d, %s has %d bytes", ErrFileHashMismatch, ni.FileSize, url, fileHasher.Len())
-		}
-	}
-	return ni, nil
+	_, err = io.Copy(io.Discard, rc)
+	rc.Close()
+	return ni, err
 }
 
 // ErrNotACache is returned (wrapped) by Verify when the backend holds no

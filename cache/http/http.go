@@ -12,11 +12,13 @@
 //     the request is retried with exponential backoff and full jitter.
 //   - Any other status is a permanent error naming it.
 //   - A Content-Encoding other than none (or identity) is decoded the way
-//     Nix's decompression sink does: by the data's own magic bytes (gzip,
-//     xz, bzip2, zstd), not by the name; data in no recognised format, such
-//     as the "aws-chunked" framing some S3 servers serve back, is an error
-//     ("input compression not recognized", as in Nix). Brotli (br), which
-//     Nix also decodes, is not supported. No Accept-Encoding is sent.
+//     Nix's decompression sink (libarchive) does: by the data's own magic
+//     bytes (gzip, xz, bzip2, zstd), not by the name, peeling every layer
+//     it recognises, so that a gzip-encoded xz NAR fails here as in Nix;
+//     data in no recognised format, such as the "aws-chunked" framing some
+//     S3 servers serve back, is an error ("input compression not
+//     recognized", as in Nix). Brotli (br), which Nix also decodes, is not
+//     supported. No Accept-Encoding is sent.
 //   - Credentials in the URL (https://user:password@host/...) are sent as
 //     HTTP basic authentication; they never appear in an error, and a
 //     redirect to another host does not carry them.
@@ -486,9 +488,15 @@ func plainEncoding(enc string) bool {
 	return false
 }
 
-// decode returns the answer's body with its Content-Encoding undone. Like
-// Nix (which hands any encoding but none and br to libarchive, which goes
-// by the data), it recognises the format by its magic bytes.
+// maxLayers bounds how many compression layers decode peels.
+const maxLayers = 8
+
+// decode returns the answer's body with its Content-Encoding undone the
+// way Nix 2.8 undoes it: it hands any encoding but none and br to
+// libarchive with every filter enabled, which recognises formats by their
+// magic bytes, not by the encoding's name, and peels every layer it
+// recognises. So a gzip-encoded xz NAR comes out as the bare NAR (and then
+// fails as xz, in Nix as here), and data in no known format is refused.
 func decode(resp *nethttp.Response) (io.ReadCloser, error) {
 	enc := resp.Header.Get("Content-Encoding")
 	if plainEncoding(enc) {
@@ -500,36 +508,48 @@ func decode(resp *nethttp.Response) (io.ReadCloser, error) {
 	if strings.EqualFold(strings.TrimSpace(enc), "br") {
 		return nil, fmt.Errorf("%w %q: brotli is not supported", ErrEncoding, enc)
 	}
-	br := bufio.NewReader(resp.Body)
-	magic, _ := br.Peek(6)
-	method := Sniff(magic)
-	if method == "" {
+	d := &decoded{closers: []io.Closer{resp.Body}}
+	r := bufio.NewReader(resp.Body)
+	for len(d.closers) <= maxLayers {
+		magic, _ := r.Peek(10)
+		method := Sniff(magic)
+		if method == "" {
+			break
+		}
+		var dec io.ReadCloser
+		var err error
+		if method == "gzip" {
+			var zr *gzip.Reader
+			zr, err = gzip.NewReader(r)
+			dec = zr
+		} else {
+			dec, err = compress.NewReader(r, method)
+		}
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("%w %q: %s: %w", ErrEncoding, enc, method, err)
+		}
+		d.closers = append(d.closers, dec)
+		r = bufio.NewReader(dec)
+	}
+	if len(d.closers) == 1 {
 		return nil, fmt.Errorf("%w %q: input compression not recognized", ErrEncoding, enc)
 	}
-	var dec io.ReadCloser
-	var err error
-	if method == "gzip" {
-		var zr *gzip.Reader
-		zr, err = gzip.NewReader(br)
-		dec = zr
-	} else {
-		dec, err = compress.NewReader(br, method)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w %q: %w", ErrEncoding, enc, err)
-	}
-	return &decoded{Reader: dec, closers: []io.Closer{dec, resp.Body}}, nil
+	d.Reader = r
+	return d, nil
 }
 
-// Sniff names the compression format data starts with: "gzip", "xz",
-// "bzip2", "zstd", or "" for none of them.
+// Sniff names the compression format data starts with, by the magic
+// bytes libarchive bids on: "gzip", "xz", "bzip2", "zstd", or "" for none
+// of them.
 func Sniff(data []byte) string {
 	switch s := string(data); {
-	case strings.HasPrefix(s, "\x1f\x8b"):
+	case strings.HasPrefix(s, "\x1f\x8b\x08"):
 		return "gzip"
 	case strings.HasPrefix(s, "\xfd7zXZ\x00"):
 		return compress.XZ
-	case strings.HasPrefix(s, "BZh"):
+	case len(s) >= 10 && s[:3] == "BZh" && s[3] >= '1' && s[3] <= '9' &&
+		(s[4:10] == "\x31\x41\x59\x26\x53\x59" || s[4:10] == "\x17\x72\x45\x38\x50\x90"):
 		return compress.Bzip2
 	case strings.HasPrefix(s, "\x28\xb5\x2f\xfd"):
 		return compress.Zstd
@@ -544,8 +564,8 @@ type decoded struct {
 
 func (d *decoded) Close() error {
 	var errs []error
-	for _, c := range d.closers {
-		errs = append(errs, c.Close())
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		errs = append(errs, d.closers[i].Close())
 	}
 	return errors.Join(errs...)
 }

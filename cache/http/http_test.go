@@ -251,6 +251,8 @@ func TestContentEncoding(t *testing.T) {
 		{"xz", compressed(compress.XZ)},
 		{"zstd", compressed(compress.Zstd)},
 		{"gzip", compressed(compress.Zstd)}, // libarchive goes by the data
+		// and peels every layer it knows
+		{"gzip", func(b []byte) []byte { return compressed("gzip")(compressed(compress.XZ)(b)) }},
 		{"identity", func(b []byte) []byte { return b }},
 		{"none", func(b []byte) []byte { return b }},
 	} {
