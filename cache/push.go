@@ -109,6 +109,10 @@ type PushOptions struct {
 	// only for paths missing from the cache. A lookup that fails (other
 	// than "not there") uploads the path and is logged.
 	Upstream *Cache
+	// Logs also uploads the build log of each requested path's deriver
+	// (of the paths given to Push, not of their closure) to
+	// "log/<drv base name>" when Source implements LogSource; see PushLog.
+	Logs bool
 
 	// replace (set by Repair) are paths uploaded even though their narinfo
 	// exists, and whose NAR object, when one of the right size exists, is
@@ -168,6 +172,11 @@ type Summary struct {
 	FileBytes uint64
 	// Duration is the wall-clock time of the Push.
 	Duration time.Duration
+	// Logs is the number of build logs uploaded (PushOptions.Logs).
+	Logs int
+	// Realisations is the number of realisations of content-addressed
+	// derivations published.
+	Realisations int
 }
 
 // String is a one-line summary, as the push command prints it.
@@ -216,7 +225,10 @@ type pushItem struct {
 //   - the narinfo, signed with every secret key and keeping the store's own
 //     signatures, is stored last, and only after the narinfos of all its
 //     references are in the cache. A narinfo is the commit point: an
-//     interrupted push never leaves a narinfo without its NAR or references.
+//     interrupted push never leaves a narinfo without its NAR or references;
+//   - then, for paths in the cache, the realisations of content-addressed
+//     derivations Source records (see RealisationSource) and, with
+//     PushOptions.Logs, the build logs of the requested paths' derivers.
 //
 // Push writes "nix-cache-info" if it is absent. It returns a Summary and, if
 // any path failed, an error joining one *PathError per failed path.
@@ -377,6 +389,9 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 	close(queue)
 	workers.Wait()
 	publish.Wait()
+	if err := c.pushExtras(ctx, src, paths, list, opts, sum); err != nil {
+		errs = append(errs, err)
+	}
 	sum.Duration = time.Since(start)
 	return sum, errors.Join(errs...)
 }

@@ -104,6 +104,9 @@ type Options struct {
 	Mode Mode
 	// NixBin is the nix command for the fallback; default "nix" from PATH.
 	NixBin string
+	// LogDir is Nix's log directory, where BuildLog finds build logs;
+	// default LogDir() ($NIX_LOG_DIR, else /nix/var/log/nix).
+	LogDir string
 	// BusyTimeout bounds how long a read waits on a lock held by a Nix
 	// writer (rare in WAL mode: checkpoints and recovery); default 10s.
 	BusyTimeout time.Duration
@@ -136,9 +139,10 @@ type source interface {
 // Store answers questions about the local Nix store. It is safe for
 // concurrent use. Close releases the database connection.
 type Store struct {
-	dir  storepath.Dir
-	mode Mode // ModeDB or ModeCLI: what Open chose
-	src  source
+	dir    storepath.Dir
+	logDir string
+	mode   Mode // ModeDB or ModeCLI: what Open chose
+	src    source
 }
 
 // Open opens the store. In ModeAuto it opens the database read-only (no
@@ -151,6 +155,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.DBPath == "" {
 		opts.DBPath = DefaultDBPath()
 	}
+	if opts.LogDir == "" {
+		opts.LogDir = LogDir()
+	}
 	if opts.NixBin == "" {
 		opts.NixBin = "nix"
 	}
@@ -161,7 +168,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Mode == ModeAuto || opts.Mode == ModeDB {
 		src, err := openDB(ctx, opts.DBPath, opts.StoreDir, opts.BusyTimeout)
 		if err == nil {
-			return &Store{dir: opts.StoreDir, mode: ModeDB, src: src}, nil
+			return &Store{dir: opts.StoreDir, logDir: opts.LogDir, mode: ModeDB, src: src}, nil
 		}
 		if opts.Mode == ModeDB {
 			return nil, err
@@ -175,7 +182,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		}
 		return nil, err
 	}
-	return &Store{dir: opts.StoreDir, mode: ModeCLI, src: src}, nil
+	return &Store{dir: opts.StoreDir, logDir: opts.LogDir, mode: ModeCLI, src: src}, nil
 }
 
 // Mode reports how the store is read: ModeDB or ModeCLI.
