@@ -110,6 +110,7 @@ type badPath struct {
 	key     string
 	path    storepath.Path
 	problem error
+	ni      *narinfo.NarInfo // the narinfo as parsed, or nil
 }
 
 // Repair verifies the given paths (or every narinfo listed), as Verify
@@ -124,8 +125,10 @@ type badPath struct {
 //     missing, truncated or not matching FileHash/FileSize/NarHash/NarSize)
 //     that is valid in the Source is uploaded again through the Push
 //     pipeline (the NAR dumped from the store must match the store's
-//     NarHash), and a fresh narinfo, signed with the cache's secret keys and
-//     SignWith, is published last. A path is not repaired (ErrNotRepairable)
+//     NarHash), and a fresh narinfo is published last: it carries the
+//     store's signatures, those of the bad narinfo when they sign the same
+//     fingerprint, and new ones by the cache's secret keys and SignWith
+//     (Nix keeps signatures as a set). A path is not repaired (ErrNotRepairable)
 //     when the Source does not have it, or when the fresh narinfo would not
 //     verify with the trusted keys.
 //
@@ -172,7 +175,7 @@ func (c *Cache) Repair(ctx context.Context, paths []storepath.Path, opts RepairO
 		}
 		if verr != nil {
 			mu.Lock()
-			bad = append(bad, badPath{key, p, verr})
+			bad = append(bad, badPath{key, p, verr, ni})
 			mu.Unlock()
 		}
 	})
@@ -181,11 +184,13 @@ func (c *Cache) Repair(ctx context.Context, paths []storepath.Path, opts RepairO
 		return sum, err
 	}
 	results := make([]RepairResult, len(bad))
+	olds := make([]*narinfo.NarInfo, len(bad))
 	for i, b := range bad {
 		results[i] = RepairResult{Path: b.path, Key: b.key, Problem: b.problem, Err: b.problem}
+		olds[i] = b.ni
 	}
 	if opts.Source != nil && len(bad) > 0 {
-		if err := c.repair(ctx, results, opts); err != nil {
+		if err := c.repair(ctx, results, olds, opts); err != nil {
 			return sum, err
 		}
 	}
@@ -203,9 +208,11 @@ func (c *Cache) Repair(ctx context.Context, paths []storepath.Path, opts RepairO
 }
 
 // repair uploads the bad paths again and sets each result's Err to nil
-// when its path verifies afterwards, or to why not. It returns an error
-// only when ctx ends.
-func (c *Cache) repair(ctx context.Context, results []RepairResult, opts RepairOptions) error {
+// when its path verifies afterwards, or to why not. olds are the bad
+// narinfos as parsed (nil when they did not parse): their signatures go
+// into the fresh narinfo when they sign the same fingerprint. It returns an
+// error only when ctx ends.
+func (c *Cache) repair(ctx context.Context, results []RepairResult, olds []*narinfo.NarInfo, opts RepairOptions) error {
 	rc := *c
 	rc.opts.SecretKeys = append(slices.Clip(c.opts.SecretKeys), opts.SignWith...)
 	trusted := opts.Verify.TrustedKeys
@@ -217,6 +224,7 @@ func (c *Cache) repair(ctx context.Context, results []RepairResult, opts RepairO
 		mu      sync.Mutex
 		upload  []storepath.Path
 		replace = map[storepath.Path]bool{}
+		src     = keepSigs{opts.Source, map[storepath.Path][]signature.Signature{}}
 	)
 	idx := make([]int, len(results))
 	for i := range idx {
@@ -225,7 +233,7 @@ func (c *Cache) repair(ctx context.Context, results []RepairResult, opts RepairO
 	// Which bad paths can be uploaded again.
 	err := forEach(ctx, idx, jobs, func(i int) error {
 		r := &results[i]
-		p, err := rc.repairable(ctx, r, opts.Source, trusted)
+		p, sigs, err := rc.repairable(ctx, r, olds[i], opts.Source, trusted)
 		r.Path = p
 		if err != nil {
 			r.Err = err
@@ -239,6 +247,7 @@ func (c *Cache) repair(ctx context.Context, results []RepairResult, opts RepairO
 		mu.Lock()
 		upload = append(upload, p)
 		replace[p] = true
+		src.sigs[p] = sigs
 		mu.Unlock()
 		return nil
 	})
@@ -250,7 +259,7 @@ func (c *Cache) repair(ctx context.Context, results []RepairResult, opts RepairO
 	}
 	popts := opts.Push
 	popts.NoClosure, popts.replace = true, replace
-	_, perr := rc.Push(ctx, opts.Source, upload, popts)
+	_, perr := rc.Push(ctx, src, upload, popts)
 	failed := map[storepath.Path]error{}
 	var pe *PathError
 	for _, e := range unjoin(perr) {
@@ -294,37 +303,63 @@ func unjoin(err error) []error {
 
 // repairable finds the store path of a bad narinfo and checks that src has
 // it and that a fresh narinfo would verify with trusted; the error wraps
-// ErrNotRepairable.
-func (c *Cache) repairable(ctx context.Context, r *RepairResult, src Source, trusted []signature.PublicKey) (storepath.Path, error) {
+// ErrNotRepairable. It also returns the signatures of old (the bad narinfo,
+// if it parsed) that sign the fresh narinfo's fingerprint, for it to keep.
+func (c *Cache) repairable(ctx context.Context, r *RepairResult, old *narinfo.NarInfo, src Source, trusted []signature.PublicKey) (storepath.Path, []signature.Signature, error) {
 	p := r.Path
 	if p == "" || NarInfoKey(p) != r.Key {
 		hs, ok := src.(HashPartSource)
 		if !ok {
-			return p, fmt.Errorf("%w: store path unknown (narinfo unreadable)", ErrNotRepairable)
+			return p, nil, fmt.Errorf("%w: store path unknown (narinfo unreadable)", ErrNotRepairable)
 		}
 		var err error
 		if p, err = hs.PathFromHashPart(ctx, strings.TrimSuffix(r.Key, ".narinfo")); err != nil {
-			return r.Path, fmt.Errorf("%w: not in the local store: %w", ErrNotRepairable, err)
+			return r.Path, nil, fmt.Errorf("%w: not in the local store: %w", ErrNotRepairable, err)
 		}
 	}
 	info, err := src.QueryPathInfo(ctx, p)
 	if err != nil {
-		return p, fmt.Errorf("%w: not in the local store: %w", ErrNotRepairable, err)
-	}
-	if len(trusted) == 0 {
-		return p, nil
+		return p, nil, fmt.Errorf("%w: not in the local store: %w", ErrNotRepairable, err)
 	}
 	ni := &narinfo.NarInfo{StorePath: p, NarHash: info.NarHash, NarSize: info.NarSize,
 		References: info.References, Sigs: slices.Clone(info.Sigs)}
-	for _, k := range c.opts.SecretKeys {
-		if err := ni.Sign(k); err != nil {
-			return p, fmt.Errorf("%w: %w", ErrNotRepairable, err)
+	var kept []signature.Signature
+	if old != nil && old.StorePath == p {
+		fp, err1 := ni.Fingerprint()
+		oldFP, err2 := old.Fingerprint()
+		if err1 == nil && err2 == nil && fp == oldFP {
+			kept = old.Sigs
+			ni.Sigs = append(ni.Sigs, kept...)
 		}
 	}
-	if err := ni.Verify(trusted); err != nil {
-		return p, fmt.Errorf("%w: a fresh narinfo would carry no trusted signature (sign with a trusted secret key): %w", ErrNotRepairable, err)
+	for _, k := range c.opts.SecretKeys {
+		if err := ni.Sign(k); err != nil {
+			return p, nil, fmt.Errorf("%w: %w", ErrNotRepairable, err)
+		}
 	}
-	return p, nil
+	if len(trusted) > 0 {
+		if err := ni.Verify(trusted); err != nil {
+			return p, nil, fmt.Errorf("%w: a fresh narinfo would carry no trusted signature (sign with a trusted secret key): %w", ErrNotRepairable, err)
+		}
+	}
+	return p, kept, nil
+}
+
+// keepSigs is a Source whose path infos carry, besides the store's own
+// signatures, those a repaired narinfo keeps from the bad one.
+type keepSigs struct {
+	Source
+	sigs map[storepath.Path][]signature.Signature
+}
+
+func (s keepSigs) QueryPathInfo(ctx context.Context, p storepath.Path) (*PathInfo, error) {
+	info, err := s.Source.QueryPathInfo(ctx, p)
+	if err != nil || len(s.sigs[p]) == 0 {
+		return info, err
+	}
+	cp := *info
+	cp.Sigs = append(slices.Clip(info.Sigs), s.sigs[p]...)
+	return &cp, nil
 }
 
 // addSignatures adds a signature by each of keys to the narinfo under key

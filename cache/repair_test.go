@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/nixcache/nixcache/cache"
@@ -80,6 +81,16 @@ func TestRepairAndRotate(t *testing.T) {
 				}
 				return ni.URL
 			}
+			// closure[1] also carries a signature by a key the store does
+			// not have: its fresh narinfo must keep it.
+			extraSec, _ := nixKey(t, "nixcache-extra-1")
+			extra, err := signature.LoadSecretKeyFile(extraSec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sum, err := c.Repair(ctx, closure[1:2], cache.RepairOptions{Verify: cache.VerifyOptions{TrustedKeys: mustPub(t, oldPub)}, SignWith: []signature.SecretKey{extra}}); err != nil || sum.Signed != 1 {
+				t.Fatalf("sign with the extra key: %v, %v", sum, err)
+			}
 			truncated := narOf(closure[0])
 			put(truncated, get(truncated)[:100])
 			if err := b.Delete(ctx, narOf(closure[1])); err != nil {
@@ -122,6 +133,9 @@ func TestRepairAndRotate(t *testing.T) {
 				t.Fatalf("repair error: %v; want only %s not repairable", err, gone)
 			}
 			nixVerify(t, nixURL, oldPub, closure)
+			if text := string(get(cache.NarInfoKey(closure[1]))); !strings.Contains(text, "Sig: nixcache-extra-1:") {
+				t.Errorf("the repaired narinfo lost the signature by a key the store does not have:\n%s", text)
+			}
 			if narOf(closure[3]) != flipped {
 				t.Errorf("the bit-flipped NAR %s was repaired under another name", flipped)
 			}
@@ -175,4 +189,85 @@ func TestRepairAndRotate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRepairWhilePushing: Repair and a Push of the same path at once (a
+// concurrent pusher publishing it too) leave a cache Nix accepts, and at no
+// instant a narinfo whose NAR is missing or of the wrong size, or whose
+// references are missing (CheckConsistency polled all along).
+func TestRepairWhilePushing(t *testing.T) {
+	ctx := context.Background()
+	top, closure := buildClosure(t)
+	sec, pub := nixKey(t, "nixcache-race-1")
+	dir := t.TempDir()
+	url := "file://" + dir + "?compression=zstd&secret-key=" + sec
+	repairer, err := cache.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pusher, err := cache.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := openStore(t)
+	if _, err := pusher.Push(ctx, store, []storepath.Path{top}, cache.PushOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	b := pusher.Backend
+	for round := range 3 {
+		// Damage that keeps the cache consistent: top's narinfo gone, one
+		// byte of the middle path's NAR changed (same size).
+		if err := b.Delete(ctx, cache.NarInfoKey(top)); err != nil {
+			t.Fatal(err)
+		}
+		ni, err := narinfo.Unmarshal(cachetest.Read(t, b, cache.NarInfoKey(closure[1])))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := cachetest.Read(t, b, ni.URL)
+		data[len(data)/2] ^= 1
+		if err := b.Put(ctx, ni.URL, bytes.NewReader(data), int64(len(data)), ""); err != nil {
+			t.Fatal(err)
+		}
+		checkConsistent(t, pusher)
+
+		done := make(chan struct{})
+		checked := make(chan int)
+		go func() {
+			n := 0
+			for {
+				select {
+				case <-done:
+					checked <- n
+					return
+				default:
+				}
+				if err := pusher.CheckConsistency(ctx); err != nil {
+					t.Errorf("round %d: inconsistent while repairing and pushing: %v", round, err)
+				}
+				n++
+			}
+		}()
+		var repairErr, pushErr error
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			_, repairErr = repairer.Repair(ctx, closure, cache.RepairOptions{Verify: cache.VerifyOptions{TrustedKeys: mustPub(t, pub)}, Source: store})
+		}()
+		go func() {
+			defer wg.Done()
+			_, pushErr = pusher.Push(ctx, store, []storepath.Path{top}, cache.PushOptions{})
+		}()
+		wg.Wait()
+		close(done)
+		t.Logf("round %d: %d consistency checks while both ran", round, <-checked)
+		if repairErr != nil || pushErr != nil {
+			t.Fatalf("round %d: repair: %v; push: %v", round, repairErr, pushErr)
+		}
+		if _, err := repairer.Verify(ctx, nil, cache.VerifyOptions{TrustedKeys: mustPub(t, pub)}); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+	}
+	nixVerify(t, "file://"+dir, pub, closure)
 }
