@@ -21,6 +21,7 @@ func goList(t *testing.T, args ...string) []string {
 // No shipped command links the testing package (its flags, its runtime
 // hooks): test-only code lives in _test.go files and in the packages below.
 func TestCommandsDoNotLinkTesting(t *testing.T) {
+	t.Parallel()
 	lines := goList(t, "-f", `{{if eq .Name "main"}}{{.ImportPath}} {{join .Deps " "}}{{end}}`, "github.com/nixcache/nixcache/examples/...")
 	n := 0
 	for _, l := range lines {
@@ -40,6 +41,7 @@ func TestCommandsDoNotLinkTesting(t *testing.T) {
 
 // Only test kits import the testing package outside _test.go files.
 func TestOnlyTestKitsImportTesting(t *testing.T) {
+	t.Parallel()
 	allowed := []string{
 		"github.com/nixcache/nixcache/internal/testenv", // this rig
 		"github.com/nixcache/nixcache/cache/cachetest",  // the Backend conformance suite, run by backends' tests

@@ -16,6 +16,7 @@ import (
 // i-1 and to the leaf; a second output refers to "out"; -qR order puts the
 // top's outputs last; the cleanup deletes the paths.
 func TestBuildClosure(t *testing.T) {
+	t.Parallel()
 	var c testenv.Closure
 	t.Run("build", func(t *testing.T) {
 		c = testenv.BuildClosure(t, testenv.ClosureSpec{Name: "testenv-shape", N: 4, Outputs: []string{"out", "dev"}, Blob: 1000, Root: true})
@@ -66,6 +67,7 @@ func TestBuildClosure(t *testing.T) {
 
 // GoBuild builds a list of packages once per test binary run.
 func TestGoBuild(t *testing.T) {
+	t.Parallel()
 	pkg := "github.com/nixcache/nixcache/examples/keygen"
 	dir := testenv.GoBuild(t, pkg)
 	if again := testenv.GoBuild(t, pkg); again != dir {
