@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 
 	"github.com/nixcache/nixcache/narinfo"
@@ -175,6 +176,58 @@ func (s *skipper) references(ctx context.Context, missing []*pushItem, items map
 			close(it.done)
 			items[it.path] = it
 		}
+	}
+	return nil
+}
+
+// refChecker checks the references of the narinfos Verify reads, each
+// reference once however many narinfos name it.
+type refChecker struct {
+	seen sync.Map // storepath.Path -> *refResult
+}
+
+type refResult struct {
+	once sync.Once
+	err  error
+}
+
+// check returns an error wrapping ErrReferenceMissing naming the first
+// reference of ni that neither the cache nor opts.Upstream serves.
+func (r *refChecker) check(ctx context.Context, c *Cache, ni *narinfo.NarInfo, opts VerifyOptions) error {
+	for _, ref := range ni.References {
+		if ref == ni.StorePath {
+			continue
+		}
+		v, _ := r.seen.LoadOrStore(ref, &refResult{})
+		res := v.(*refResult)
+		res.once.Do(func() { res.err = c.referencePresent(ctx, ref, opts) })
+		if res.err != nil {
+			return res.err
+		}
+	}
+	return nil
+}
+
+func (c *Cache) referencePresent(ctx context.Context, ref storepath.Path, opts VerifyOptions) error {
+	ok, err := c.hasNarInfo(ctx, ref)
+	if err != nil || ok {
+		return err
+	}
+	if opts.Upstream == nil {
+		return fmt.Errorf("%w: %s", ErrReferenceMissing, ref)
+	}
+	ni, err := opts.Upstream.readNarInfo(ctx, ref)
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("%w: %s (nor upstream)", ErrReferenceMissing, ref)
+	}
+	if err != nil {
+		return fmt.Errorf("upstream: %w", err)
+	}
+	if ni.StorePath != ref {
+		return fmt.Errorf("%w: %s: upstream's narinfo names %s", ErrReferenceMissing, ref, ni.StorePath)
+	}
+	if err := ni.Verify(opts.UpstreamKeys); err != nil {
+		return fmt.Errorf("%w: %s: upstream's narinfo: %w", ErrReferenceMissing, ref, err)
 	}
 	return nil
 }

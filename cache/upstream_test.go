@@ -248,3 +248,35 @@ func TestPushUpstreamNeedsKeys(t *testing.T) {
 		t.Fatalf("cache holds %v after a refused push", got)
 	}
 }
+
+// TestVerifyUpstreamReferences: a cache whose narinfos refer to paths that
+// only upstream serves verifies clean with the upstream and its key, and
+// reports the reference missing without them, or when the upstream's
+// narinfo is signed by a forger under the trusted name.
+func TestVerifyUpstreamReferences(t *testing.T) {
+	ctx := context.Background()
+	src := newFakeSource(t)
+	base, mid, top := chain(t, src)
+	upSK, upPK, forger := upstreamKeys(t)
+	up, _ := upstreamCache(t, src, upSK, base)
+	c, err := cache.Open(ctx, "file://"+t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := c.Push(ctx, src, []storepath.Path{top}, cache.PushOptions{SkipSignedBy: []signature.PublicKey{upPK}, Upstream: up})
+	if err != nil || sum.Uploaded != 2 {
+		t.Fatalf("push: %+v, %v", sum, err)
+	}
+	if _, err := c.Verify(ctx, nil, cache.VerifyOptions{}); !errors.Is(err, cache.ErrReferenceMissing) || !strings.Contains(err.Error(), string(mid)+": ") {
+		t.Fatalf("verify without upstream: %v, want mid's reference missing", err)
+	}
+	if n, err := c.Verify(ctx, nil, cache.VerifyOptions{Upstream: up, UpstreamKeys: []signature.PublicKey{upPK}}); err != nil || n != 2 {
+		t.Fatalf("verify with upstream: %d, %v; want 2 good", n, err)
+	}
+	if _, err := c.Verify(ctx, nil, cache.VerifyOptions{Upstream: up, UpstreamKeys: []signature.PublicKey{forger.PublicKey()}}); !errors.Is(err, cache.ErrReferenceMissing) {
+		t.Fatalf("verify trusting another key of the same name: %v, want ErrReferenceMissing", err)
+	}
+	if _, err := c.Verify(ctx, nil, cache.VerifyOptions{Upstream: up}); !errors.Is(err, cache.ErrNoUpstreamKey) {
+		t.Fatalf("upstream without keys: %v", err)
+	}
+}

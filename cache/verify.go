@@ -37,6 +37,14 @@ type VerifyOptions struct {
 	// narinfo could not be read or parsed (without paths to check, the
 	// store path is known only from the narinfo); err then names its key.
 	Result func(p storepath.Path, err error)
+	// Upstream, if set, is where references missing from the cache may be
+	// served (see PushOptions.Upstream): Verify checks that every reference
+	// of a good narinfo has its narinfo in the cache or, signed by one of
+	// UpstreamKeys (required with Upstream), in Upstream; otherwise the
+	// path is bad, wrapping ErrReferenceMissing, as Nix could not
+	// substitute its closure.
+	Upstream     *Cache
+	UpstreamKeys []signature.PublicKey
 }
 
 // VerifyNarInfo checks one narinfo of the cache the way a substituting Nix
@@ -62,17 +70,25 @@ func (c *Cache) VerifyNarInfo(ctx context.Context, key string, trusted []signatu
 var ErrNotACache = errors.New("cache: no nix-cache-info: not a binary cache")
 
 // Verify checks the given paths (or, with none, every narinfo the backend
-// lists) with VerifyNarInfo. It returns the number of paths checked and an
+// lists) with VerifyNarInfo, and that the narinfos of their references are
+// in the cache (or served upstream, see VerifyOptions.Upstream). It returns the number of paths checked and an
 // error joining one *PathError per bad path. A failure to read the cache
 // itself (no nix-cache-info, wrapping ErrNotACache; a listing that fails; a
 // canceled ctx) is returned alone, never as a *PathError, so that a caller
 // can tell "the cache could not be read" from "bad paths found".
 func (c *Cache) Verify(ctx context.Context, paths []storepath.Path, opts VerifyOptions) (int, error) {
+	if opts.Upstream != nil && len(opts.UpstreamKeys) == 0 {
+		return 0, ErrNoUpstreamKey
+	}
 	var (
 		mu   sync.Mutex
 		errs []error
+		refs refChecker
 	)
-	n, err := c.verifyEach(ctx, paths, opts, func(_ string, p storepath.Path, _ *narinfo.NarInfo, err error) {
+	n, err := c.verifyEach(ctx, paths, opts, func(_ string, p storepath.Path, ni *narinfo.NarInfo, err error) {
+		if err == nil && ni != nil {
+			err = refs.check(ctx, c, ni, opts)
+		}
 		if opts.Result != nil {
 			opts.Result(p, err)
 		}

@@ -78,13 +78,14 @@ func hashPart(p string) string { return strings.SplitN(filepath.Base(p), "-", 2)
 // store database holds upstream's signatures. Two derivations built on top,
 // with the post-build hook in queue mode, are the only paths the daemon
 // uploads (one of them is also found upstream through --upstream and is
-// skipped too). Then, with the store cleaned, Nix fetches everything from
+// skipped too); verify passes with --upstream and names the missing
+// reference without. Then, with the store cleaned, Nix fetches everything from
 // "ours upstream" with both keys and --max-jobs 0 (nothing rebuilt), and
 // not from ours alone (the documented trade-off, NixOS/nix#4016).
 func TestUpstreamSkippedHookQueue(t *testing.T) {
 	testenv.RequireNix(t)
-	dir := testenv.GoBuild(t, "github.com/nixcache/nixcache/examples/post-build-hook", "github.com/nixcache/nixcache/examples/upload-daemon")
-	hook, daemon := filepath.Join(dir, "post-build-hook"), filepath.Join(dir, "upload-daemon")
+	dir := testenv.GoBuild(t, "github.com/nixcache/nixcache/examples/post-build-hook", "github.com/nixcache/nixcache/examples/upload-daemon", "github.com/nixcache/nixcache/examples/verify")
+	hook, daemon, verify := filepath.Join(dir, "post-build-hook"), filepath.Join(dir, "upload-daemon"), filepath.Join(dir, "verify")
 	upKey, ourKey := testenv.NixKeyPair(t, "upstream-test-1"), testenv.NixKeyPair(t, "ours-test-1")
 	base := testenv.BuildClosure(t, testenv.ClosureSpec{Name: "upstream-base", N: 3})
 	upDir, ourDir, qdir := t.TempDir(), t.TempDir(), filepath.Join(t.TempDir(), "q")
@@ -147,6 +148,17 @@ func TestUpstreamSkippedHookQueue(t *testing.T) {
 	}
 	if code, text := run(t, nil, daemon, "status", "--queue", qdir); code != 0 || !strings.Contains(text, fmt.Sprintf("%d paths served upstream", len(base.Paths)+1)) {
 		t.Fatalf("status text: exit %d\n%s", code, text)
+	}
+
+	// verify: b's reference a is served upstream only.
+	if code, out := run(t, nil, verify, "--from", "file://"+ourDir, "--trusted-key", ourKey.Public); code != 1 || !strings.Contains(out, "reference not in the cache: "+a) {
+		t.Fatalf("verify without --upstream: exit %d, want 1 naming the missing reference %s\n%s", code, a, out)
+	}
+	if code, out := run(t, nil, verify, "--from", "file://"+ourDir, "--trusted-key", ourKey.Public, "--upstream", upURL, "--upstream-key", upKey.Public); code != 0 {
+		t.Fatalf("verify --upstream: exit %d, want 0\n%s", code, out)
+	}
+	if code := testenv.NixStoreVerify(t, "file://"+ourDir, ourKey.Public, b); code != 0 {
+		t.Fatalf("nix store verify of our cache: exit %d", code)
 	}
 
 	// The cleaned store: ours alone lacks the upstream paths; ours plus

@@ -3,9 +3,12 @@
 //
 //	verify --from URL --trusted-key KEY... [--jobs N] [PATH...]
 //	verify ... [--repair --secret-key FILE...] [--sign-with FILE...] [PATH...]
+//	verify ... [--upstream URL --upstream-key KEY...] [PATH...]
 //
 // KEY is a public key (name:base64) or a file holding one. Without PATH
-// every narinfo in the cache is checked. Each bad path is printed on stdout
+// every narinfo in the cache is checked. A path's references must have
+// their narinfos in the cache too or, with --upstream, be served there
+// signed by an --upstream-key (a cache pushed with --skip-signed-by). Each bad path is printed on stdout
 // ("PATH: what is wrong"); a summary goes to stderr.
 //
 // --repair uploads each bad path again from the local Nix store (when the
@@ -52,7 +55,7 @@ func run(ctx context.Context, args []string) error {
 	from := fl.String("from", "", "binary cache store URL (file:///dir, s3://bucket?...)")
 	var keys []string
 	fl.Func("trusted-key", "trusted public `KEY` (name:base64, or a file holding one; repeatable)", func(s string) error { keys = append(keys, s); return nil })
-	jobs := fl.Jobs(4)
+	jobs, upstream := fl.Jobs(4), upload.VerifyUpstreamFlags(fl)
 	mend := upload.Mend{Out: os.Stdout, Log: cli.NewLogger(os.Stderr, "", false)}
 	mend.Flags(fl)
 	if err := fl.Parse(args); err != nil {
@@ -93,10 +96,16 @@ func run(ctx context.Context, args []string) error {
 		}
 		return verdict(ctx, err, sum.String(), fmt.Sprintf("%d of %d paths still bad, %d not signed", sum.Bad-sum.Repaired, sum.Checked, sum.NotSigned))
 	}
+	up, upKeys, err := upstream(ctx)
+	if errors.Is(err, cli.ErrUsage) {
+		return err
+	} else if err != nil {
+		return cli.WithCode(exitCache, err)
+	}
 	var bad atomic.Int64
 	n, err := c.Verify(ctx, paths, cache.VerifyOptions{
-		TrustedKeys: trusted,
-		Jobs:        *jobs,
+		TrustedKeys: trusted, Upstream: up, UpstreamKeys: upKeys,
+		Jobs: *jobs,
 		Result: func(p storepath.Path, err error) {
 			if err != nil {
 				bad.Add(1)

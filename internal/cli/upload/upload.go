@@ -10,6 +10,7 @@ package upload
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -89,13 +90,35 @@ func (t Target) UpstreamOptions(ctx context.Context) ([]signature.PublicKey, *ca
 		return keys, nil, nil
 	}
 	if len(keys) == 0 {
-		return nil, nil, cli.Usagef("%s needs --skip-signed-by (or %s): the upstream cache's narinfos are trusted only through its keys", t.Upstream.Name, config.EnvSkipSignedBy)
+		return nil, nil, cli.Usagef("%s needs an upstream key (--skip-signed-by, %s; verify: --upstream-key): the upstream cache's narinfos are trusted only through its keys", t.Upstream.Name, config.EnvSkipSignedBy)
 	}
 	up, err := cache.Open(ctx, t.Upstream.Value)
-	if err != nil {
+	if errors.Is(err, cache.ErrBadURL) {
+		return nil, nil, fmt.Errorf("%w: %s: %w", cli.ErrUsage, t.Upstream.Name, err)
+	} else if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", t.Upstream.Name, err)
 	}
 	return keys, up, nil
+}
+
+// VerifyUpstreamFlags registers verify's --upstream URL and --upstream-key
+// KEY (repeatable). After Parse, the returned function opens the upstream
+// cache (nil without --upstream) and loads its keys, for
+// cache.VerifyOptions.Upstream and UpstreamKeys; each flag needs the other.
+func VerifyUpstreamFlags(fl *cli.FlagSet) func(ctx context.Context) (*cache.Cache, []signature.PublicKey, error) {
+	url := fl.String("upstream", "", "upstream cache `URL`: a reference missing here is fine when it serves it, signed by an --upstream-key")
+	var keys []cli.Setting
+	fl.Func("upstream-key", "upstream public `KEY` (name:base64, or a file holding one; repeatable) for --upstream", func(s string) error {
+		keys = append(keys, cli.Setting{Value: s, Name: "--upstream-key"})
+		return nil
+	})
+	return func(ctx context.Context) (*cache.Cache, []signature.PublicKey, error) {
+		if *url == "" && len(keys) > 0 {
+			return nil, nil, cli.Usagef("--upstream-key needs --upstream")
+		}
+		pks, up, err := Target{SkipSignedBy: keys, Upstream: cli.Setting{Value: *url, Name: "--upstream"}}.UpstreamOptions(ctx)
+		return up, pks, err
+	}
 }
 
 // TargetFlags registers the flags of a Target: --to, --secret-key,

@@ -85,7 +85,7 @@ func TestLoadPublicKeys(t *testing.T) {
 		}
 	}
 	_, _, err = upload.Target{Upstream: cli.Setting{Value: "file://" + t.TempDir(), Name: "--upstream"}}.UpstreamOptions(context.Background())
-	if !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), "--upstream needs --skip-signed-by") {
+	if !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), "--upstream needs an upstream key") {
 		t.Fatalf("upstream without keys: %v", err)
 	}
 }
