@@ -1,0 +1,185 @@
+package cache_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/nixcache/nixcache/cache"
+	"github.com/nixcache/nixcache/cache/cachetest"
+	"github.com/nixcache/nixcache/internal/testenv"
+	"github.com/nixcache/nixcache/storepath"
+)
+
+// caFeatures turns on content-addressed derivations for one Nix command.
+var caFeatures = []string{"--extra-experimental-features", "nix-command ca-derivations"}
+
+// caBuild is a floating content-addressed derivation (top) depending on
+// another (dep), built with real Nix: the expression file and its argument,
+// the top derivation as evaluated (not resolved) and both outputs.
+type caBuild struct {
+	file, nonce string
+	drv         storepath.Path
+	top, dep    storepath.Path
+}
+
+func (b caBuild) fileArgs() []string { return []string{"--file", b.file, "--argstr", "nonce", b.nonce} }
+
+func buildCA(t *testing.T) caBuild {
+	t.Helper()
+	testenv.RequireNix(t)
+	dir := t.TempDir()
+	b := caBuild{file: filepath.Join(dir, "ca.nix"), nonce: filepath.Base(dir)}
+	expr := `{ nonce }:
+let mk = name: script: derivation { inherit name; system = builtins.currentSystem; builder = "/bin/sh";
+  PATH = "/usr/bin:/bin"; args = ["-c" script]; __contentAddressed = true; outputHashMode = "recursive"; outputHashAlgo = "sha256"; };
+  dep = mk "nixcache-cadep" "echo building dep ${nonce}; echo dep-${nonce} > $out";
+in mk "nixcache-catop" "echo building top; echo ${dep} > $out"
+`
+	if err := os.WriteFile(b.file, []byte(expr), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := append(append([]string{}, caFeatures...), "--option", "substituters", "", "--no-out-link", b.file, "--argstr", "nonce", b.nonce)
+	b.top = mustPath(t, strings.TrimSpace(string(testenv.Nix(t, "nix-build", args...))))
+	b.dep = mustPath(t, strings.TrimSpace(readFile(t, string(b.top))))
+	b.drv = mustPath(t, strings.TrimSpace(string(testenv.Nix(t, "nix-instantiate", append(append([]string{}, caFeatures...), b.file, "--argstr", "nonce", b.nonce)...))))
+	t.Cleanup(func() { deleteCA(t, b) })
+	return b
+}
+
+func readFile(t *testing.T, name string) string {
+	t.Helper()
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+// deleteCA deletes both outputs and what refers to them (the resolved
+// .drv Nix built refers to dep's output), referrers first, so the store
+// is as clean as another machine's; the evaluated .drv files stay.
+func deleteCA(t *testing.T, b caBuild) {
+	t.Helper()
+	var paths []string
+	for _, p := range []storepath.Path{b.top, b.dep} {
+		if _, err := os.Lstat(string(p)); err == nil {
+			out, err := testenv.NixCmd("nix-store", "--query", "--referrers-closure", string(p))
+			if err == nil {
+				paths = append(paths, strings.Fields(string(out))...)
+			}
+		}
+	}
+	for range 4 {
+		var left []string
+		for _, p := range paths {
+			if _, err := os.Lstat(p); err != nil {
+				continue
+			}
+			if _, err := testenv.NixCmd("nix-store", "--delete", p); err != nil {
+				left = append(left, p)
+			}
+		}
+		if paths = left; len(paths) == 0 {
+			return
+		}
+	}
+	t.Fatalf("cannot delete %v", paths)
+}
+
+// TestPushRealisationsCA (issue 14, realisations): pushing the output of a
+// floating content-addressed derivation publishes its realisations after
+// the narinfos, as `nix copy` writes them (byte for byte but for our
+// signature); from our cache Nix 2.8 then substitutes the derivation into
+// a store without its outputs with --max-jobs 0 (no build), and `nix copy
+// --from` our cache registers the realisations when our key is trusted and
+// refuses them ("lacks a valid signature") when another key is (file://
+// only: nix copy --from writes the .drv files into the source store).
+// Substitution is judged on file:// and on the S3 server over HTTP.
+func TestPushRealisationsCA(t *testing.T) {
+	for _, backend := range []string{"file", "s3"} {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			b := buildCA(t)
+			sec, pub := nixKey(t, "nixcache-ca-1")
+			_, otherPub := nixKey(t, "nixcache-ca-1") // same name, other key
+			var url, nixURL string
+			if backend == "file" {
+				dir := t.TempDir()
+				url, nixURL = "file://"+dir+"?compression=zstd", "file://"+dir
+			} else {
+				s3 := testenv.StartS3(t)
+				s3.SetEnv(t)
+				s3.MakeBucket(t, "realisations", true)
+				url, nixURL = s3.URL("realisations", "compression=zstd"), s3.Endpoint+"/realisations"
+				t.Setenv("NIX_CONFIG", "narinfo-cache-positive-ttl = 0\nnarinfo-cache-negative-ttl = 0")
+			}
+			c, err := cache.Open(ctx, url+"&secret-key="+sec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum, err := c.Push(ctx, openStore(t), []storepath.Path{b.top}, cache.PushOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sum.Realisations < 2 {
+				t.Fatalf("Summary.Realisations = %d, want at least 2 (dep and top)", sum.Realisations)
+			}
+
+			// What nix copy writes for the same derivation.
+			nixDir := t.TempDir()
+			testenv.Nix(t, "nix", append(append(append([]string{}, caFeatures...), "copy", "--to", "file://"+nixDir), b.fileArgs()...)...)
+			docs, _ := filepath.Glob(filepath.Join(nixDir, "realisations", "*.doi"))
+			if len(docs) != 2 {
+				t.Fatalf("nix copy wrote %d realisations, want 2", len(docs))
+			}
+			unsigned := regexp.MustCompile(`"signatures":\[[^]]*\]`)
+			for _, f := range docs {
+				key := "realisations/" + filepath.Base(f)
+				ours := cachetest.Read(t, c.Backend, key)
+				if !strings.Contains(string(ours), "nixcache-ca-1:") {
+					t.Errorf("%s is not signed by us: %s", key, ours)
+				}
+				if got, want := unsigned.ReplaceAllString(string(ours), `"signatures":[]`), readFile(t, f); got != want {
+					t.Errorf("%s:\n got %s\nwant %s (nix copy)", key, got, want)
+				}
+			}
+
+			copyFrom := func(trusted string) error {
+				_, err := testenv.NixCmd("nix", append(append(append([]string{}, caFeatures...), "copy", "--from", nixURL, "--to", "auto",
+					"--option", "trusted-public-keys", trusted), b.fileArgs()...)...)
+				return err
+			}
+			// nix copy --from evaluates the expression against the source
+			// store and writes the .drv files there: possible on file://
+			// only (over HTTP the cache is read-only).
+			if backend == "file" {
+				deleteCA(t, b)
+				if err := copyFrom(otherPub); err == nil || !strings.Contains(err.Error(), "lacks a valid signature") {
+					t.Fatalf("nix copy --from our cache trusting another key: %v, want a refused realisation", err)
+				}
+			}
+			deleteCA(t, b)
+			if out, err := testenv.NixCmd("nix-store", append(append([]string{}, caFeatures[:2]...), "--realise", string(b.drv),
+				"--option", "substituters", nixURL, "--option", "trusted-public-keys", pub, "--max-jobs", "0")...); err != nil {
+				t.Fatalf("nix-store --realise %s --max-jobs 0 from our cache: %v\n%s", b.drv, err, out)
+			} else if got := strings.TrimSpace(string(out)); got != string(b.top) {
+				t.Fatalf("realised %s, want %s", got, b.top)
+			}
+			if backend == "file" {
+				deleteCA(t, b)
+				if err := copyFrom(pub); err != nil {
+					t.Fatalf("nix copy --from our cache trusting our key: %v", err)
+				}
+				for _, p := range []storepath.Path{b.top, b.dep} {
+					if _, err := os.Lstat(string(p)); err != nil {
+						t.Fatalf("%s not copied back: %v", p, err)
+					}
+				}
+			}
+		})
+	}
+}
