@@ -134,18 +134,34 @@ func (s *narStream) Read(p []byte) (int, error) {
 	return n, s.err
 }
 
-// checkFile reads the rest of the NAR file and compares its hash and size
-// with FileHash and FileSize, when the narinfo has a FileHash.
+// checkFile reads the rest of the NAR file (see drain) and compares its
+// hash and size with FileHash and FileSize, when the narinfo has a
+// FileHash.
 func (s *narStream) checkFile() error {
+	if err := s.drain(); err != nil {
+		return err
+	}
+	return s.fileMismatch()
+}
+
+// drain reads any trailing bytes of the file the decompressor did not
+// need (no more than FileSize+1 in all), when the file is hashed.
+func (s *narStream) drain() error {
 	if s.file == nil {
 		return nil
 	}
-	// Read any trailing bytes the decompressor did not need (no more than
-	// FileSize+1 in all).
 	if _, err := io.Copy(io.Discard, s.in); err != nil {
 		return fmt.Errorf("read NAR %s: %w", s.url, err)
 	}
+	return nil
+}
+
+// fileMismatch compares the file read so far with FileHash and FileSize.
+func (s *narStream) fileMismatch() error {
 	ni := s.ni
+	if s.file == nil {
+		return nil
+	}
 	if h := s.file.SumHash(); h != ni.FileHash {
 		return fmt.Errorf("%w: FileHash %s, %s hashes to %s", ErrFileHashMismatch, ni.FileHash, s.url, h)
 	}
@@ -155,11 +171,11 @@ func (s *narStream) checkFile() error {
 	return nil
 }
 
-// finish checks the whole NAR and file against the narinfo; it returns
-// io.EOF when they match.
+// finish checks the whole NAR and file against the narinfo, NAR first (as
+// Nix reports a modified path); it returns io.EOF when they match.
 func (s *narStream) finish() error {
 	ni := s.ni
-	if err := s.checkFile(); err != nil {
+	if err := s.drain(); err != nil {
 		return err
 	}
 	if n := uint64(s.nar.Len()); n != ni.NarSize {
@@ -167,6 +183,9 @@ func (s *narStream) finish() error {
 	}
 	if h := s.nar.SumHash(); h != ni.NarHash {
 		return fmt.Errorf("%w: NarHash %s, NAR hashes to %s", ErrNarHashMismatch, ni.NarHash, h)
+	}
+	if err := s.fileMismatch(); err != nil {
+		return err
 	}
 	return io.EOF
 }
