@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nixcache/nixcache/cache"
 	"github.com/nixcache/nixcache/cache/compress"
@@ -34,16 +36,22 @@ import (
 func fetchPaths(t *testing.T) (top storepath.Path, paths []storepath.Path, key testenv.NixKey) {
 	t.Helper()
 	testenv.RequireNix(t)
-	cl := testenv.BuildClosure(t, testenv.ClosureSpec{Name: "fetch", N: 3, Blob: 50000})
+	// Rooted: other tests on the machine may collect garbage meanwhile.
+	cl := testenv.BuildClosure(t, testenv.ClosureSpec{Name: "fetch", N: 3, Blob: 50000, Root: true})
 	for _, p := range cl.Paths {
 		paths = append(paths, mustPath(t, p))
 	}
 	f := filepath.Join(t.TempDir(), "fetch-file")
-	if err := os.WriteFile(f, cachetestData(t.Name()), 0o644); err != nil {
+	if err := os.WriteFile(f, cachetestData(fmt.Sprint(t.Name(), time.Now().UnixNano())), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	fp := mustPath(t, strings.TrimSpace(string(testenv.Nix(t, "nix-store", "--add", f))))
-	t.Cleanup(func() { testenv.NixCmd("nix-store", "--delete", fp.String()) })
+	link := filepath.Join(t.TempDir(), "root")
+	testenv.Nix(t, "nix-store", "--realise", fp.String(), "--add-root", link, "--indirect")
+	t.Cleanup(func() {
+		os.Remove(link)
+		testenv.NixCmd("nix-store", "--delete", fp.String())
+	})
 	key = testenv.NixKeyPair(t, "fetch-test-1")
 	return mustPath(t, cl.Top), append(paths, fp), key
 }
