@@ -135,3 +135,21 @@ func checkConsistent(t testing.TB, c *cache.Cache) {
 		t.Fatalf("cache inconsistent:\n%v", err)
 	}
 }
+
+// zstdCache makes an empty cache on backend "file" (a temporary directory)
+// or "s3" (a public bucket on a fresh S3 server, credentials in the
+// environment): url is our URL for it (zstd), nixURL what Nix reads
+// (file:// or the bucket over plain HTTP, with Nix's narinfo disk cache
+// off so it sees rewritten narinfos).
+func zstdCache(t *testing.T, backend, bucket string) (url, nixURL string) {
+	t.Helper()
+	if backend == "file" {
+		dir := t.TempDir()
+		return "file://" + dir + "?compression=zstd", "file://" + dir
+	}
+	s3 := testenv.StartS3(t)
+	s3.SetEnv(t)
+	s3.MakeBucket(t, bucket, true)
+	t.Setenv("NIX_CONFIG", "narinfo-cache-positive-ttl = 0\nnarinfo-cache-negative-ttl = 0")
+	return s3.URL(bucket, "compression=zstd"), s3.Endpoint + "/" + bucket
+}

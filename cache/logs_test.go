@@ -55,16 +55,8 @@ func TestPushLogsNixLog(t *testing.T) {
 			ctx := context.Background()
 			out, drv := loggedBuild(t, "nixcache-log-"+backend)
 			sec, _ := nixKey(t, "nixcache-log-1")
-			var url, nixURL string
-			if backend == "file" {
-				dir := t.TempDir()
-				url, nixURL = "file://"+dir+"?compression=zstd", "file://"+dir
-			} else {
-				s3 := testenv.StartS3(t)
-				s3.SetEnv(t)
-				s3.MakeBucket(t, "logs", true)
-				url, nixURL = s3.URL("logs", "compression=zstd"), s3.Endpoint+"/logs"
-			}
+			url, nixURL := zstdCache(t, backend, "logs")
+
 			c, err := cache.Open(ctx, url+"&secret-key="+sec)
 			if err != nil {
 				t.Fatal(err)

@@ -106,17 +106,8 @@ func TestPushRealisationsCA(t *testing.T) {
 			b := buildCA(t)
 			sec, pub := nixKey(t, "nixcache-ca-1")
 			_, otherPub := nixKey(t, "nixcache-ca-1") // same name, other key
-			var url, nixURL string
-			if backend == "file" {
-				dir := t.TempDir()
-				url, nixURL = "file://"+dir+"?compression=zstd", "file://"+dir
-			} else {
-				s3 := testenv.StartS3(t)
-				s3.SetEnv(t)
-				s3.MakeBucket(t, "realisations", true)
-				url, nixURL = s3.URL("realisations", "compression=zstd"), s3.Endpoint+"/realisations"
-				t.Setenv("NIX_CONFIG", "narinfo-cache-positive-ttl = 0\nnarinfo-cache-negative-ttl = 0")
-			}
+			url, nixURL := zstdCache(t, backend, "realisations")
+
 			c, err := cache.Open(ctx, url+"&secret-key="+sec)
 			if err != nil {
 				t.Fatal(err)

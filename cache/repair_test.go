@@ -36,19 +36,7 @@ func TestRepairAndRotate(t *testing.T) {
 			top := mustPath(t, cl.Top)
 			oldSec, oldPub := nixKey(t, "nixcache-old-1")
 			newSec, newPub := nixKey(t, "nixcache-new-1")
-			var url, nixURL string
-			if backend == "file" {
-				dir := t.TempDir()
-				url, nixURL = "file://"+dir+"?compression=zstd", "file://"+dir
-			} else {
-				s3 := testenv.StartS3(t)
-				s3.SetEnv(t)
-				s3.MakeBucket(t, "repair", true)
-				url, nixURL = s3.URL("repair", "compression=zstd"), s3.Endpoint+"/repair"
-				// Nix caches narinfos read over http on disk: make it read
-				// the repaired and re-signed ones.
-				t.Setenv("NIX_CONFIG", "narinfo-cache-positive-ttl = 0\nnarinfo-cache-negative-ttl = 0")
-			}
+			url, nixURL := zstdCache(t, backend, "repair")
 			c, err := cache.Open(ctx, url+"&secret-key="+oldSec)
 			if err != nil {
 				t.Fatal(err)
