@@ -8,6 +8,7 @@ import (
 	"github.com/nixcache/nixcache/cache"
 	_ "github.com/nixcache/nixcache/cache/file" // registers file://
 	"github.com/nixcache/nixcache/cache/localstore"
+	_ "github.com/nixcache/nixcache/cache/localstore/sqlite"
 	"github.com/nixcache/nixcache/storepath"
 )
 

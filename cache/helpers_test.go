@@ -11,6 +11,7 @@ import (
 
 	"github.com/nixcache/nixcache/cache"
 	"github.com/nixcache/nixcache/cache/localstore"
+	_ "github.com/nixcache/nixcache/cache/localstore/sqlite" // read db.sqlite directly, as push does
 	"github.com/nixcache/nixcache/internal/testenv"
 	"github.com/nixcache/nixcache/storepath"
 )

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,8 +15,6 @@ import (
 	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
 	"github.com/nixcache/nixcache/storepath/nixhash"
-
-	_ "modernc.org/sqlite" // pure-Go SQLite driver "sqlite"
 )
 
 // batchSize bounds the number of SQL parameters per query (SQLite allows
@@ -48,12 +47,22 @@ func dsn(path string, busy time.Duration) string {
 	return u.String()
 }
 
+// driverName is the database/sql driver localstore reads db.sqlite with;
+// package cache/localstore/sqlite registers it.
+const driverName = "sqlite"
+
+// haveDriver reports whether a driver named driverName is registered.
+func haveDriver() bool { return slices.Contains(sql.Drivers(), driverName) }
+
 func openDB(ctx context.Context, path string, dir storepath.Dir, busy time.Duration) (*dbSource, error) {
+	if !haveDriver() {
+		return nil, ErrNoDriver
+	}
 	// sqlite would report a missing file as "unable to open": say it plainly.
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("localstore: database %s: %w", path, err)
 	}
-	db, err := sql.Open("sqlite", dsn(path, busy))
+	db, err := sql.Open(driverName, dsn(path, busy))
 	if err != nil {
 		return nil, fmt.Errorf("localstore: open database %s: %w", path, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"log"
 
 	"github.com/nixcache/nixcache/cache/localstore"
+	_ "github.com/nixcache/nixcache/cache/localstore/sqlite"
 	"github.com/nixcache/nixcache/storepath"
 )
 

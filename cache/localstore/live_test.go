@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/nixcache/nixcache/cache/localstore/sqlite" // read db.sqlite directly, as push does
 	"github.com/nixcache/nixcache/internal/testenv"
 	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"

@@ -7,10 +7,13 @@
 // ./result stands for.
 //
 // Open reads Nix's SQLite database (/nix/var/nix/db/db.sqlite, or
-// $NIX_STATE_DIR/db/db.sqlite) read-only, without cgo, in a few milliseconds.
-// When the database cannot be read (not root, a remote daemon store, another
-// schema), it falls back to `nix path-info --json`, accepting the JSON of Nix
-// 2.8 as well as the newer shapes.
+// $NIX_STATE_DIR/db/db.sqlite) read-only, without cgo, in a few milliseconds,
+// when the program imports package cache/localstore/sqlite (which registers
+// the SQLite driver; it is apart so that a program reading the store only
+// now and then links no SQLite). When the database cannot be read (no
+// driver, not root, a remote daemon store, another schema), it falls back to
+// `nix path-info --json`, accepting the JSON of Nix 2.8 as well as the newer
+// shapes.
 package localstore
 
 import (
@@ -49,6 +52,10 @@ var (
 	// ErrNoStore is returned by Open when neither the database nor the nix
 	// command is usable.
 	ErrNoStore = errors.New("no usable Nix store")
+
+	// ErrNoDriver is returned by Open in ModeDB when no SQLite driver is
+	// registered: import _ "github.com/nixcache/nixcache/cache/localstore/sqlite".
+	ErrNoDriver = errors.New("localstore: no SQLite driver: import cache/localstore/sqlite")
 )
 
 // PathInfo is what the store records about one valid path, the same fields
@@ -70,9 +77,11 @@ type PathInfo struct {
 type Mode uint8
 
 const (
-	// ModeAuto reads the database, falling back to the nix command.
+	// ModeAuto reads the database, falling back to the nix command (also
+	// when no SQLite driver is registered).
 	ModeAuto Mode = iota
-	// ModeDB reads only the SQLite database.
+	// ModeDB reads only the SQLite database (it needs the driver of package
+	// cache/localstore/sqlite).
 	ModeDB
 	// ModeCLI asks only the nix command (`nix path-info --json`).
 	ModeCLI

@@ -20,6 +20,7 @@ import (
 	"context"
 
 	_ "github.com/nixcache/nixcache/cache/file"
+	_ "github.com/nixcache/nixcache/cache/localstore/sqlite" // read db.sqlite directly
 	_ "github.com/nixcache/nixcache/cache/s3"
 	"github.com/nixcache/nixcache/internal/cli"
 	"github.com/nixcache/nixcache/internal/cli/upload"

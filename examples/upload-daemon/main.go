@@ -25,6 +25,7 @@ import (
 	"github.com/nixcache/nixcache/cache"
 	_ "github.com/nixcache/nixcache/cache/file"
 	"github.com/nixcache/nixcache/cache/localstore"
+	_ "github.com/nixcache/nixcache/cache/localstore/sqlite" // read db.sqlite directly
 	"github.com/nixcache/nixcache/cache/queue"
 	"github.com/nixcache/nixcache/cache/queue/cachepush"
 	_ "github.com/nixcache/nixcache/cache/s3"

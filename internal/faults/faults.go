@@ -44,7 +44,8 @@ import (
 	"github.com/nixcache/nixcache/internal/testenv"
 	"github.com/nixcache/nixcache/storepath"
 
-	_ "github.com/nixcache/nixcache/cache/s3" // registers s3://
+	_ "github.com/nixcache/nixcache/cache/localstore/sqlite" // read db.sqlite directly
+	_ "github.com/nixcache/nixcache/cache/s3"                // registers s3://
 )
 
 // Scenario names a kind of fault.

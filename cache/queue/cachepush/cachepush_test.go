@@ -15,6 +15,7 @@ import (
 	"github.com/nixcache/nixcache/cache"
 	_ "github.com/nixcache/nixcache/cache/file"
 	"github.com/nixcache/nixcache/cache/localstore"
+	_ "github.com/nixcache/nixcache/cache/localstore/sqlite" // read db.sqlite directly, as push does
 	"github.com/nixcache/nixcache/cache/queue"
 	"github.com/nixcache/nixcache/cache/queue/cachepush"
 	"github.com/nixcache/nixcache/internal/testenv"
