@@ -538,6 +538,30 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
+// TestMetricsUpstream: paths a push reports as served upstream are counted
+// apart, in the stats (status.json) and the metrics.
+func TestMetricsUpstream(t *testing.T) {
+	q := openNoRoots(t)
+	_ = q.Enqueue(fakePath(1))
+	push := queue.PushFunc(func(_ context.Context, paths []storepath.Path) (queue.PushResult, error) {
+		return queue.PushResult{Uploaded: len(paths), SkippedUpstream: 7}, nil
+	})
+	d := queue.NewDrainer(q, push, fastOpts())
+	if err := d.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := d.Stats(); st.Upstream != 7 || st.Narinfos != 1 {
+		t.Fatalf("stats %+v, want 7 upstream, 1 narinfo", st)
+	}
+	var b strings.Builder
+	if err := d.WriteMetrics(&b); err != nil {
+		t.Fatal(err)
+	}
+	if want := "nixcache_queue_skipped_upstream_paths_total 7\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("metrics lack %q:\n%s", want, b.String())
+	}
+}
+
 func BenchmarkEnqueue(b *testing.B) {
 	q, err := queue.OpenOptions(b.TempDir(), queue.Options{GCRootsDir: filepath.Join(b.TempDir(), "roots")})
 	if err != nil {
