@@ -47,8 +47,8 @@ type RepairOptions struct {
 	Push PushOptions
 	// SignWith are keys whose signature Repair adds to every narinfo that
 	// verifies with Verify.TrustedKeys (key rotation), keeping the other
-	// signatures. A narinfo that does not verify is not signed. Repaired
-	// narinfos are signed with them too.
+	// signatures. A narinfo that does not verify is not signed (so with no
+	// TrustedKeys nothing is). Repaired narinfos are signed with them too.
 	SignWith []signature.SecretKey
 	// Repaired, if set, is called once for every bad path after Repair
 	// tried to fix it (only when Source is set).
