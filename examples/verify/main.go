@@ -6,7 +6,8 @@
 //	verify ... [--upstream URL --upstream-key KEY...] [PATH...]
 //
 // KEY is a public key (name:base64) or a file holding one. Without PATH
-// every narinfo in the cache is checked. A path's references must have
+// every narinfo in the cache is checked; an http:// or https:// cache
+// cannot be listed, so PATH is required there. A path's references must have
 // their narinfos in the cache too or, with --upstream, be served there
 // signed by an --upstream-key (a cache pushed with --skip-signed-by). Each bad path is printed on stdout
 // ("PATH: what is wrong"); a summary goes to stderr.
@@ -20,7 +21,8 @@
 //
 //	0  every path checked is good (after repair)
 //	1  bad paths found (and not repaired)
-//	2  usage: a bad flag, store URL, trusted or secret key, or PATH
+//	2  usage: a bad flag, store URL, trusted or secret key, or PATH, or no
+//	   PATH for a cache that cannot be listed (http://, https://)
 //	3  the cache (or, for --repair, the local store) could not be read: it
 //	   cannot be opened, has no nix-cache-info, cannot be listed, or the
 //	   check was interrupted
@@ -35,6 +37,7 @@ import (
 
 	"github.com/nixcache/nixcache/cache"
 	_ "github.com/nixcache/nixcache/cache/file"
+	_ "github.com/nixcache/nixcache/cache/http"
 	_ "github.com/nixcache/nixcache/cache/s3"
 	"github.com/nixcache/nixcache/internal/cli"
 	"github.com/nixcache/nixcache/internal/cli/upload"
@@ -52,7 +55,7 @@ func main() { cli.Main("verify", run) }
 
 func run(ctx context.Context, args []string) error {
 	fl := cli.NewFlagSet("verify", "verify --from URL --trusted-key KEY... [--jobs N] [--repair --secret-key FILE...] [--sign-with FILE...] [PATH...]")
-	from := fl.String("from", "", "binary cache store URL (file:///dir, s3://bucket?...)")
+	from := fl.String("from", "", "binary cache store URL (file:///dir, s3://bucket?..., https://host/path)")
 	var keys []string
 	fl.Func("trusted-key", "trusted public `KEY` (name:base64, or a file holding one; repeatable)", func(s string) error { keys = append(keys, s); return nil })
 	jobs, upstream := fl.Jobs(4), upload.VerifyUpstreamFlags(fl)
@@ -120,6 +123,9 @@ func run(ctx context.Context, args []string) error {
 // (exit 3, no summary) or bad paths were found (exit 1, with badMsg).
 func verdict(ctx context.Context, err error, summary, badMsg string) error {
 	var pe *cache.PathError
+	if errors.Is(err, cache.ErrNotSupported) { // no PATH, and the cache cannot list (HTTP)
+		return fmt.Errorf("%w: %w", cli.ErrUsage, err)
+	}
 	if err != nil && (ctx.Err() != nil || !errors.As(err, &pe)) {
 		return cli.WithCode(exitCache, err)
 	}
