@@ -17,10 +17,12 @@
 //     to what Nix writes, their fingerprint, signing, and nix-cache-info.
 //   - [github.com/nixcache/nixcache/cache]: a narrow storage Backend
 //     interface with a local directory backend (cache/file), an S3 backend
-//     (cache/s3) and a read-only HTTP(S) backend (cache/http); store URLs written as Nix users write them; the upload
-//     pipeline that pushes closures (NAR dump, hash, compress, upload, sign,
-//     publish the narinfo last), verifies them, repairs damaged paths from
-//     the local store and adds signatures (key rotation); NAR compression
+//     (cache/s3) and a read-only HTTP(S) backend (cache/http); store URLs
+//     written as Nix users write them; the upload pipeline that pushes
+//     closures (NAR dump, hash, compress, upload, sign, publish the narinfo
+//     last), verifies them, repairs damaged paths from the local store and
+//     adds signatures (key rotation); fetching a store path back out,
+//     checked as a substituting Nix checks it, without Nix; NAR compression
 //     (cache/compress); what the local Nix store knows (cache/localstore, the
 //     only package that links SQLite); and the durable upload queue
 //     (cache/queue).

@@ -1,8 +1,10 @@
 // Package cache is a Nix binary cache: the objects Nix reads
 // (nix-cache-info, <hash>.narinfo, nar/<filehash>.nar<.ext>) on a narrow
 // storage Backend, and the pipeline that publishes store paths into it
-// (Push), checks them as a substituting Nix would (Verify), and mends them:
-// uploads damaged paths again and adds signatures by new keys (Repair).
+// (Push), checks them as a substituting Nix would (Verify), mends them:
+// uploads damaged paths again and adds signatures by new keys (Repair), and
+// fetches a store path back out, verified, without Nix (Fetch,
+// FetchClosure, FetchNAR).
 //
 // Open takes a store URL written as Nix users write them: this package
 // reads the binary-cache parameters (compression, secret-key, priority,
