@@ -10,7 +10,8 @@
 //     encoding) and nixhash (hash values in every form Nix prints) below it.
 //   - [github.com/nixcache/nixcache/nar]: the Nix ARchive format: a streaming
 //     Writer and Reader in the style of archive/tar, DumpPath (byte-identical
-//     to nix-store --dump), Restore, and .ls listings.
+//     to nix-store --dump), Restore (both with Nix's use-case-hack, on by
+//     default on macOS as in Nix), and .ls listings.
 //   - [github.com/nixcache/nixcache/signature]: Nix ed25519 key files,
 //     detached signatures, verification against trusted keys.
 //   - [github.com/nixcache/nixcache/narinfo]: .narinfo files, byte-identical

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
 	"github.com/nixcache/nixcache/storepath/nixhash"
 )
@@ -19,12 +21,12 @@ import (
 // ErrUnsupported, as Nix refuses them. On Linux it reads directories with
 // getdents and opens files relative to their directory, without a stat call
 // per directory entry beyond the one fstat of each regular file.
+//
+// Names are dumped as Nix's use-case-hack setting has them by default on
+// this platform (DefaultCaseHack: on darwin only); DumpOptions.DumpPath
+// chooses.
 func DumpPath(w io.Writer, path string) error {
-	nw := NewWriter(w)
-	if err := nw.AddTree("", path); err != nil {
-		return err
-	}
-	return nw.Close()
+	return DefaultDumpOptions().DumpPath(w, path)
 }
 
 // DumpPathSum is DumpPath that also returns the archive's SHA-256 digest
@@ -32,12 +34,16 @@ func DumpPath(w io.Writer, path string) error {
 // path, computed in the same single pass. w may be nil or io.Discard to
 // compute only the hash.
 func DumpPathSum(w io.Writer, path string) (narHash [sha256.Size]byte, narSize int64, err error) {
+	return dumpPathSum(w, path, DefaultDumpOptions())
+}
+
+func dumpPathSum(w io.Writer, path string, o DumpOptions) (narHash [sha256.Size]byte, narSize int64, err error) {
 	h := nixhash.NewHasher(nixhash.SHA256)
 	var out io.Writer = h
 	if w != nil && w != io.Discard {
 		out = io.MultiWriter(h, w)
 	}
-	if err := DumpPath(out, path); err != nil {
+	if err := o.DumpPath(out, path); err != nil {
 		return narHash, h.Len(), err
 	}
 	h.Sum(narHash[:0])
@@ -46,7 +52,8 @@ func DumpPathSum(w io.Writer, path string) (narHash [sha256.Size]byte, narSize i
 
 // AddTree writes the file system object at fsPath, and everything below it
 // if it is a directory, as the NAR object at narPath ("" for the root),
-// with the rules of DumpPath. The usual Writer rules apply: narPath must
+// with the rules of DumpPath and the Writer's case hack setting
+// (SetCaseHack). The usual Writer rules apply: narPath must
 // sort after everything written so far.
 func (w *Writer) AddTree(narPath, fsPath string) error {
 	if w.err != nil {
@@ -71,12 +78,48 @@ type treeDumper interface {
 	dumpRoot(narPath string) error
 }
 
+// dirEntry is a directory entry being dumped: its name on disk, its name
+// in the NAR (differs only with the case hack) and, on Linux, its d_type.
+type dirEntry struct {
+	name    string
+	narName string
+	typ     uint8
+}
+
+// sortEntries sorts ents byte-wise by NAR name, as Nix does. With the case
+// hack it first derives each NAR name from the file name and refuses two
+// entries with the same NAR name, as Nix does.
+func (w *Writer) sortEntries(ents []dirEntry, fsRoot, rel string) error {
+	if !w.caseHack {
+		for i := range ents {
+			ents[i].narName = ents[i].name
+		}
+		slices.SortFunc(ents, func(a, b dirEntry) int { return strings.Compare(a.name, b.name) })
+		return nil
+	}
+	for i := range ents {
+		ents[i].narName = unhackName(ents[i].name)
+	}
+	slices.SortFunc(ents, func(a, b dirEntry) int {
+		if c := strings.Compare(a.narName, b.narName); c != 0 {
+			return c
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	for i := 1; i < len(ents); i++ {
+		if ents[i].narName == ents[i-1].narName {
+			return dumpErr(fsRoot, rel, fmt.Sprintf("file name collision in between %q and %q", ents[i-1].name, ents[i].name), ErrCaseCollision)
+		}
+	}
+	return nil
+}
+
 func dumpErr(fsRoot, rel, op string, err error) error {
 	p := fsRoot
 	if rel != "" {
 		p += "/" + rel
 	}
-	if errors.Is(err, ErrUnsupported) || errors.Is(err, ErrPathTooLong) {
+	if errors.Is(err, ErrUnsupported) || errors.Is(err, ErrPathTooLong) || errors.Is(err, ErrCaseCollision) {
 		return fmt.Errorf("%w: dump %s: %s", err, p, op)
 	}
 	return fmt.Errorf("nar: dump %s: %s: %w", p, op, err)

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
-	"slices"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -20,11 +18,6 @@ const (
 // entry's type from d_type, so that the only stat is the fstat of each
 // regular file (about 1.7 times the speed of the portable walker).
 func newFastDumper(w *Writer, root string) treeDumper { return &linuxDumper{w: w, root: root} }
-
-type dirEntry struct {
-	name string
-	typ  uint8
-}
 
 type linuxDumper struct {
 	w      *Writer
@@ -173,12 +166,14 @@ func (d *linuxDumper) dir(fd int, narPath, rel string) error {
 		d.ents = parseDirents(d.dirent[:n], d.ents)
 	}
 	ents := d.ents[start:]
-	slices.SortFunc(ents, func(a, b dirEntry) int { return strings.Compare(a.name, b.name) })
 	defer func() { d.ents = d.ents[:start] }()
+	if err := d.w.sortEntries(ents, d.root, rel); err != nil {
+		return err
+	}
 	for _, e := range ents {
-		childNar := e.name
+		childNar := e.narName
 		if narPath != "" {
-			childNar = narPath + "/" + e.name
+			childNar = narPath + "/" + e.narName
 		}
 		childRel := e.name
 		if rel != "" {

@@ -3,7 +3,6 @@ package nar
 import (
 	"io/fs"
 	"os"
-	"slices"
 )
 
 // portableDumper walks a tree with the os package only: one Lstat per
@@ -58,15 +57,22 @@ func (d *portableDumper) object(fsPath, narPath, rel string) error {
 		if err != nil {
 			return dumpErr(d.root, rel, "readdir", err)
 		}
-		slices.Sort(names)
+		ents := make([]dirEntry, len(names))
+		for i, n := range names {
+			ents[i].name = n
+		}
+		if err := d.w.sortEntries(ents, d.root, rel); err != nil {
+			return err
+		}
 		d.hdr = Header{Path: narPath, Type: TypeDirectory}
 		if err := d.w.WriteHeader(&d.hdr); err != nil {
 			return err
 		}
-		for _, name := range names {
-			childNar, childRel := name, name
+		for _, e := range ents {
+			name := e.name
+			childNar, childRel := e.narName, name
 			if narPath != "" {
-				childNar = narPath + "/" + name
+				childNar = narPath + "/" + e.narName
 			}
 			if rel != "" {
 				childRel = rel + "/" + name

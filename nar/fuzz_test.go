@@ -102,4 +102,46 @@ func TestWriteFuzzCorpus(t *testing.T) {
 			}
 		}
 	}
+	d := filepath.Join("testdata", "fuzz", "FuzzRestoreCaseHack")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range caseTrees[:3] { // not "random": too big for a fast fuzz input
+		p := filepath.Join(t.TempDir(), "root")
+		c.build(t, p)
+		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", nixDump(t, p))
+		if err := os.WriteFile(filepath.Join(d, "nix-"+c.name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// FuzzRestoreCaseHack restores archives with the case hack on, as
+// `nix-store --option use-case-hack true --restore` does, and checks that
+// it never panics and that whatever it restores, the hacked dump gives the
+// archive back byte for byte (names carrying CaseHackSuffix excepted: Nix
+// cuts them at the suffix). The corpus under
+// testdata/fuzz/FuzzRestoreCaseHack holds Nix's NARs of the case collision
+// trees (NAR_WRITE_CORPUS=1 go test -run TestWriteFuzzCorpus).
+func FuzzRestoreCaseHack(f *testing.F) {
+	f.Add(narOf(dir(entry("A", file("1")...), entry("a", file("2")...))))
+	f.Add(narOf(dir(entry("A", file("1")...), entry("A~nix~case~hack~1", file("2")...), entry("a", file("3")...))))
+	f.Add(narOf(dir(entry("A", file("1")...), entry("a", file("2")...), entry("a~nix~case~hack~1", file("3")...))))
+	f.Add(narOf(dir(entry("D", dir(entry("x", file("1")...), entry("X", file("2")...))...), entry("d", file("3")...))))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dest := filepath.Join(t.TempDir(), "r")
+		if err := (RestoreOptions{CaseHack: true}).Restore(bytes.NewReader(data), dest); err != nil {
+			return
+		}
+		if bytes.Contains(data, []byte(CaseHackSuffix)) {
+			return
+		}
+		var b bytes.Buffer
+		if err := (DumpOptions{CaseHack: true}).DumpPath(&b, dest); err != nil {
+			t.Fatalf("restored, but the hacked dump fails: %v", err)
+		}
+		if !bytes.Equal(b.Bytes(), data) {
+			t.Fatalf("hacked dump of the restored tree differs from the archive at byte %d", firstDiff(b.Bytes(), data))
+		}
+	})
 }

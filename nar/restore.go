@@ -30,7 +30,13 @@ import (
 // bytes, where Nix gets "File name too long" from the kernel: the error
 // wraps ErrPathTooLong and syscall.ENAMETOOLONG. The archive must be complete and well formed; on error, what was
 // restored so far is left in place.
-func Restore(r io.Reader, dir string) error {
+//
+// Names are restored as Nix's use-case-hack setting has them by default on
+// this platform (DefaultCaseHack: on darwin only); RestoreOptions.Restore
+// chooses.
+func Restore(r io.Reader, dir string) error { return restore(r, dir, DefaultRestoreOptions()) }
+
+func restore(r io.Reader, dir string, o RestoreOptions) error {
 	nr := NewReader(r)
 	h, err := nr.Next()
 	if err != nil {
@@ -51,7 +57,7 @@ func Restore(r io.Reader, dir string) error {
 			return restoreErr(dir, "", err)
 		}
 	case TypeDirectory:
-		return restoreDir(nr, dir, buf)
+		return restoreDir(nr, dir, buf, o.CaseHack)
 	}
 	_, err = nr.Next()
 	if err == io.EOF {
@@ -63,9 +69,17 @@ func Restore(r io.Reader, dir string) error {
 	return err
 }
 
+// level is a directory being restored: the os.Root open on it, and with the
+// case hack, its entries so far and the bytes the hack added to its path.
+type level struct {
+	root  *os.Root
+	names caseHacker
+	extra int
+}
+
 // restoreDir restores the entries of a directory root into dir, holding one
 // open os.Root per directory level of the current entry.
-func restoreDir(nr *Reader, dir string, buf []byte) error {
+func restoreDir(nr *Reader, dir string, buf []byte, caseHack bool) error {
 	if err := os.Mkdir(dir, 0o777); err != nil {
 		if !errors.Is(err, fs.ErrExist) {
 			return restoreErr(dir, "", err)
@@ -78,10 +92,10 @@ func restoreDir(nr *Reader, dir string, buf []byte) error {
 	if err != nil {
 		return restoreErr(dir, "", err)
 	}
-	levels := []*os.Root{root} // levels[d-1] is the directory of an entry at depth d
+	levels := []level{{root: root}} // levels[d-1] is the directory of an entry at depth d
 	defer func() {
 		for _, l := range levels {
-			l.Close()
+			l.root.Close()
 		}
 	}()
 	for {
@@ -92,21 +106,33 @@ func restoreDir(nr *Reader, dir string, buf []byte) error {
 		if err != nil {
 			return err
 		}
-		if n := len(dir) + 1 + len(h.Path); n > MaxPathLen {
-			return fmt.Errorf("%w: restore %s: entry at depth %d: path of %d bytes exceeds %d: %w", ErrPathTooLong, dir, nr.depth(), n, MaxPathLen, syscall.ENAMETOOLONG)
-		}
 		d, name := nr.depth(), nr.name()
 		for len(levels) > d {
-			levels[len(levels)-1].Close()
+			levels[len(levels)-1].root.Close()
 			levels = levels[:len(levels)-1]
 		}
-		parent := levels[d-1]
+		extra := levels[d-1].extra
+		if caseHack {
+			if levels[d-1].names == nil {
+				levels[d-1].names = caseHacker{}
+			}
+			disk, collision := levels[d-1].names.diskName(name)
+			if collision != "" {
+				return fmt.Errorf("%w: restore %s: %s", ErrCaseCollision, dir+"/"+h.Path, collision)
+			}
+			extra += len(disk) - len(name)
+			name = disk
+		}
+		if n := len(dir) + 1 + len(h.Path) + extra; n > MaxPathLen {
+			return fmt.Errorf("%w: restore %s: entry at depth %d: path of %d bytes exceeds %d: %w", ErrPathTooLong, dir, nr.depth(), n, MaxPathLen, syscall.ENAMETOOLONG)
+		}
+		parent := levels[d-1].root
 		switch h.Type {
 		case TypeDirectory:
 			if err = parent.Mkdir(name, 0o777); err == nil {
 				var sub *os.Root
 				if sub, err = parent.OpenRoot(name); err == nil {
-					levels = append(levels, sub)
+					levels = append(levels, level{root: sub, extra: extra})
 				}
 			}
 		case TypeSymlink:

@@ -77,12 +77,15 @@ type Writer struct {
 	// portableDump makes AddTree use the portable walker even where a
 	// faster one exists; tests set it to check both against Nix.
 	portableDump bool
+	// caseHack makes AddTree apply Nix's case hack (SetCaseHack).
+	caseHack bool
 }
 
 // NewWriter returns a Writer that writes a NAR to w. Nothing is written
-// until the first WriteHeader. Close does not close w.
+// until the first WriteHeader. Its AddTree applies Nix's case hack where
+// Nix does by default (DefaultCaseHack; see SetCaseHack). Close does not close w.
 func NewWriter(w io.Writer) *Writer {
-	return &Writer{w: w, buf: make([]byte, 0, writeBufSize)}
+	return &Writer{w: w, buf: make([]byte, 0, writeBufSize), caseHack: DefaultCaseHack}
 }
 
 // EnableListing makes the Writer record a .ls listing of what it writes,

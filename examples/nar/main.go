@@ -4,6 +4,11 @@
 //	nar hash PATH        print the NAR's sha256 in nix32 (as nix-hash --type sha256 --base32)
 //	nar ls FILE          print the .ls listing JSON of a NAR file ("-" for stdin)
 //	nar restore FILE DIR unpack a NAR file ("-" for stdin) into DIR (as nix-store --restore)
+//
+// --case-hack (before or after the command; --case-hack=false to turn it
+// off) applies Nix's use-case-hack to dump, hash and restore: on by default
+// on macOS, as in Nix, off elsewhere. It must match the setting of the Nix
+// that made or will read the tree (nix-store --option use-case-hack true).
 package main
 
 import (
@@ -18,19 +23,28 @@ import (
 	"github.com/nixcache/nixcache/storepath/nixbase32"
 )
 
-const synopsis = "nar dump PATH | nar hash PATH | nar ls FILE | nar restore FILE DIR"
+const synopsis = "nar [--case-hack[=false]] dump PATH | hash PATH | ls FILE | restore FILE DIR"
 
 func main() {
 	cli.Main("nar", func(_ context.Context, args []string) error {
 		fl := cli.NewFlagSet("nar", synopsis)
+		caseHack := fl.Bool("case-hack", nar.DefaultCaseHack, "Nix's use-case-hack for dump, hash and restore (default on macOS only, as in Nix)")
 		if err := fl.Parse(args); err != nil {
 			return err
 		}
-		if fl.NArg() < 2 {
+		if fl.NArg() < 1 {
 			fl.Usage()
 			return cli.Usagef("missing arguments")
 		}
-		return run(fl.Arg(0), fl.Args()[1:])
+		cmd := fl.Arg(0)
+		if err := fl.Parse(fl.Args()[1:]); err != nil { // flags after the command
+			return err
+		}
+		if fl.NArg() < 1 {
+			fl.Usage()
+			return cli.Usagef("missing arguments")
+		}
+		return run(cmd, fl.Args(), *caseHack)
 	})
 }
 
@@ -41,13 +55,14 @@ func open(name string) (io.ReadCloser, error) {
 	return os.Open(name)
 }
 
-func run(cmd string, args []string) error {
+func run(cmd string, args []string, caseHack bool) error {
+	dumpOpts := nar.DumpOptions{CaseHack: caseHack}
 	switch {
 	case cmd == "dump" && len(args) == 1:
 		// The Writer buffers internally; stdout needs no extra buffer.
-		return nar.DumpPath(os.Stdout, args[0])
+		return dumpOpts.DumpPath(os.Stdout, args[0])
 	case cmd == "hash" && len(args) == 1:
-		sum, _, err := nar.DumpPathSum(io.Discard, args[0])
+		sum, _, err := dumpOpts.DumpPathSum(io.Discard, args[0])
 		if err != nil {
 			return err
 		}
@@ -77,7 +92,7 @@ func run(cmd string, args []string) error {
 			return err
 		}
 		defer f.Close()
-		return nar.Restore(f, args[1])
+		return nar.RestoreOptions{CaseHack: caseHack}.Restore(f, args[1])
 	}
 	return cli.Usagef("unknown command %q or wrong number of arguments (%s)", cmd, synopsis)
 }
