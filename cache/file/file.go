@@ -17,7 +17,6 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/nixcache/nixcache/cache"
@@ -205,7 +204,7 @@ func removeIfStale(p string, cutoff time.Time) bool {
 	}
 	// A live Put holds LOCK_EX; a killed one's lock went with its process.
 	// Where the file system has no locks, the age alone decides.
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); errors.Is(err, syscall.EWOULDBLOCK) {
+	if lockedByOther(f) {
 		return false
 	}
 	return os.Remove(p) == nil
@@ -306,7 +305,7 @@ func (b *Backend) Put(ctx context.Context, key string, r io.Reader, size int64, 
 	// RemoveStaleTemps never removes it, however slow the reader. The lock
 	// goes away with the process if it is killed. Best effort: some file
 	// systems have no locks.
-	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	lockTemp(f)
 	defer func() {
 		if err != nil {
 			f.Close()

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 )
 
 // NixStateDir returns the state directory Nix uses: $NIX_STATE_DIR, else
@@ -88,13 +87,13 @@ func checkNix(state, store string) string {
 		}
 	}
 	db := filepath.Join(state, "db", "db.sqlite")
-	if err := syscall.Access(db, accessR|accessW); err != nil {
+	if err := access(db, accessR|accessW); err != nil {
 		return fmt.Sprintf("a Nix store database this user can read and write (%s: %v; NIX_STATE_DIR picks another)", db, err)
 	}
-	if err := syscall.Access(filepath.Dir(db), accessW); err != nil {
+	if err := access(filepath.Dir(db), accessW); err != nil {
 		return fmt.Sprintf("a writable Nix database directory (%s: %v)", filepath.Dir(db), err)
 	}
-	if err := syscall.Access(store, accessW); err != nil {
+	if err := access(store, accessW); err != nil {
 		return fmt.Sprintf("a Nix store directory this user can write (%s: %v; NIX_STORE_DIR picks another)", store, err)
 	}
 	return ""

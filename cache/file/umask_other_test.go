@@ -1,0 +1,6 @@
+//go:build !unix
+
+package file_test
+
+// syscallUmask does nothing where there is no umask (Windows).
+func syscallUmask(int) int { return 0 }
