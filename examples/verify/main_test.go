@@ -155,8 +155,8 @@ func TestVerifyCommand(t *testing.T) {
 
 // TestVerifyRepairAndRotate (issue 10, proof 4) runs the command as a user
 // would, on file:// and on the S3 server, with real Nix as the judge: a
-// pushed closure with one NAR truncated and another deleted fails `nix store
-// verify`; verify reports both (exit 1); verify --repair --secret-key makes
+// pushed closure with one NAR truncated, another deleted and a narinfo
+// garbled fails `nix store verify`; verify reports them (exit 1); verify --repair --secret-key makes
 // Nix accept the cache again (exit 0), and a second run writes nothing.
 // verify --sign-with NEW (trusting OLD) makes Nix trusting only NEW accept
 // every path, OLD's signature kept. A damaged path no longer in the local
@@ -195,20 +195,25 @@ func TestVerifyRepairAndRotate(t *testing.T) {
 			damage(t, c, storepath.Path(cl.Paths[0]), true)
 			damage(t, c, storepath.Path(cl.Paths[1]), false)
 			damage(t, c, storepath.Path(gone.Top), false)
+			// An unreadable narinfo: its key is all that tells the path.
+			garbage := []byte("StorePath: garbage\n")
+			if err := c.Backend.Put(ctx, cache.NarInfoKey(storepath.Path(cl.Paths[2])), bytes.NewReader(garbage), int64(len(garbage)), ""); err != nil {
+				t.Fatal(err)
+			}
 			if code := testenv.NixStoreVerify(t, nixURL, old.Public, cl.Paths...); code == 0 {
 				t.Fatal("nix store verify accepts the damaged cache")
 			}
 			trust := []string{"--from", url, "--trusted-key", old.Public}
 			out, errOut, code := verify(t, bin, trust...)
-			if code != 1 || strings.Count(out, "\n") != 3 || !strings.Contains(errOut, "3 bad") {
+			if code != 1 || strings.Count(out, "\n") != 4 || !strings.Contains(errOut, "4 bad") {
 				t.Fatalf("verify of the damaged cache: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
 			}
 
 			out, errOut, code = verify(t, bin, append(trust, "--repair", "--secret-key", old.SecretFile)...)
 			t.Logf("verify --repair:\n%s%s", out, errOut)
-			if code != 1 || strings.Count(out, ": repaired (was: ") != 2 || !strings.Contains(out, gone.Top+": not repaired: ") ||
-				!strings.Contains(errOut, "checked 4 paths, 3 bad, 2 repaired") {
-				t.Fatalf("verify --repair: exit %d, want 1 with two paths repaired and %s not", code, gone.Top)
+			if code != 1 || strings.Count(out, ": repaired (was: ") != 3 || !strings.Contains(out, cl.Paths[2]+": repaired (was: ") ||
+				!strings.Contains(out, gone.Top+": not repaired: ") || !strings.Contains(errOut, "checked 4 paths, 4 bad, 3 repaired") {
+				t.Fatalf("verify --repair: exit %d, want 1 with three paths repaired and %s not", code, gone.Top)
 			}
 			if code := testenv.NixStoreVerify(t, nixURL, old.Public, cl.Paths...); code != 0 {
 				t.Fatalf("nix store verify after repair: exit %d", code)
