@@ -54,3 +54,24 @@ type Backend interface {
 	// particular order, stopping at the first error fn returns.
 	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
 }
+
+// Toucher is implemented by backends that can renew an object's ModTime
+// without rewriting it (cache/file and cache/s3 do). Push touches the
+// objects it reuses (the narinfos of references already in the cache, a NAR
+// file already there) so that a concurrent garbage collector sees them as
+// young; see Collect.
+type Toucher interface {
+	// Touch sets the object's ModTime to now. A missing object is an
+	// error wrapping ErrNotFound, never created: a touch must not bring
+	// back an object a collector just removed.
+	Touch(ctx context.Context, key string) error
+}
+
+// Mover is implemented by backends that can rename an object (cache/file
+// atomically, cache/s3 as a server-side copy then a delete). The garbage
+// collector's trash uses it.
+type Mover interface {
+	// Move renames the object from to to, replacing any object at to. A
+	// missing from is an error wrapping ErrNotFound.
+	Move(ctx context.Context, from, to string) error
+}

@@ -118,6 +118,10 @@ type PushOptions struct {
 	// exists, and whose NAR object, when one of the right size exists, is
 	// read back and rewritten unless it hashes to FileHash.
 	replace map[storepath.Path]bool
+	// Pin, when set, names a garbage-collector root: before publishing
+	// anything, Push stores "gcroots/<Pin>" listing the whole closure
+	// (see Cache.Pin and Collect).
+	Pin string
 }
 
 func (o *PushOptions) jobs() int {
@@ -206,8 +210,10 @@ type pushItem struct {
 	present bool
 	// upstream: not uploaded because upstream serves the path.
 	upstream bool
-	done     chan struct{} // closed when the narinfo is stored (or on failure)
-	err      error         // set before done is closed
+	// refreshed: present, and touched because a new path refers to it.
+	refreshed bool
+	done      chan struct{} // closed when the narinfo is stored (or on failure)
+	err       error         // set before done is closed
 }
 
 // Push uploads the closure of paths from src to the cache, following Nix's
@@ -257,6 +263,12 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 	if err := c.EnsureCacheInfo(ctx, closure[0].Dir()); err != nil {
 		return sum, err
 	}
+	if opts.Pin != "" {
+		if err := c.Pin(ctx, opts.Pin, closure); err != nil {
+			return sum, err
+		}
+	}
+	reused := newReuse(c)
 	emit := func(e Event) {
 		if opts.Progress != nil {
 			opts.Progress(e)
@@ -331,6 +343,20 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 			return sum, err
 		}
 	}
+	// Refresh the narinfos of present paths that new ones refer to, so
+	// that a concurrent collector keeps them (see reuse).
+	var refreshed []storepath.Path
+	for _, it := range missing {
+		for _, ref := range it.info.References {
+			if dep, ok := items[ref]; ok && dep.present && !dep.refreshed {
+				dep.refreshed = true
+				refreshed = append(refreshed, ref)
+			}
+		}
+	}
+	if err := reused.touchNarInfos(ctx, refreshed, opts.checkJobs()); err != nil {
+		return sum, err
+	}
 	// Largest NARs first: they take longest, and narinfos wait for references.
 	sort.SliceStable(missing, func(i, j int) bool { return missing[i].info.NarSize > missing[j].info.NarSize })
 
@@ -360,7 +386,7 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 			defer workers.Done()
 			for it := range queue {
 				emit(Event{Kind: EventStarted, Path: it.path, NarSize: it.info.NarSize})
-				up, err := c.uploadNAR(ctx, it, opts, emit)
+				up, err := c.uploadNAR(ctx, it, opts, emit, reused)
 				if err != nil {
 					fail(it, err)
 					continue
@@ -368,7 +394,7 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 				publish.Add(1)
 				go func() {
 					defer publish.Done()
-					if err := c.publishNarInfo(ctx, it, up, items, metaSem); err != nil {
+					if err := c.publishNarInfo(ctx, it, up, items, metaSem, reused); err != nil {
 						fail(it, err)
 						return
 					}
@@ -450,6 +476,7 @@ type uploaded struct {
 	fileSize    uint64
 	narHash     nixhash.Hash
 	narSize     uint64
+	reusedAt    time.Time // when an existing NAR file was touched for reuse
 }
 
 // smallNARSize is the largest NAR (by the store database's NarSize) that
@@ -471,7 +498,7 @@ func (c ctxWriter) Write(p []byte) (int, error) {
 }
 
 // uploadNAR dumps, hashes, compresses and stores one path's NAR (and .ls).
-func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, emit func(Event)) (*uploaded, error) {
+func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, emit func(Event), reused *reuse) (*uploaded, error) {
 	method := c.opts.Compression.Method
 	if method == "" {
 		method = compress.Default
@@ -578,7 +605,11 @@ func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, e
 	}
 	if oi, err := c.Backend.Stat(ctx, up.url); err == nil && oi.Size == int64(up.fileSize) &&
 		(!opts.replace[it.path] || c.hashesTo(ctx, up.url, up.fileHash)) {
-		// Same content already there (NAR files are named by their hash).
+		// Same content already there (NAR files are named by their hash):
+		// reuse it, touched so that a concurrent collector keeps it.
+		if up.reusedAt, err = reused.touch(ctx, up.url); err != nil {
+			return nil, err
+		}
 	} else if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("stat %s: %w", up.url, err)
 	} else {
@@ -596,12 +627,21 @@ func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, e
 
 // publishNarInfo waits for the narinfos of it's references, then signs and
 // stores it's narinfo.
-func (c *Cache) publishNarInfo(ctx context.Context, it *pushItem, up *uploaded, items map[storepath.Path]*pushItem, sem chan struct{}) error {
+func (c *Cache) publishNarInfo(ctx context.Context, it *pushItem, up *uploaded, items map[storepath.Path]*pushItem, sem chan struct{}, reused *reuse) error {
+	if err := reused.settle(ctx, up.reusedAt, up.url, int64(up.fileSize)); err != nil {
+		return err
+	}
 	for _, ref := range it.info.References {
 		if ref == it.path {
 			continue
 		}
 		if dep, ok := items[ref]; ok {
+			if dep.refreshed {
+				if err := reused.confirm(ctx); err != nil {
+					return err
+				}
+				continue
+			}
 			select {
 			case <-dep.done:
 			case <-ctx.Done():
@@ -618,6 +658,13 @@ func (c *Cache) publishNarInfo(ctx context.Context, it *pushItem, up *uploaded, 
 		}
 		if !ok {
 			return fmt.Errorf("%w: %s", ErrReferenceMissing, ref)
+		}
+		at, err := reused.touch(ctx, NarInfoKey(ref))
+		if err == nil {
+			err = reused.settle(ctx, at, NarInfoKey(ref), -1)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	ni := &narinfo.NarInfo{

@@ -86,7 +86,11 @@ type Backend struct {
 	root string
 }
 
-var _ cache.Backend = (*Backend)(nil)
+var (
+	_ cache.Backend = (*Backend)(nil)
+	_ cache.Toucher = (*Backend)(nil)
+	_ cache.Mover   = (*Backend)(nil)
+)
 
 // New returns a backend rooted at dir, creating it (and parents) if needed.
 // dir must be absolute, as Nix requires for file:// stores. Unless it did so
@@ -348,27 +352,76 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// Delete removes the object and syncs its directory. Empty directories are
-// left in place.
-func (b *Backend) Delete(ctx context.Context, key string) error {
+// existing returns the file of key, which must be a regular file.
+func (b *Backend) existing(ctx context.Context, key string) (string, error) {
 	p, err := b.path(key)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return "", err
 	}
 	if st, err := os.Lstat(p); err != nil || !st.Mode().IsRegular() {
 		if err == nil {
 			err = errIsDir
 		}
-		return notFound(key, err)
+		return "", notFound(key, err)
+	}
+	return p, nil
+}
+
+// Delete removes the object and syncs its directory. Empty directories are
+// left in place.
+func (b *Backend) Delete(ctx context.Context, key string) error {
+	p, err := b.existing(ctx, key)
+	if err != nil {
+		return err
 	}
 	if err := os.Remove(p); err != nil {
 		return notFound(key, err)
 	}
 	if err := syncDir(filepath.Dir(p)); err != nil {
 		return fmt.Errorf("file: delete %q: sync directory: %w", key, err)
+	}
+	return nil
+}
+
+// Touch sets the object's modification time to now; a missing object is
+// cache.ErrNotFound, never created.
+func (b *Backend) Touch(ctx context.Context, key string) error {
+	p, err := b.existing(ctx, key)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	if err := os.Chtimes(p, now, now); err != nil {
+		return notFound(key, err)
+	}
+	return nil
+}
+
+// Move renames the object from to to atomically (one rename), creating
+// to's directory if needed, and syncs both directories.
+func (b *Backend) Move(ctx context.Context, from, to string) error {
+	pt, err := b.path(to)
+	if err != nil {
+		return err
+	}
+	pf, err := b.existing(ctx, from)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(pt), DirMode); err != nil {
+		return fmt.Errorf("file: move %q: %w", from, err)
+	}
+	if err := os.Rename(pf, pt); err != nil {
+		return notFound(from, err)
+	}
+	if err := syncDir(filepath.Dir(pt)); err != nil {
+		return fmt.Errorf("file: move %q: sync directory: %w", from, err)
+	}
+	if err := syncDir(filepath.Dir(pf)); err != nil {
+		return fmt.Errorf("file: move %q: sync directory: %w", from, err)
 	}
 	return nil
 }

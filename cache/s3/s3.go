@@ -332,7 +332,11 @@ type Backend struct {
 	profile  string
 }
 
-var _ cache.Backend = (*Backend)(nil)
+var (
+	_ cache.Backend = (*Backend)(nil)
+	_ cache.Toucher = (*Backend)(nil)
+	_ cache.Mover   = (*Backend)(nil)
+)
 
 // New connects to the bucket. Unless opts.SkipBucketCheck is set it checks
 // that the bucket exists, so that a wrong bucket name, wrong credentials or
@@ -715,6 +719,44 @@ func (b *Backend) Delete(ctx context.Context, key string) error {
 	}
 	if err := b.client.RemoveObject(ctx, b.bucket, b.prefix+key, minio.RemoveObjectOptions{}); err != nil {
 		return b.wrap("delete", key, err)
+	}
+	return nil
+}
+
+// Touch renews the object's LastModified with a server-side copy onto
+// itself (same bytes, same Content-Type); a missing object is
+// cache.ErrNotFound, never created.
+func (b *Backend) Touch(ctx context.Context, key string) error {
+	if err := cache.ValidateKey(key); err != nil {
+		return fmt.Errorf("s3: %w", err)
+	}
+	oi, err := b.client.StatObject(ctx, b.bucket, b.prefix+key, minio.StatObjectOptions{})
+	if err != nil {
+		return b.wrap("touch", key, err)
+	}
+	dst := minio.CopyDestOptions{Bucket: b.bucket, Object: b.prefix + key, ReplaceMetadata: true, ContentType: oi.ContentType}
+	src := minio.CopySrcOptions{Bucket: b.bucket, Object: b.prefix + key}
+	if _, err := b.client.CopyObject(ctx, dst, src); err != nil {
+		return b.wrap("touch", key, err)
+	}
+	return nil
+}
+
+// Move copies the object to to on the server, then deletes from.
+func (b *Backend) Move(ctx context.Context, from, to string) error {
+	if err := cache.ValidateKey(to); err != nil {
+		return fmt.Errorf("s3: %w", err)
+	}
+	if _, err := b.Stat(ctx, from); err != nil {
+		return err
+	}
+	dst := minio.CopyDestOptions{Bucket: b.bucket, Object: b.prefix + to}
+	src := minio.CopySrcOptions{Bucket: b.bucket, Object: b.prefix + from}
+	if _, err := b.client.CopyObject(ctx, dst, src); err != nil {
+		return b.wrap("move", from, err)
+	}
+	if err := b.client.RemoveObject(ctx, b.bucket, b.prefix+from, minio.RemoveObjectOptions{}); err != nil {
+		return b.wrap("move", from, err)
 	}
 	return nil
 }

@@ -1,0 +1,132 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nixcache/nixcache/storepath"
+)
+
+// ErrCollected is returned (wrapped) by Push when an object it reused (a
+// reference's narinfo, a NAR file already there) was removed by a garbage
+// collector running at the same time. Nothing that relied on it was
+// published; pushing again uploads it anew.
+var ErrCollected = errors.New("cache: reused object removed by a concurrent garbage collector")
+
+// reuse is how a Push keeps what it reuses from a concurrent Collect: it
+// touches each reused object (its ModTime becomes young, and differs from
+// what any collector listed before), waits ReuseSettle, and checks the
+// object is still there before it publishes a narinfo relying on it. A
+// collector that looked at the object before the touch has removed it by
+// then (its removal ends within gcDeleteWindow of its look), and one that
+// looks after the touch sees a changed object and keeps it. See the
+// package documentation.
+type reuse struct {
+	c       *Cache
+	toucher Toucher // nil: the backend cannot touch; nothing to do
+	at      time.Time
+	keys    []string
+	once    sync.Once
+	err     error
+}
+
+func newReuse(c *Cache) *reuse {
+	t, _ := c.Backend.(Toucher)
+	return &reuse{c: c, toucher: t}
+}
+
+// touchNarInfos touches the narinfos of paths (found present), jobs at a
+// time. A path found missing now was collected since the check: the push
+// cannot rely on it.
+func (r *reuse) touchNarInfos(ctx context.Context, paths []storepath.Path, jobs int) error {
+	if r.toucher == nil || len(paths) == 0 {
+		return nil
+	}
+	err := forEach(ctx, paths, jobs, func(p storepath.Path) error {
+		if err := r.toucher.Touch(ctx, NarInfoKey(p)); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				err = fmt.Errorf("%w: %s", ErrCollected, NarInfoKey(p))
+			}
+			return &PathError{p, fmt.Errorf("refresh reused narinfo: %w", err)}
+		}
+		return nil
+	})
+	r.at = time.Now()
+	for _, p := range paths {
+		r.keys = append(r.keys, NarInfoKey(p))
+	}
+	return err
+}
+
+// confirm waits until ReuseSettle after the touches, then checks once that
+// every touched narinfo is still there.
+func (r *reuse) confirm(ctx context.Context) error {
+	if r.toucher == nil || len(r.keys) == 0 {
+		return nil
+	}
+	r.once.Do(func() {
+		if r.err = sleepUntil(ctx, r.at.Add(ReuseSettle)); r.err != nil {
+			return
+		}
+		r.err = forEach(ctx, r.keys, 16, func(key string) error {
+			return r.c.stillThere(ctx, key, -1)
+		})
+	})
+	return r.err
+}
+
+// touch touches one reused object and returns when; the zero time when
+// the backend cannot touch.
+func (r *reuse) touch(ctx context.Context, key string) (time.Time, error) {
+	if r.toucher == nil {
+		return time.Time{}, nil
+	}
+	if err := r.toucher.Touch(ctx, key); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return time.Time{}, fmt.Errorf("%w: %s", ErrCollected, key)
+		}
+		return time.Time{}, fmt.Errorf("refresh reused %s: %w", key, err)
+	}
+	return time.Now(), nil
+}
+
+// settle waits until ReuseSettle after at and checks key is still there
+// with size bytes; nothing when at is zero.
+func (r *reuse) settle(ctx context.Context, at time.Time, key string, size int64) error {
+	if at.IsZero() {
+		return nil
+	}
+	if err := sleepUntil(ctx, at.Add(ReuseSettle)); err != nil {
+		return err
+	}
+	return r.c.stillThere(ctx, key, size)
+}
+
+func (c *Cache) stillThere(ctx context.Context, key string, size int64) error {
+	oi, err := c.Backend.Stat(ctx, key)
+	switch {
+	case errors.Is(err, ErrNotFound), err == nil && size >= 0 && oi.Size != size:
+		return fmt.Errorf("%w: %s", ErrCollected, key)
+	case err != nil:
+		return fmt.Errorf("stat %s: %w", key, err)
+	}
+	return nil
+}
+
+func sleepUntil(ctx context.Context, t time.Time) error {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err()
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
