@@ -33,7 +33,7 @@ import (
 	_ "github.com/nixcache/nixcache/cache/file"
 	_ "github.com/nixcache/nixcache/cache/s3"
 	"github.com/nixcache/nixcache/internal/cli"
-	"github.com/nixcache/nixcache/internal/config"
+	"github.com/nixcache/nixcache/internal/regularfile"
 	"github.com/nixcache/nixcache/storepath"
 )
 
@@ -45,7 +45,7 @@ func run(ctx context.Context, args []string) error {
 	var keep []storepath.Path
 	fl.Func("keep", "keep store `PATH` and its closure (repeatable)", func(s string) error { return addKeep(&keep, s) })
 	fl.Func("keep-file", "keep the store paths listed in `FILE` (repeatable)", func(s string) error {
-		b, err := config.ReadFile(s, 64<<20)
+		b, err := regularfile.Read(s, 64<<20)
 		if err != nil {
 			return err
 		}
