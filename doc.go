@@ -23,7 +23,8 @@
 //     closures (NAR dump, hash, compress, upload, sign, publish the narinfo
 //     last), verifies them, repairs damaged paths from the local store and
 //     adds signatures (key rotation); fetching a store path back out,
-//     checked as a substituting Nix checks it, without Nix; NAR compression
+//     checked as a substituting Nix checks it, without Nix; garbage collection beside live
+//     pushes (roots pinned in the cache); NAR compression
 //     (cache/compress); what the local Nix store knows (cache/localstore, the
 //     only package that links SQLite); and the durable upload queue
 //     (cache/queue).

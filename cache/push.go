@@ -338,11 +338,6 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 			emit(Event{Kind: EventQueued, Path: it.path, NarSize: it.info.NarSize})
 		}
 	}
-	if skip != nil && opts.NoClosure {
-		if err := skip.references(ctx, missing, items, opts.checkJobs()); err != nil {
-			return sum, err
-		}
-	}
 	// Refresh the narinfos of present paths that new ones refer to, so
 	// that a concurrent collector keeps them (see reuse).
 	var refreshed []storepath.Path
@@ -356,6 +351,11 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 	}
 	if err := reused.touchNarInfos(ctx, refreshed, opts.checkJobs()); err != nil {
 		return sum, err
+	}
+	if skip != nil && opts.NoClosure {
+		if err := skip.references(ctx, missing, items, opts.checkJobs()); err != nil {
+			return sum, err
+		}
 	}
 	// Largest NARs first: they take longest, and narinfos wait for references.
 	sort.SliceStable(missing, func(i, j int) bool { return missing[i].info.NarSize > missing[j].info.NarSize })
