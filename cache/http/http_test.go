@@ -20,6 +20,7 @@ import (
 	"github.com/nixcache/nixcache/cache/compress"
 	_ "github.com/nixcache/nixcache/cache/file"
 	httpcache "github.com/nixcache/nixcache/cache/http"
+	_ "github.com/nixcache/nixcache/cache/s3"
 	"github.com/nixcache/nixcache/internal/testenv"
 )
 
@@ -373,4 +374,28 @@ func TestReadOnly(t *testing.T) {
 	if !errors.Is(err, cache.ErrNotSupported) {
 		t.Fatalf("List: %v", err)
 	}
+}
+
+// TestReaderConformanceS3Bucket: the read side holds for a real S3
+// server's public bucket read over plain HTTP, as Nix reads one (a missing
+// key there is 403 or 404).
+func TestReaderConformanceS3Bucket(t *testing.T) {
+	s3srv := testenv.StartS3(t)
+	s3srv.SetEnv(t)
+	n := 0
+	cachetest.TestReader(t, func(t *testing.T) cache.Backend {
+		n++
+		bucket := fmt.Sprintf("reader-%d", n)
+		s3srv.MakeBucket(t, bucket, true)
+		c, err := cache.Open(context.Background(), s3srv.URL(bucket))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for key, data := range cachetest.Objects() {
+			if err := c.Backend.Put(context.Background(), key, bytes.NewReader(data), int64(len(data)), "application/octet-stream"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return open(t, s3srv.Endpoint+"/"+bucket)
+	})
 }
