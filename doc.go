@@ -21,10 +21,12 @@
 //     (cache/s3) and a read-only HTTP(S) backend (cache/http); store URLs
 //     written as Nix users write them; the upload pipeline that pushes
 //     closures (NAR dump, hash, compress, upload, sign, publish the narinfo
-//     last), verifies them, repairs damaged paths from the local store and
-//     adds signatures (key rotation); fetching a store path back out,
-//     checked as a substituting Nix checks it, without Nix; garbage collection beside live
-//     pushes (roots pinned in the cache); NAR compression
+//     last; paths an upstream cache serves are skipped:
+//     PushOptions.SkipSignedBy, Upstream), verifies them, repairs damaged
+//     paths from the local store and adds signatures (key rotation);
+//     fetching a store path back out, checked as a substituting Nix checks
+//     it, without Nix; garbage collection beside live pushes (roots pinned
+//     in the cache); NAR compression
 //     (cache/compress); what the local Nix store knows (cache/localstore, the
 //     only package that links SQLite); and the durable upload queue
 //     (cache/queue).
