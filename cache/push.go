@@ -115,7 +115,7 @@ type PushOptions struct {
 	Logs bool
 
 	// replace (set by Repair) are paths uploaded even though their narinfo
-	// exists, and whose NAR object, when one of the right size exists, is
+	// exists or upstream serves them, and whose NAR object, when one of the right size exists, is
 	// read back and rewritten unless it hashes to FileHash.
 	replace map[storepath.Path]bool
 	// Pin, when set, names a garbage-collector root: before publishing
@@ -290,7 +290,7 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 	// (bounded, concurrent), and store info for the missing ones. A path
 	// signed by an upstream key in the store database costs no request.
 	if err := forEach(ctx, list, opts.checkJobs(), func(it *pushItem) error {
-		if skip != nil {
+		if skip != nil && !opts.replace[it.path] {
 			ok, err := skip.local(ctx, it)
 			if err != nil || ok {
 				it.upstream = ok
@@ -312,7 +312,7 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 			}
 			it.info = info
 		}
-		if skip != nil {
+		if skip != nil && !opts.replace[it.path] {
 			it.upstream, err = skip.remote(ctx, it.info)
 		}
 		return err

@@ -41,9 +41,10 @@ type RepairOptions struct {
 	// Source, if set, is where bad paths are uploaded again from (the local
 	// store). Without it nothing is repaired.
 	Source Source
-	// Push tunes the uploads (Jobs, TempDir, Progress, ...). Only the bad
-	// paths themselves are uploaded (NoClosure): their references must be in
-	// the cache or among them.
+	// Push tunes the uploads (Jobs, TempDir, Progress, ...). The bad paths
+	// are uploaded with their closure, so that a reference the cache lacks
+	// goes up too (NoClosure is ignored); references Verify.Upstream serves
+	// are not uploaded.
 	Push PushOptions
 	// SignWith are keys whose signature Repair adds to every narinfo that
 	// verifies with Verify.TrustedKeys (key rotation), keeping the other
@@ -122,8 +123,9 @@ type badPath struct {
 //     it is still the one that was verified, so running it again changes
 //     nothing;
 //   - with a Source, each bad path (narinfo unreadable or missing, NAR
-//     missing, truncated or not matching FileHash/FileSize/NarHash/NarSize)
-//     that is valid in the Source is uploaded again through the Push
+//     missing, truncated or not matching FileHash/FileSize/NarHash/NarSize,
+//     a reference missing) that is valid in the Source is uploaded again,
+//     with what the cache lacks of its closure, through the Push
 //     pipeline (the NAR dumped from the store must match the store's
 //     NarHash), and a fresh narinfo is published last: it carries the
 //     store's signatures, those of the bad narinfo when they sign the same
@@ -143,12 +145,19 @@ type badPath struct {
 // a failure to read the cache itself is returned alone, as by Verify.
 func (c *Cache) Repair(ctx context.Context, paths []storepath.Path, opts RepairOptions) (*RepairSummary, error) {
 	sum := &RepairSummary{}
+	if opts.Verify.Upstream != nil && len(opts.Verify.UpstreamKeys) == 0 {
+		return sum, ErrNoUpstreamKey
+	}
 	var (
 		mu   sync.Mutex
 		bad  []badPath
 		errs []error
+		refs refChecker
 	)
 	n, err := c.verifyEach(ctx, paths, opts.Verify, func(key string, p storepath.Path, ni *narinfo.NarInfo, verr error) {
+		if verr == nil && ni != nil {
+			verr = refs.check(ctx, c, ni, opts.Verify)
+		}
 		if opts.Verify.Result != nil {
 			opts.Verify.Result(p, verr)
 		}
@@ -240,7 +249,7 @@ func (c *Cache) repair(ctx context.Context, results []RepairResult, olds []*nari
 			return nil
 		}
 		// Another writer may have mended it since it was checked.
-		if _, err := c.VerifyNarInfo(ctx, r.Key, trusted); err == nil {
+		if c.checkPath(ctx, r.Key, opts.Verify) == nil {
 			r.Err = nil
 			return nil
 		}
@@ -258,7 +267,11 @@ func (c *Cache) repair(ctx context.Context, results []RepairResult, olds []*nari
 		return err
 	}
 	popts := opts.Push
-	popts.NoClosure, popts.replace = true, replace
+	popts.NoClosure, popts.replace = false, replace
+	if opts.Verify.Upstream != nil {
+		// References upstream serves count as present, as for Verify.
+		popts.Upstream, popts.SkipSignedBy = opts.Verify.Upstream, opts.Verify.UpstreamKeys
+	}
 	_, perr := rc.Push(ctx, src, upload, popts)
 	failed := map[storepath.Path]error{}
 	var pe *PathError
@@ -284,13 +297,24 @@ func (c *Cache) repair(ctx context.Context, results []RepairResult, olds []*nari
 			r.Err = fmt.Errorf("%w: upload: %w", ErrNotRepairable, e)
 			return nil
 		}
-		if _, err := c.VerifyNarInfo(ctx, r.Key, trusted); err != nil {
+		if err := c.checkPath(ctx, r.Key, opts.Verify); err != nil {
 			r.Err = fmt.Errorf("still bad after upload: %w", err)
 			return nil
 		}
 		r.Err = nil
 		return nil
 	})
+}
+
+// checkPath checks the narinfo under key as Verify does (VerifyNarInfo and
+// its references), afresh.
+func (c *Cache) checkPath(ctx context.Context, key string, opts VerifyOptions) error {
+	ni, err := c.VerifyNarInfo(ctx, key, opts.TrustedKeys)
+	if err != nil {
+		return err
+	}
+	var refs refChecker
+	return refs.check(ctx, c, ni, opts)
 }
 
 // unjoin splits an errors.Join error into its parts.

@@ -259,3 +259,38 @@ func TestRepairWhilePushing(t *testing.T) {
 	}
 	nixVerify(t, "file://"+dir, pub, closure)
 }
+
+// TestRepairReferenceMissing: a path whose reference's narinfo is gone is
+// bad for Verify (Nix could not substitute its closure, and `nix store
+// verify` of the closure fails); Repair uploads the reference again from
+// the local store and Nix accepts the closure.
+func TestRepairReferenceMissing(t *testing.T) {
+	ctx := context.Background()
+	_, closure := buildClosure(t)
+	sec, pub := nixKey(t, "nixcache-refs-1")
+	dir := t.TempDir()
+	c, err := cache.Open(ctx, "file://"+dir+"?compression=zstd&secret-key="+sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := openStore(t)
+	if _, err := c.Push(ctx, store, closure[2:], cache.PushOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Backend.Delete(ctx, cache.NarInfoKey(closure[0])); err != nil {
+		t.Fatal(err)
+	}
+	if code := testenv.NixStoreVerify(t, "file://"+dir, pub, pathStrings(closure)...); code == 0 {
+		t.Fatal("nix store verify accepts a closure with a narinfo missing")
+	}
+	trusted := mustPub(t, pub)
+	if _, err := c.Verify(ctx, nil, cache.VerifyOptions{TrustedKeys: trusted}); !errors.Is(err, cache.ErrReferenceMissing) {
+		t.Fatalf("Verify: %v, want ErrReferenceMissing", err)
+	}
+	sum, err := c.Repair(ctx, nil, cache.RepairOptions{Verify: cache.VerifyOptions{TrustedKeys: trusted}, Source: store})
+	if err != nil || sum.Bad != 2 || sum.Repaired != 2 {
+		t.Fatalf("Repair: %v, %v", sum, err)
+	}
+	nixVerify(t, "file://"+dir, pub, closure)
+	checkConsistent(t, c)
+}
