@@ -41,7 +41,6 @@ import (
 	_ "github.com/nixcache/nixcache/cache/s3"
 	"github.com/nixcache/nixcache/internal/cli"
 	"github.com/nixcache/nixcache/internal/cli/upload"
-	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
 )
 
@@ -56,8 +55,11 @@ func main() { cli.Main("verify", run) }
 func run(ctx context.Context, args []string) error {
 	fl := cli.NewFlagSet("verify", "verify --from URL --trusted-key KEY... [--jobs N] [--repair --secret-key FILE...] [--sign-with FILE...] [PATH...]")
 	from := fl.String("from", "", "binary cache store URL (file:///dir, s3://bucket?..., https://host/path)")
-	var keys []string
-	fl.Func("trusted-key", "trusted public `KEY` (name:base64, or a file holding one; repeatable)", func(s string) error { keys = append(keys, s); return nil })
+	var keys []cli.Setting
+	fl.Func("trusted-key", "trusted public `KEY` (name:base64, or a file holding one; repeatable)", func(s string) error {
+		keys = append(keys, cli.Setting{Value: s, Name: "--trusted-key"})
+		return nil
+	})
 	jobs, upstream := fl.Jobs(4), upload.VerifyUpstreamFlags(fl)
 	mend := upload.Mend{Out: os.Stdout, Log: cli.NewLogger(os.Stderr, "", false)}
 	mend.Flags(fl)
@@ -67,13 +69,9 @@ func run(ctx context.Context, args []string) error {
 	if *from == "" || len(keys) == 0 {
 		return cli.Usagef("--from and at least one --trusted-key are required")
 	}
-	var trusted []signature.PublicKey
-	for i, k := range keys {
-		pk, err := trustedKey(i+1, k)
-		if err != nil {
-			return fmt.Errorf("%w: %w", cli.ErrUsage, err)
-		}
-		trusted = append(trusted, pk)
+	trusted, err := upload.LoadPublicKeys(keys)
+	if err != nil {
+		return fmt.Errorf("%w: %w", cli.ErrUsage, err)
 	}
 	var paths []storepath.Path
 	for _, a := range fl.Args() {
@@ -89,8 +87,14 @@ func run(ctx context.Context, args []string) error {
 	} else if err != nil {
 		return cli.WithCode(exitCache, err)
 	}
+	up, upKeys, err := upstream(ctx)
+	if errors.Is(err, cli.ErrUsage) {
+		return err
+	} else if err != nil {
+		return cli.WithCode(exitCache, err)
+	}
 	if mend.Active() {
-		mend.Trusted, mend.Jobs = trusted, *jobs
+		mend.Verify = cache.VerifyOptions{TrustedKeys: trusted, Upstream: up, UpstreamKeys: upKeys, Jobs: *jobs}
 		sum, err := mend.Run(ctx, c, paths)
 		if errors.Is(err, cli.ErrUsage) {
 			return err
@@ -98,12 +102,6 @@ func run(ctx context.Context, args []string) error {
 			return cli.WithCode(exitCache, err)
 		}
 		return verdict(ctx, err, sum.String(), fmt.Sprintf("%d of %d paths still bad, %d not signed", sum.Bad-sum.Repaired, sum.Checked, sum.NotSigned))
-	}
-	up, upKeys, err := upstream(ctx)
-	if errors.Is(err, cli.ErrUsage) {
-		return err
-	} else if err != nil {
-		return cli.WithCode(exitCache, err)
 	}
 	var bad atomic.Int64
 	n, err := c.Verify(ctx, paths, cache.VerifyOptions{
@@ -134,21 +132,4 @@ func verdict(ctx context.Context, err error, summary, badMsg string) error {
 		return cli.WithCode(exitBadPaths, errors.New(badMsg))
 	}
 	return nil
-}
-
-// trustedKey reads the i-th --trusted-key: a public key or a file holding
-// one. Errors never repeat the value: it may be a secret key given by
-// mistake.
-func trustedKey(i int, s string) (signature.PublicKey, error) {
-	if pk, err := signature.ParsePublicKey(s); err == nil {
-		return pk, nil
-	}
-	pk, err := signature.LoadPublicKeyFile(s)
-	if errors.Is(err, signature.ErrKeyAsFileName) {
-		return pk, fmt.Errorf("--trusted-key %d is a secret key: give its public key (nix key convert-secret-to-public)", i)
-	}
-	if err != nil {
-		return pk, fmt.Errorf("--trusted-key %d is neither a public key (name:base64) nor a readable key file: %w", i, err)
-	}
-	return pk, nil
 }

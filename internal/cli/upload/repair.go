@@ -10,7 +10,6 @@ import (
 	"github.com/nixcache/nixcache/cache"
 	"github.com/nixcache/nixcache/cache/localstore"
 	"github.com/nixcache/nixcache/internal/cli"
-	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
 )
 
@@ -23,8 +22,9 @@ type Mend struct {
 	// SignWith are the key files of the rotation: their signature is added
 	// to every narinfo that verifies with Trusted.
 	SignWith []cli.Setting
-	Trusted  []signature.PublicKey
-	Jobs     int
+	// Verify is how paths are checked (trusted keys, upstream, jobs); its
+	// Jobs is also the number of uploads at once.
+	Verify cache.VerifyOptions
 	// Out receives one line per bad path, repair and narinfo not signed.
 	Out io.Writer
 	Log *slog.Logger
@@ -72,16 +72,8 @@ func (m *Mend) Run(ctx context.Context, c *cache.Cache, paths []storepath.Path) 
 		fmt.Fprintf(m.Out, format+"\n", args...)
 	}
 	ro := cache.RepairOptions{
-		Verify: cache.VerifyOptions{
-			TrustedKeys: m.Trusted,
-			Jobs:        m.Jobs,
-			Result: func(p storepath.Path, err error) {
-				if err != nil {
-					say("%s", (&cache.PathError{Path: p, Err: err}).Error())
-				}
-			},
-		},
-		Push:     cache.PushOptions{Jobs: m.Jobs},
+		Verify:   m.Verify,
+		Push:     cache.PushOptions{Jobs: m.Verify.Jobs},
 		SignWith: signWith,
 		Repaired: func(r cache.RepairResult) { say("%s", r) },
 		Signed: func(p storepath.Path, key string, _ bool, err error) {
@@ -93,6 +85,11 @@ func (m *Mend) Run(ctx context.Context, c *cache.Cache, paths []storepath.Path) 
 				say("%s: %v", name, err)
 			}
 		},
+	}
+	ro.Verify.Result = func(p storepath.Path, err error) {
+		if err != nil {
+			say("%s", (&cache.PathError{Path: p, Err: err}).Error())
+		}
 	}
 	if m.Repair {
 		store, err := localstore.Open(ctx, localstore.Options{})
