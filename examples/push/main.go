@@ -1,13 +1,15 @@
 // Command push uploads the closures of store paths to a Nix binary cache.
 //
-//	push [--to URL] [--secret-key FILE]... [--skip-signed-by KEY]... [--upstream URL] [--jobs N] [-q] PATH...
+//	push [--to URL] [--secret-key FILE]... [--skip-signed-by KEY]... [--upstream URL] [--jobs N] [--pin NAME] [-q] PATH...
 //
 // URL is a Nix store URL (file:///dir or s3://bucket?endpoint=...); S3
 // credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. PATH may
 // be a store path or a symlink to one, such as ./result. A path whose store
 // signatures include a valid one by a --skip-signed-by KEY (name:base64 or
 // a file), or that the --upstream cache serves signed by such a key, is
-// not uploaded. Flags default to NIXCACHE_TO, NIXCACHE_SECRET_KEY_FILE,
+// not uploaded. --pin NAME stores the closure as the garbage-collector
+// root gcroots/NAME in the cache (see gc), replacing any of that name,
+// before publishing anything. Flags default to NIXCACHE_TO, NIXCACHE_SECRET_KEY_FILE,
 // NIXCACHE_SKIP_SIGNED_BY (space-separated) and NIXCACHE_UPSTREAM, from
 // the environment or the config file, as for upload-daemon; -j is short for
 // --jobs. On a terminal, progress is one redrawn line; otherwise one log

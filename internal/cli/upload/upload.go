@@ -182,8 +182,9 @@ func Open(ctx context.Context, u *cache.URL, opts cache.Options) (*cache.Cache, 
 // Push uploads the closures of the paths named by args (store paths, or
 // symlinks to them such as ./result) from the local store to t, with
 // jobs paths at once, reporting progress to progress (may be nil). Paths
-// that t's upstream serves are not uploaded.
-func Push(ctx context.Context, t Target, args []string, jobs int, log *slog.Logger, progress func(cache.Event)) (*cache.Summary, error) {
+// that t's upstream serves are not uploaded. A pin other than "" stores the
+// closure as the garbage-collector root gcroots/<pin> (cache.PushOptions.Pin).
+func Push(ctx context.Context, t Target, args []string, jobs int, pin string, log *slog.Logger, progress func(cache.Event)) (*cache.Summary, error) {
 	p, err := Prepare(ctx, t, log)
 	if err != nil {
 		return nil, err
@@ -202,7 +203,7 @@ func Push(ctx context.Context, t Target, args []string, jobs int, log *slog.Logg
 		return nil, err
 	}
 	opts := p.PushOptions(jobs)
-	opts.Progress = progress
+	opts.Progress, opts.Pin = progress, pin
 	return c.Push(ctx, store, paths, opts)
 }
 
@@ -227,9 +228,10 @@ func StorePaths(dir storepath.Dir, args []string) ([]storepath.Path, error) {
 // command line's name, args its arguments. --to and --secret-key default to
 // the configuration cfg.
 func PushCommand(ctx context.Context, name string, args []string, cfg config.Config) error {
-	fl := cli.NewFlagSet(name, name+" [--to URL] [--secret-key FILE]... [--skip-signed-by KEY]... [--upstream URL] [--jobs N] [-q] PATH...")
+	fl := cli.NewFlagSet(name, name+" [--to URL] [--secret-key FILE]... [--skip-signed-by KEY]... [--upstream URL] [--jobs N] [--pin NAME] [-q] PATH...")
 	target, jobs := TargetFlags(fl, cfg), fl.Jobs(4)
 	quiet := fl.Bool("q", false, "print only the summary and errors")
+	pin := fl.String("pin", "", "keep the closure from the garbage collector (gc) as the root gcroots/`NAME`, replacing any of that name")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -237,7 +239,7 @@ func PushCommand(ctx context.Context, name string, args []string, cfg config.Con
 	fi, err := os.Stderr.Stat()
 	tty := err == nil && fi.Mode()&os.ModeCharDevice != 0
 	event, finish := Reporter(os.Stderr, tty, *quiet, log)
-	sum, err := Push(ctx, target(), fl.Args(), *jobs, log, event)
+	sum, err := Push(ctx, target(), fl.Args(), *jobs, *pin, log, event)
 	finish()
 	if sum != nil {
 		log.Info("done", "summary", sum.String())
