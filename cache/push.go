@@ -122,6 +122,8 @@ type PushOptions struct {
 	// anything, Push stores "gcroots/<Pin>" listing the whole closure
 	// (see Cache.Pin and Collect).
 	Pin string
+	// caseHack is the Source's use-case-hack (see CaseHackSource).
+	caseHack bool
 }
 
 func (o *PushOptions) jobs() int {
@@ -241,6 +243,7 @@ type pushItem struct {
 func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, opts PushOptions) (*Summary, error) {
 	start := time.Now()
 	sum := &Summary{}
+	opts.caseHack = sourceCaseHack(src)
 	if len(paths) == 0 {
 		return sum, nil
 	}
@@ -559,6 +562,7 @@ func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, e
 
 	// The .ls listing is built by the NAR writer from the same pass.
 	nw := nar.NewWriter(ctxWriter{ctx, io.MultiWriter(sinks...)})
+	nw.SetCaseHack(opts.caseHack)
 	if c.opts.WriteNARListing {
 		nw.EnableListing()
 	}

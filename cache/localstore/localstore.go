@@ -119,6 +119,10 @@ type Options struct {
 	// BusyTimeout bounds how long a read waits on a lock held by a Nix
 	// writer (rare in WAL mode: checkpoints and recovery); default 10s.
 	BusyTimeout time.Duration
+	// CaseHack, when set, is the store's use-case-hack setting; default
+	// what UseCaseHack reads from Nix's configuration (nix.conf,
+	// NIX_CONFIG), else Nix's default for the platform (on for darwin).
+	CaseHack *bool
 }
 
 // DefaultDBPath returns the database Nix uses: $NIX_STATE_DIR/db/db.sqlite,
@@ -148,10 +152,11 @@ type source interface {
 // Store answers questions about the local Nix store. It is safe for
 // concurrent use. Close releases the database connection.
 type Store struct {
-	dir    storepath.Dir
-	logDir string
-	mode   Mode // ModeDB or ModeCLI: what Open chose
-	src    source
+	caseHack bool
+	dir      storepath.Dir
+	logDir   string
+	mode     Mode // ModeDB or ModeCLI: what Open chose
+	src      source
 }
 
 // Open opens the store. In ModeAuto it opens the database read-only (no
@@ -173,11 +178,18 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.BusyTimeout <= 0 {
 		opts.BusyTimeout = 10 * time.Second
 	}
+	if opts.CaseHack == nil {
+		on, err := UseCaseHack(os.Getenv)
+		if err != nil {
+			return nil, err
+		}
+		opts.CaseHack = &on
+	}
 	var dbErr error
 	if opts.Mode == ModeAuto || opts.Mode == ModeDB {
 		src, err := openDB(ctx, opts.DBPath, opts.StoreDir, opts.BusyTimeout)
 		if err == nil {
-			return &Store{dir: opts.StoreDir, logDir: opts.LogDir, mode: ModeDB, src: src}, nil
+			return &Store{dir: opts.StoreDir, logDir: opts.LogDir, mode: ModeDB, src: src, caseHack: *opts.CaseHack}, nil
 		}
 		if opts.Mode == ModeDB {
 			return nil, err
@@ -191,8 +203,13 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		}
 		return nil, err
 	}
-	return &Store{dir: opts.StoreDir, logDir: opts.LogDir, mode: ModeCLI, src: src}, nil
+	return &Store{dir: opts.StoreDir, logDir: opts.LogDir, mode: ModeCLI, src: src, caseHack: *opts.CaseHack}, nil
 }
+
+// CaseHack reports the store's use-case-hack setting (Options.CaseHack):
+// whether Nix dumps its paths with the case hack, so that cache.Push dumps
+// them the same way.
+func (s *Store) CaseHack() bool { return s.caseHack }
 
 // Mode reports how the store is read: ModeDB or ModeCLI.
 func (s *Store) Mode() Mode { return s.mode }
