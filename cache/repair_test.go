@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -293,4 +294,51 @@ func TestRepairReferenceMissing(t *testing.T) {
 	}
 	nixVerify(t, "file://"+dir, pub, closure)
 	checkConsistent(t, c)
+}
+
+// TestRepairWithUpstream: with Verify.Upstream, a reference upstream serves
+// is not uploaded by Repair, and a bad path of ours is uploaded again even
+// when the store holds an upstream signature for it (the skip rules of Push
+// never apply to the path being repaired).
+func TestRepairWithUpstream(t *testing.T) {
+	ctx := context.Background()
+	src := newFakeSource(t)
+	base, mid, top := chain(t, src)
+	upSK, upPK, _ := upstreamKeys(t)
+	up, _ := upstreamCache(t, src, upSK, base)
+	ourSK, ourPK, err := signature.GenerateKey("ours-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	c, err := cache.Open(ctx, "file://"+dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = cache.New(c.Backend, cache.Options{SecretKeys: []signature.SecretKey{ourSK}})
+	upKeys := []signature.PublicKey{upPK}
+	if sum, err := c.Push(ctx, src, []storepath.Path{top}, cache.PushOptions{SkipSignedBy: upKeys, Upstream: up}); err != nil || sum.Uploaded != 2 {
+		t.Fatalf("push: %+v, %v", sum, err)
+	}
+	src.signInfo(t, mid, upSK)
+	ni, err := narinfo.Unmarshal(cachetest.Read(t, c.Backend, cache.NarInfoKey(mid)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Backend.Delete(ctx, ni.URL); err != nil {
+		t.Fatal(err)
+	}
+	vopts := cache.VerifyOptions{TrustedKeys: []signature.PublicKey{ourPK}, Upstream: up, UpstreamKeys: upKeys}
+	sum, err := c.Repair(ctx, nil, cache.RepairOptions{Verify: vopts, Source: src})
+	if err != nil || sum.Bad != 1 || sum.Repaired != 1 {
+		t.Fatalf("repair: %v, %v", sum, err)
+	}
+	want := []string{cache.NarInfoKey(mid), cache.NarInfoKey(top)}
+	slices.Sort(want)
+	if got := narinfoKeys(t, dir); !slices.Equal(got, want) {
+		t.Errorf("narinfos after repair: %v, want %v (base stays upstream's)", got, want)
+	}
+	if _, err := c.Verify(ctx, nil, vopts); err != nil {
+		t.Fatal(err)
+	}
 }
