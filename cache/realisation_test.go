@@ -59,35 +59,11 @@ func readFile(t *testing.T, name string) string {
 	return string(data)
 }
 
-// deleteCA deletes both outputs and what refers to them (the resolved
-// .drv Nix built refers to dep's output), referrers first, so the store
-// is as clean as another machine's; the evaluated .drv files stay.
+// deleteCA deletes both outputs and what refers to them, so the store is
+// as clean as another machine's; the evaluated .drv files stay.
 func deleteCA(t *testing.T, b caBuild) {
 	t.Helper()
-	var paths []string
-	for _, p := range []storepath.Path{b.top, b.dep} {
-		if _, err := os.Lstat(string(p)); err == nil {
-			out, err := testenv.NixCmd("nix-store", "--query", "--referrers-closure", string(p))
-			if err == nil {
-				paths = append(paths, strings.Fields(string(out))...)
-			}
-		}
-	}
-	for range 4 {
-		var left []string
-		for _, p := range paths {
-			if _, err := os.Lstat(p); err != nil {
-				continue
-			}
-			if _, err := testenv.NixCmd("nix-store", "--delete", p); err != nil {
-				left = append(left, p)
-			}
-		}
-		if paths = left; len(paths) == 0 {
-			return
-		}
-	}
-	t.Fatalf("cannot delete %v", paths)
+	testenv.DeleteWithReferrers(t, string(b.top), string(b.dep))
 }
 
 // TestPushRealisationsCA (issue 14, realisations): pushing the output of a

@@ -45,10 +45,11 @@ const (
 	EnvConfig        = "NIXCACHE_CONFIG"          // config file path
 	EnvSkipSignedBy  = "NIXCACHE_SKIP_SIGNED_BY"  // upstream public keys (space-separated): paths they signed are not uploaded
 	EnvUpstream      = "NIXCACHE_UPSTREAM"        // upstream cache URL: paths it serves are not uploaded
+	EnvUploadLogs    = "NIXCACHE_UPLOAD_LOGS"     // upload-daemon also uploads build logs (default on; 0/false/no/off turns it off)
 )
 
 // fileKeys are the NIXCACHE_ keys a config file may set.
-var fileKeys = []string{EnvTo, EnvSecretKeyFile, EnvQueue, EnvSkipSignedBy, EnvUpstream}
+var fileKeys = []string{EnvTo, EnvSecretKeyFile, EnvQueue, EnvSkipSignedBy, EnvUpstream, EnvUploadLogs}
 
 // Config is the configuration shared by the post-build hook and the upload
 // daemon. Nix runs the post-build hook with its own environment (the
@@ -72,6 +73,9 @@ type Config struct {
 	// Upstream is NIXCACHE_UPSTREAM: an upstream cache URL whose narinfos,
 	// signed by a SkipSignedBy key, make a path not uploaded.
 	Upstream string
+	// UploadLogs is NIXCACHE_UPLOAD_LOGS as written ("" when unset); see
+	// LogsEnabled.
+	UploadLogs string
 	// File is the config file that was read, or "" if none.
 	File string
 	// Env holds the file's other settings (such as AWS_ACCESS_KEY_ID), as
@@ -99,6 +103,25 @@ func (c Config) Environ(base []string) []string {
 		}
 	}
 	return out
+}
+
+// LogsEnabled reports whether the upload daemon uploads build logs
+// (NIXCACHE_UPLOAD_LOGS): yes unless set to 0, false, no or off (any
+// case). Load reports any value but those and 1, true, yes, on.
+func (c Config) LogsEnabled() bool {
+	on, _ := parseBool(c.UploadLogs)
+	return on
+}
+
+// parseBool reads a NIXCACHE_ boolean: "" (unset) is true.
+func parseBool(v string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "", "1", "true", "yes", "on":
+		return true, nil
+	case "0", "false", "no", "off":
+		return false, nil
+	}
+	return true, fmt.Errorf("%w: %s is not a boolean (use 1/0, true/false, yes/no or on/off); using the default, on", ErrConfig, EnvUploadLogs)
 }
 
 // Load reads the configuration: the config file named by NIXCACHE_CONFIG
@@ -136,6 +159,8 @@ func Load(getenv func(string) string) (Config, error) {
 				c.SkipSignedBy = s.Value
 			case EnvUpstream:
 				c.Upstream = s.Value
+			case EnvUploadLogs:
+				c.UploadLogs = s.Value
 			default:
 				c.Env = append(c.Env, s.Key+"="+s.Value)
 			}
@@ -157,6 +182,12 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	if v := getenv(EnvUpstream); v != "" {
 		c.Upstream = v
+	}
+	if v := getenv(EnvUploadLogs); v != "" {
+		c.UploadLogs = v
+	}
+	if _, err := parseBool(c.UploadLogs); err != nil {
+		errs = append(errs, err)
 	}
 	return c, joinErrors(errs)
 }

@@ -52,6 +52,9 @@ type Target struct {
 	// (--upstream, NIXCACHE_UPSTREAM); see cache.PushOptions.
 	SkipSignedBy []cli.Setting
 	Upstream     cli.Setting
+	// Logs also uploads the build logs of the pushed paths' derivers
+	// (--logs; see cache.PushOptions.Logs).
+	Logs bool
 }
 
 // LoadPublicKeys reads public keys, each "name:base64" or a file holding
@@ -122,11 +125,13 @@ func VerifyUpstreamFlags(fl *cli.FlagSet) func(ctx context.Context) (*cache.Cach
 }
 
 // TargetFlags registers the flags of a Target: --to, --secret-key,
-// --skip-signed-by and --upstream, with their defaults from cfg.
+// --skip-signed-by, --upstream and --logs, with their defaults from cfg
+// (--logs: NIXCACHE_UPLOAD_LOGS, on unless set to 0/false/no/off).
 func TargetFlags(fl *cli.FlagSet, cfg config.Config) func() Target {
 	to, keys, skip, upstream := fl.To(cfg), fl.SecretKeys(cfg), fl.SkipSignedBy(cfg), fl.Upstream(cfg)
+	logs := fl.Bool("logs", cfg.LogsEnabled(), "also upload the build log of each given path's derivation to log/<drv> (default $"+config.EnvUploadLogs+")")
 	return func() Target {
-		return Target{To: to(), Keys: keys(), SkipSignedBy: skip(), Upstream: upstream()}
+		return Target{To: to(), Keys: keys(), SkipSignedBy: skip(), Upstream: upstream(), Logs: *logs}
 	}
 }
 
@@ -167,7 +172,7 @@ func Prepare(ctx context.Context, t Target, log *slog.Logger) (*Prepared, error)
 	if err != nil {
 		return nil, err
 	}
-	return &Prepared{URL: u, Options: opts, Push: cache.PushOptions{SkipSignedBy: skipKeys, Upstream: upstream}}, nil
+	return &Prepared{URL: u, Options: opts, Push: cache.PushOptions{SkipSignedBy: skipKeys, Upstream: upstream, Logs: t.Logs}}, nil
 }
 
 // Open opens the cache that Prepare described.
@@ -228,7 +233,10 @@ func StorePaths(dir storepath.Dir, args []string) ([]storepath.Path, error) {
 // command line's name, args its arguments. --to and --secret-key default to
 // the configuration cfg.
 func PushCommand(ctx context.Context, name string, args []string, cfg config.Config) error {
-	fl := cli.NewFlagSet(name, name+" [--to URL] [--secret-key FILE]... [--skip-signed-by KEY]... [--upstream URL] [--jobs N] [--pin NAME] [-q] PATH...")
+	fl := cli.NewFlagSet(name, name+" [--to URL] [--secret-key FILE]... [--skip-signed-by KEY]... [--upstream URL] [--logs] [--jobs N] [--pin NAME] [-q] PATH...")
+	if name == "push" {
+		cfg.UploadLogs = "false" // push uploads logs with --logs; upload-daemon push (the sync-mode hook) as the daemon
+	}
 	target, jobs := TargetFlags(fl, cfg), fl.Jobs(4)
 	quiet := fl.Bool("q", false, "print only the summary and errors")
 	pin := fl.String("pin", "", "keep the closure from the garbage collector (gc) as the root gcroots/`NAME`, replacing any of that name")
