@@ -8,6 +8,9 @@ import (
 	"net/http"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
 
 	"github.com/nixcache/nixcache/cache"
 	cs3 "github.com/nixcache/nixcache/cache/s3"
@@ -19,14 +22,19 @@ import (
 	"github.com/nixcache/nixcache/storepath/nixhash"
 )
 
-// countingTransport counts the HTTP requests a backend makes.
+// countingTransport counts the HTTP requests a backend makes, and delays
+// each by rtt (loopback has none; a real network has some).
 type countingTransport struct {
 	n    atomic.Int64
+	rtt  atomic.Int64 // time.Duration
 	next http.RoundTripper
 }
 
 func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	c.n.Add(1)
+	if d := time.Duration(c.rtt.Load()); d > 0 {
+		time.Sleep(d)
+	}
 	return c.next.RoundTrip(r)
 }
 
@@ -82,7 +90,14 @@ func s3Backend(b *testing.B, srv *testenv.S3, bucket string) (cache.Backend, *co
 		b.Fatal(err)
 	}
 	o := u.Location.(cs3.Options)
-	ct := &countingTransport{next: http.DefaultTransport}
+	// The transport the backend uses by default (http.DefaultTransport
+	// keeps 2 idle connections per host: 16 checks at once would open new
+	// ones all the time).
+	tr, err := minio.DefaultTransport(false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ct := &countingTransport{next: tr}
 	o.Transport = ct
 	be, err := o.Open(context.Background())
 	if err != nil {
@@ -96,7 +111,8 @@ func s3Backend(b *testing.B, srv *testenv.S3, bucket string) (cache.Backend, *co
 // HTTP requests they make (requests/op):
 //
 //   - present: every narinfo is in our cache (one HEAD per path, CheckJobs
-//     at once; present-seq is the same one at a time);
+//     at once; present-seq is the same one at a time; the rtt5ms variants
+//     add 5 ms to each request, as a network would);
 //   - signed: the store database holds a valid upstream signature for
 //     every path (SkipSignedBy): no request per path;
 //   - upstream: our cache is empty, the upstream cache (another bucket)
@@ -120,8 +136,7 @@ func BenchmarkPushChecks10k(b *testing.B) {
 		b.Fatal(err)
 	}
 	// The upstream bucket: a signed narinfo per path (NARs are not read).
-	var keys []storepath.Path
-	keys = append(keys, src.order...)
+	keys := src.order
 	signed := &memSource{infos: map[storepath.Path]*cache.PathInfo{}, order: src.order}
 	put := func(p storepath.Path) error {
 		info := src.infos[p]
@@ -184,6 +199,10 @@ func BenchmarkPushChecks10k(b *testing.B) {
 	both := []*countingTransport{upCount, oursCount}
 	run("present", up, src, cache.PushOptions{}, both, n, 0)
 	run("present-seq", up, src, cache.PushOptions{CheckJobs: 1}, both, n, 0)
+	upCount.rtt.Store(int64(5 * time.Millisecond))
+	run("present-rtt5ms", up, src, cache.PushOptions{}, both, n, 0)
+	run("present-rtt5ms-seq", up, src, cache.PushOptions{CheckJobs: 1}, both, n, 0)
+	upCount.rtt.Store(0)
 	run("signed", ours, signed, cache.PushOptions{SkipSignedBy: []signature.PublicKey{upPK}}, both, 0, n)
 	run("upstream", ours, src, cache.PushOptions{SkipSignedBy: []signature.PublicKey{upPK}, Upstream: up}, both, 0, n)
 }
