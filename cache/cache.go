@@ -30,33 +30,38 @@
 // may share one), then .ls listings, then stale temporaries: no narinfo is
 // ever left without its NAR. Each removal is preceded by a Stat: the
 // object is removed only if its ModTime is still the listed one (to the
-// second) and older than L minus the grace period (plus 2 s, so that any
-// later touch changes the ModTime even at S3's one-second resolution), and
-// the Stat and the removal end within gcDeleteWindow (1 s) or the removal
-// is not made. A narinfo kept at that point keeps its closure.
+// second) and older than L minus the grace period minus 6 s (a margin that
+// makes any touch after L visible even at S3's one-second resolution, and
+// that covers a push's short gap between writing a NAR file and publishing
+// its narinfo); the Stat and the removal end within gcDeleteWindow (1 s) or
+// the removal is not made. A narinfo kept at that point keeps its closure.
 //
-// The danger is a push that reuses an object R the collector marked as
-// garbage: a reference whose narinfo it found present, or a NAR file
-// already there, on which it then publishes a narinfo X the collector
-// never saw. Push therefore touches R (Toucher: ModTime := now, never
-// recreating a missing object) at time t, waits ReuseSettle (2 s), checks
-// R is still there, and only then publishes X. Take any collector C and
-// let s be the time of its last Stat of R. If s < t, C's removal of R ended
-// before s+1 s < t+2 s, so the push's check finds R missing and X is not
-// published (the push fails with ErrCollected; pushing again uploads R).
-// If s > t, either C listed R before the touch, and sees a ModTime other
-// than the listed one and keeps R; or C listed R after the touch, so its L
-// is after t, and then R is kept by the push's pin (written before t) or,
-// for an unpinned push, by the grace period as long as the push publishes
-// X within the grace of t (within an hour by default: pushes that may take
-// longer, or collectors run with a shorter grace, need a pin). New objects
-// of the push are not in C's listing and are never removed by C; a touched
-// narinfo that C keeps keeps its closure, so the references below R that
-// the push did not touch stay too. A backend without Toucher gets no
-// touches: collectors beside such pushes need a grace longer than any push.
-// The argument assumes the server processes a request before the client's
-// deadline passes, and clocks (collector, pushers, server) within the 2 s
-// margin of each other, or a grace covering their skew.
+// The danger is a push that relies on an object R the collector listed and
+// marked as garbage, and publishes a narinfo X the collector never saw: a
+// reference whose narinfo the push found present, a NAR file already there,
+// or a NAR file the push itself wrote before L. Push therefore touches R
+// (Toucher: ModTime := now, never recreating a missing object) at time t,
+// waits ReuseSettle (2 s), checks R is still there, and only then publishes
+// X; a NAR file it wrote or touched more than freshWindow (3 s) before X's
+// publication is touched again first. Take any collector C and let s be the
+// time of its last Stat of R. If s < t, C's removal of R ended before
+// s+1 s < t+2 s, so the push's check finds R missing and X is not published
+// (the push fails with ErrCollected; pushing again uploads R). If s > t,
+// either C listed R before the touch, and sees a ModTime other than the
+// listed one and keeps R; or C listed R after the touch, so L > t: for a
+// NAR file, X is published before t+6 s, so L < t+6 s and the NAR file is
+// young to C; for a narinfo, R is kept by the push's pin (written before
+// t) or, for an unpinned push, by the grace period as long as the push
+// publishes X within the grace of t (an hour by default: pushes that may
+// take longer, or collectors run with --grace 0, need a pin). New narinfos
+// of the push are not in C's listing or are pinned; a touched narinfo that
+// C keeps keeps its closure, so the references below R that the push did
+// not touch stay too. Temporary files are removed only after an hour. A
+// backend without Toucher gets no touches: collectors beside such pushes
+// need a grace longer than any push. The argument assumes requests take
+// effect before the client's deadline passes and complete in well under
+// 3 s, and clocks (collector, pushers, server) within a second of each
+// other, or a grace covering their skew.
 //
 // Cost at scale: Collect makes one List (1,000 keys a page on S3), one GET
 // per narinfo, and for each object removed one Stat and one delete (two

@@ -1,7 +1,7 @@
 package cache
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -36,10 +36,12 @@ const ReuseSettle = 2 * gcDeleteWindow
 const gcDeleteWindow = time.Second
 
 // gcClockMargin is added to the grace period: an object modified less than
-// this before the listing is young whatever the grace, so that a touch after
-// the listing always changes the modification time the collector sees, even
-// with one-second timestamps (S3's Last-Modified).
-const gcClockMargin = 2 * time.Second
+// this before the listing is young whatever the grace: a touch after the
+// listing always changes the modification time the collector sees, even
+// with one-second timestamps (S3's Last-Modified), and a NAR file a push
+// wrote or touched is young until the push publishes its narinfo (within
+// freshWindow + ReuseSettle).
+const gcClockMargin = 6 * time.Second
 
 // GCOptions tune Collect.
 type GCOptions struct {
@@ -385,34 +387,26 @@ func (g *collector) list(ctx context.Context) error {
 // meant to protect are unknown.
 func (g *collector) readPins(ctx context.Context) error {
 	for _, key := range g.pins {
-		rc, err := g.b.Get(ctx, key)
+		data, err := g.read(ctx, key)
 		if errors.Is(err, ErrNotFound) {
 			continue // unpinned since the listing
 		}
 		if err != nil {
 			return fmt.Errorf("read root %s: %w", key, err)
 		}
-		sc := bufio.NewScanner(rc)
-		sc.Buffer(nil, 64<<10)
 		line := 0
-		for sc.Scan() {
+		for l := range strings.Lines(string(data)) {
 			line++
-			s := strings.TrimSpace(sc.Text())
-			if s == "" || s[0] == '#' {
+			l = strings.TrimSpace(l)
+			if l == "" || l[0] == '#' {
 				continue
 			}
-			p, err := storepath.Parse(s)
+			p, err := storepath.Parse(l)
 			if err != nil {
-				rc.Close()
 				return fmt.Errorf("root %s line %d: %w", key, line, err)
 			}
 			d, _ := digestOf(p.HashPart())
 			g.nodes[g.node(d)].reason = whyPinned
-		}
-		err = sc.Err()
-		rc.Close()
-		if err != nil {
-			return fmt.Errorf("read root %s: %w", key, err)
 		}
 	}
 	for _, p := range g.opts.Keep {
@@ -486,19 +480,40 @@ func (g *collector) readNarInfos(ctx context.Context) error {
 var errUnreadable = errors.New("unreadable narinfo")
 
 func (g *collector) readNarInfo(ctx context.Context, key string) (*narinfo.NarInfo, error) {
-	rc, err := g.b.Get(ctx, key)
+	data, err := g.read(ctx, key)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("read %s: %w", key, err)
 	}
-	defer rc.Close()
-	ni, err := narinfo.Parse(io.LimitReader(rc, 16<<20))
+	ni, err := narinfo.Parse(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", errUnreadable, key, err)
 	}
 	return ni, nil
+}
+
+// read reads a small object (up to 64 MiB), trying three times: a pusher
+// may replace it (a pin) or touch it (a narinfo) while it is read, which
+// S3 reports as a failed precondition.
+func (g *collector) read(ctx context.Context, key string) ([]byte, error) {
+	var err error
+	for range 3 {
+		var rc io.ReadCloser
+		if rc, err = g.b.Get(ctx, key); err == nil {
+			var data []byte
+			data, err = io.ReadAll(io.LimitReader(rc, 64<<20))
+			rc.Close()
+			if err == nil {
+				return data, nil
+			}
+		}
+		if errors.Is(err, ErrNotFound) || ctx.Err() != nil {
+			return nil, err
+		}
+	}
+	return nil, err
 }
 
 // mark keeps the roots and their closures, reason by reason.
@@ -839,10 +854,10 @@ func (g *collector) sweepListings(ctx context.Context, remove func(context.Conte
 }
 
 // sweepTemporaries removes what killed writers left: cache/file's
-// temporary files (RemoveStaleTemps, which never touches a file a live
-// writer holds) older than the grace period, and cache/s3's unfinished
-// multipart uploads (AbortStale) older than the grace period but at least an
-// hour, as a live upload cannot be told from a dead one.
+// temporary files (RemoveStaleTemps) and cache/s3's unfinished multipart
+// uploads (AbortStale), older than the grace period and at least an hour: a
+// live writer's file cannot always be told from a dead one's (cache/file's
+// lock ends before the rename; a multipart upload has no owner).
 func (g *collector) sweepTemporaries(ctx context.Context) error {
 	if !g.opts.Delete {
 		return nil
@@ -855,7 +870,7 @@ func (g *collector) sweepTemporaries(ctx context.Context) error {
 	case interface {
 		RemoveStaleTemps(context.Context, time.Duration) (int, error)
 	}:
-		n, err = b.RemoveStaleTemps(ctx, g.opts.Grace)
+		n, err = b.RemoveStaleTemps(ctx, max(g.opts.Grace, time.Hour))
 	case interface {
 		AbortStale(context.Context, time.Duration) (int, error)
 	}:

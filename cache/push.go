@@ -479,7 +479,8 @@ type uploaded struct {
 	fileSize    uint64
 	narHash     nixhash.Hash
 	narSize     uint64
-	reusedAt    time.Time // when an existing NAR file was touched for reuse
+	narAt       time.Time // when the NAR file was last written (its Put began) or touched
+	narTouched  bool      // narAt is a touch of a NAR file already there
 }
 
 // smallNARSize is the largest NAR (by the store database's NarSize) that
@@ -611,15 +612,18 @@ func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, e
 		(!opts.replace[it.path] || c.hashesTo(ctx, up.url, up.fileHash)) {
 		// Same content already there (NAR files are named by their hash):
 		// reuse it, touched so that a concurrent collector keeps it.
-		if up.reusedAt, err = reused.touch(ctx, up.url); err != nil {
+		if up.narAt, err = reused.touch(ctx, up.url); err != nil {
 			return nil, err
 		}
+		up.narTouched = true
 	} else if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("stat %s: %w", up.url, err)
 	} else {
+		start := time.Now()
 		if err := c.Backend.Put(ctx, up.url, body(int64(up.fileSize)), int64(up.fileSize), nar.MIMEType); err != nil {
 			return nil, fmt.Errorf("upload %s: %w", up.url, err)
 		}
+		up.narAt = start
 	}
 	if lsJSON != nil {
 		if err := c.Backend.Put(ctx, ListingKey(it.path), bytes.NewReader(lsJSON), int64(len(lsJSON)), "application/json"); err != nil {
@@ -632,7 +636,7 @@ func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, e
 // publishNarInfo waits for the narinfos of it's references, then signs and
 // stores it's narinfo.
 func (c *Cache) publishNarInfo(ctx context.Context, it *pushItem, up *uploaded, items map[storepath.Path]*pushItem, sem chan struct{}, reused *reuse) error {
-	if err := reused.settle(ctx, up.reusedAt, up.url, int64(up.fileSize)); err != nil {
+	if err := reused.freshNAR(ctx, up); err != nil {
 		return err
 	}
 	for _, ref := range it.info.References {

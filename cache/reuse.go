@@ -105,6 +105,33 @@ func (r *reuse) settle(ctx context.Context, at time.Time, key string, size int64
 	return r.c.stillThere(ctx, key, size)
 }
 
+// freshWindow is the longest a narinfo is published after its NAR file was
+// written or touched; an older NAR file is touched again (and settled)
+// first. ReuseSettle plus freshWindow stay below gcClockMargin, so that a
+// collector that lists the NAR file before the narinfo is published finds
+// it young.
+const freshWindow = 3 * time.Second
+
+// freshNAR makes the NAR file of up safe to publish a narinfo on: touched
+// within freshWindow (or written since), and, when touched, still there
+// ReuseSettle after the touch.
+func (r *reuse) freshNAR(ctx context.Context, up *uploaded) error {
+	if r.toucher == nil || up.narAt.IsZero() {
+		return nil
+	}
+	if time.Since(up.narAt) > freshWindow {
+		at, err := r.touch(ctx, up.url)
+		if err != nil {
+			return err
+		}
+		up.narAt, up.narTouched = at, true
+	}
+	if !up.narTouched {
+		return nil
+	}
+	return r.settle(ctx, up.narAt, up.url, int64(up.fileSize))
+}
+
 func (c *Cache) stillThere(ctx context.Context, key string, size int64) error {
 	oi, err := c.Backend.Stat(ctx, key)
 	switch {

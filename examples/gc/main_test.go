@@ -73,9 +73,9 @@ func testGenerations(t *testing.T, bin string, tg target) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// --grace 0 still spares objects modified in the last 2 s (the clock
+	// --grace 0 still spares objects modified in the last 6 s (the clock
 	// margin); wait for the generations to be older than that.
-	time.Sleep(2100 * time.Millisecond)
+	time.Sleep(6100 * time.Millisecond)
 
 	gc := []string{"--cache", tg.url, "--keep-days", "0", "--grace", "0", "--json"}
 	before := listing(t, c)
@@ -110,7 +110,7 @@ func testGenerations(t *testing.T, bin string, tg target) {
 	}
 	// For good this time (on S3, moved objects are new copies: let them
 	// age past the margin too).
-	time.Sleep(2100 * time.Millisecond)
+	time.Sleep(6100 * time.Millisecond)
 	if err := json.Unmarshal([]byte(run("gc", append(gc, "--delete")...)), &rep); err != nil {
 		t.Fatal(err)
 	}
