@@ -24,9 +24,21 @@ printf 'hello, nix\n' > "$work/file"
 # link: a symlink as the root.
 ln -s ../relative/target "$work/link"
 
-for n in tree file link; do
+# casehack: names that collide up to case, at two levels, and a name
+# whose restored form is taken (the case hack of Nix's use-case-hack).
+c=$work/casehack
+mkdir -p "$c/Dir/Sub" "$c/dir"
+for n in a A aB Ab AB b; do printf '%s' "$n" > "$c/$n"; done
+printf 'x' > "$c/Dir/Sub/x"; printf 'X' > "$c/Dir/Sub/X"; chmod 755 "$c/Dir/Sub/X"
+ln -s a "$c/dir/L"; ln -s A "$c/dir/l"
+
+for n in tree file link casehack; do
 	nix-store --dump "$work/$n" > "$out/$n.nar"
 done
+# casehack-restored: what nix-store --restore with use-case-hack puts on
+# disk for casehack.nar, dumped without the hack (the suffixed names).
+nix-store --option use-case-hack true --restore "$work/restored" < "$out/casehack.nar"
+nix-store --dump "$work/restored" > "$out/casehack-restored.nar"
 
 # .ls listings as a binary cache writes them (write-nar-listing=true).
 cache=$work/cache
