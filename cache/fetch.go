@@ -335,10 +335,14 @@ func (c *Cache) FetchClosure(ctx context.Context, p storepath.Path, dir string, 
 			mu   sync.Mutex
 			errs []error
 		)
+		parent := ctx
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		err := forEach(ctx, infos, jobs, func(ni *narinfo.NarInfo) error {
 			got, err := c.restore(ctx, ni.StorePath, filepath.Join(tmp, ni.StorePath.Base()), opts)
+			if err != nil && ctx.Err() != nil && parent.Err() == nil {
+				return nil // stopped because another path failed: not news
+			}
 			if err == nil && (got.NarHash != ni.NarHash || got.NarSize != ni.NarSize) {
 				err = &PathError{Path: ni.StorePath, Err: fmt.Errorf("%w: narinfo changed while fetching", ErrBadNarInfo)}
 			}

@@ -427,6 +427,9 @@ func checkTamperErr(t *testing.T, url, call string, err error, want []error, p s
 	if len(want) > 0 && !slices.ContainsFunc(want, func(w error) bool { return errors.Is(err, w) }) {
 		t.Fatalf("%s: %s: error %v, want one wrapping one of %v", url, call, err, want)
 	}
+	if strings.Contains(err.Error(), "context canceled") {
+		t.Fatalf("%s: %s: the error reports the paths stopped because of the bad one: %v", url, call, err)
+	}
 	var pe *cache.PathError
 	if !errors.As(err, &pe) || pe.Path != p {
 		t.Fatalf("%s: %s: error %v does not name %s", url, call, err, p)

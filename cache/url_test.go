@@ -108,7 +108,7 @@ func TestParseURLErrors(t *testing.T) {
 		{"file://", "absolute path"},
 		{"/srv/cache", "missing scheme"},
 		{"", "missing scheme"},
-		{"http://host/cache", `unknown store type "http"`},
+		{"ssh://host/cache", `unknown store type "ssh"`},
 		{"FILE:///c", "lower case"},
 		{"s3://", "missing bucket"},
 		{"s3://ab", "3 to 63"},
