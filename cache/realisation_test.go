@@ -1,7 +1,9 @@
 package cache_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,6 +13,7 @@ import (
 	"github.com/nixcache/nixcache/cache"
 	"github.com/nixcache/nixcache/cache/cachetest"
 	"github.com/nixcache/nixcache/internal/testenv"
+	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
 )
 
@@ -96,6 +99,10 @@ func TestPushRealisationsCA(t *testing.T) {
 				t.Fatalf("Summary.Realisations = %d, want at least 2 (dep and top)", sum.Realisations)
 			}
 
+			if backend == "file" {
+				verifyExtras(t, c, b, pub)
+			}
+
 			// What nix copy writes for the same derivation.
 			nixDir := t.TempDir()
 			testenv.Nix(t, "nix", append(append(append([]string{}, caFeatures...), "copy", "--to", "file://"+nixDir), b.fileArgs()...)...)
@@ -148,5 +155,91 @@ func TestPushRealisationsCA(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// verifyExtras: Verify of the whole cache accepts our realisations, and
+// reports one re-signed by an untrusted key, one whose output's narinfo is
+// gone, and a log not named after a derivation; nothing else.
+func verifyExtras(t *testing.T, c *cache.Cache, b caBuild, pub string) {
+	t.Helper()
+	ctx := context.Background()
+	keys := func(s ...string) []signature.PublicKey {
+		var out []signature.PublicKey
+		for _, k := range s {
+			pk, err := signature.ParsePublicKey(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, pk)
+		}
+		return out
+	}
+	bad := func() map[storepath.Path]error {
+		got := map[storepath.Path]error{}
+		_, err := c.Verify(ctx, nil, cache.VerifyOptions{TrustedKeys: keys(pub), Result: func(p storepath.Path, err error) {
+			if err != nil {
+				got[p] = err
+			}
+		}})
+		if (err == nil) != (len(got) == 0) {
+			t.Fatalf("Verify: %v with %d bad", err, len(got))
+		}
+		return got
+	}
+	if got := bad(); len(got) != 0 {
+		t.Fatalf("Verify of a good cache: %v", got)
+	}
+	var docs []string
+	if err := c.Backend.List(ctx, "realisations/", func(oi cache.ObjectInfo) error { docs = append(docs, oi.Key); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var topDoc string
+	for _, key := range docs {
+		r, err := cache.ParseRealisation(cachetest.Read(t, c.Backend, key), storepath.DefaultDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.OutPath == b.top {
+			topDoc = key
+		}
+	}
+	orig := cachetest.Read(t, c.Backend, topDoc)
+	r, _ := cache.ParseRealisation(orig, storepath.DefaultDir)
+	otherSec, _ := nixKey(t, "nixcache-ca-1")
+	sk, err := signature.LoadSecretKeyFile(otherSec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Signatures = nil
+	r.Sign(sk)
+	forged, _ := r.MarshalJSON()
+	put := func(key string, data []byte) {
+		t.Helper()
+		if err := c.Backend.Put(ctx, key, bytes.NewReader(data), int64(len(data)), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(topDoc, forged)
+	put("log/not-a-derivation", []byte("x"))
+	got := bad()
+	if !errors.Is(got[b.top], signature.ErrUntrusted) || !errors.Is(got[""], cache.ErrBadLog) || len(got) != 2 {
+		t.Fatalf("Verify after forging %s and adding a bad log: %v", topDoc, got)
+	}
+	put(topDoc, orig)
+	if err := c.Backend.Delete(ctx, "log/not-a-derivation"); err != nil {
+		t.Fatal(err)
+	}
+	ni := cachetest.Read(t, c.Backend, cache.NarInfoKey(b.dep))
+	if err := c.Backend.Delete(ctx, cache.NarInfoKey(b.dep)); err != nil {
+		t.Fatal(err)
+	}
+	got = bad()
+	if !errors.Is(got[b.dep], cache.ErrReferenceMissing) || !errors.Is(got[b.top], cache.ErrReferenceMissing) {
+		t.Fatalf("Verify without %s's narinfo: %v", b.dep, got)
+	}
+	put(cache.NarInfoKey(b.dep), ni)
+	if got := bad(); len(got) != 0 {
+		t.Fatalf("Verify after restoring: %v", got)
 	}
 }

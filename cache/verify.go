@@ -71,7 +71,10 @@ var ErrNotACache = errors.New("cache: no nix-cache-info: not a binary cache")
 
 // Verify checks the given paths (or, with none, every narinfo the backend
 // lists) with VerifyNarInfo, and that the narinfos of their references are
-// in the cache (or served upstream, see VerifyOptions.Upstream). It returns the number of paths checked and an
+// in the cache (or served upstream, see VerifyOptions.Upstream). With no
+// paths it also checks the realisations and build logs the cache lists
+// (signatures by TrustedKeys, outputs present; see verifyExtras), reporting
+// bad ones through Result and the error. It returns the number of paths checked and an
 // error joining one *PathError per bad path. A failure to read the cache
 // itself (no nix-cache-info, wrapping ErrNotACache; a listing that fails; a
 // canceled ctx) is returned alone, never as a *PathError, so that a caller
@@ -85,10 +88,7 @@ func (c *Cache) Verify(ctx context.Context, paths []storepath.Path, opts VerifyO
 		errs []error
 		refs refChecker
 	)
-	n, err := c.verifyEach(ctx, paths, opts, func(_ string, p storepath.Path, ni *narinfo.NarInfo, err error) {
-		if err == nil && ni != nil {
-			err = refs.check(ctx, c, ni, opts)
-		}
+	report := func(p storepath.Path, err error) {
 		if opts.Result != nil {
 			opts.Result(p, err)
 		}
@@ -97,9 +97,27 @@ func (c *Cache) Verify(ctx context.Context, paths []storepath.Path, opts VerifyO
 			errs = append(errs, &PathError{Path: p, Err: err})
 			mu.Unlock()
 		}
+	}
+	var dir storepath.Dir
+	n, err := c.verifyEach(ctx, paths, opts, func(_ string, p storepath.Path, ni *narinfo.NarInfo, err error) {
+		if err == nil && ni != nil {
+			err = refs.check(ctx, c, ni, opts)
+			mu.Lock()
+			dir = ni.StorePath.Dir()
+			mu.Unlock()
+		}
+		report(p, err)
 	})
 	if err != nil {
 		return n, err
+	}
+	if len(paths) == 0 {
+		if dir == "" {
+			dir = storepath.DefaultDir
+		}
+		if err := c.verifyExtras(ctx, dir, opts, report); err != nil {
+			return n, err
+		}
 	}
 	return n, errors.Join(errs...)
 }

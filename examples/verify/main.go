@@ -9,7 +9,9 @@
 // every narinfo in the cache is checked; an http:// or https:// cache
 // cannot be listed, so PATH is required there. A path's references must have
 // their narinfos in the cache too or, with --upstream, be served there
-// signed by an --upstream-key (a cache pushed with --skip-signed-by). Each bad path is printed on stdout
+// signed by an --upstream-key (a cache pushed with --skip-signed-by). Without PATH,
+// realisations (signed by a trusted key, outputs present) and build logs
+// (named after a .drv) are checked too. Each bad path is printed on stdout
 // ("PATH: what is wrong"); a summary goes to stderr.
 //
 // --repair uploads each bad path again from the local Nix store (when the
