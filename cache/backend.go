@@ -67,6 +67,12 @@ type Toucher interface {
 	Touch(ctx context.Context, key string) error
 }
 
+// ErrTouchUnsupported is returned (wrapped) by a Toucher whose server does
+// not renew modification times (an S3 server that keeps Last-Modified on a
+// copy in place). Push then goes on without touching, as with a backend
+// that is no Toucher.
+var ErrTouchUnsupported = errors.New("cache: the backend cannot renew modification times")
+
 // Mover is implemented by backends that can rename an object (cache/file
 // atomically, cache/s3 as a server-side copy then a delete). The garbage
 // collector's trash uses it.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nixcache/nixcache/storepath"
@@ -26,7 +27,8 @@ var ErrCollected = errors.New("cache: reused object removed by a concurrent garb
 // package documentation.
 type reuse struct {
 	c       *Cache
-	toucher Toucher // nil: the backend cannot touch; nothing to do
+	toucher Toucher     // nil: the backend cannot touch; nothing to do
+	off     atomic.Bool // the server does not renew ModTime (ErrTouchUnsupported)
 	at      time.Time
 	keys    []string
 	once    sync.Once
@@ -46,10 +48,7 @@ func (r *reuse) touchNarInfos(ctx context.Context, paths []storepath.Path, jobs 
 		return nil
 	}
 	err := forEach(ctx, paths, jobs, func(p storepath.Path) error {
-		if err := r.toucher.Touch(ctx, NarInfoKey(p)); err != nil {
-			if errors.Is(err, ErrNotFound) {
-				err = fmt.Errorf("%w: %s", ErrCollected, NarInfoKey(p))
-			}
+		if _, err := r.touch(ctx, NarInfoKey(p)); err != nil {
 			return &PathError{p, fmt.Errorf("refresh reused narinfo: %w", err)}
 		}
 		return nil
@@ -64,7 +63,7 @@ func (r *reuse) touchNarInfos(ctx context.Context, paths []storepath.Path, jobs 
 // confirm waits until ReuseSettle after the touches, then checks once that
 // every touched narinfo is still there.
 func (r *reuse) confirm(ctx context.Context) error {
-	if r.toucher == nil || len(r.keys) == 0 {
+	if r.toucher == nil || r.off.Load() || len(r.keys) == 0 {
 		return nil
 	}
 	r.once.Do(func() {
@@ -81,10 +80,15 @@ func (r *reuse) confirm(ctx context.Context) error {
 // touch touches one reused object and returns when; the zero time when
 // the backend cannot touch.
 func (r *reuse) touch(ctx context.Context, key string) (time.Time, error) {
-	if r.toucher == nil {
+	if r.toucher == nil || r.off.Load() {
 		return time.Time{}, nil
 	}
-	if err := r.toucher.Touch(ctx, key); err != nil {
+	if err := r.toucher.Touch(ctx, key); errors.Is(err, ErrTouchUnsupported) {
+		if !r.off.Swap(true) {
+			r.c.opts.Logger.Warn("the cache's server does not renew modification times: reused objects are not protected from a concurrent garbage collector beyond its grace period and pins", "err", err)
+		}
+		return time.Time{}, nil
+	} else if err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return time.Time{}, fmt.Errorf("%w: %s", ErrCollected, key)
 		}
@@ -126,7 +130,7 @@ func (r *reuse) freshNAR(ctx context.Context, up *uploaded) error {
 		}
 		up.narAt, up.narTouched = at, true
 	}
-	if !up.narTouched {
+	if !up.narTouched || up.narAt.IsZero() {
 		return nil
 	}
 	return r.settle(ctx, up.narAt, up.url, int64(up.fileSize))

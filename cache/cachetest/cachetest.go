@@ -39,6 +39,7 @@ func TestBackend(t *testing.T, newBackend func(t *testing.T) cache.Backend) {
 	t.Run("InvalidKeys", func(t *testing.T) { testInvalidKeys(t, newBackend(t)) })
 	t.Run("List", func(t *testing.T) { testList(t, newBackend(t)) })
 	t.Run("Delete", func(t *testing.T) { testDelete(t, newBackend(t)) })
+	t.Run("TouchMove", func(t *testing.T) { testTouchMove(t, newBackend(t)) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, newBackend(t)) })
 	t.Run("Cancel", func(t *testing.T) { testCancel(t, newBackend(t)) })
 	t.Run("LargeReaderAt", func(t *testing.T) { testLarge(t, newBackend(t), true) })
@@ -463,4 +464,58 @@ func testLarge(t *testing.T, b cache.Backend, readerAt bool) {
 		t.Fatalf("Put(%d bytes): %v", len(data), err)
 	}
 	checkObject(t, b, key, data)
+}
+
+// testTouchMove checks the optional Toucher and Mover: a touch renews
+// ModTime and keeps the bytes, and never creates a missing object; a move
+// renames (replacing the target), and a missing source is ErrNotFound.
+func testTouchMove(t *testing.T, b cache.Backend) {
+	ctx := context.Background()
+	data := Data(7, 1000)
+	put(t, b, "a/x", data)
+	if tb, ok := b.(cache.Toucher); ok {
+		before, err := b.Stat(ctx, "a/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for { // until the backend's clock (S3: whole seconds) moves on
+			err := tb.Touch(ctx, "a/x")
+			if errors.Is(err, cache.ErrTouchUnsupported) {
+				t.Logf("Touch: %v", err)
+				break
+			}
+			if err != nil {
+				t.Fatalf("Touch: %v", err)
+			}
+			after, err := b.Stat(ctx, "a/x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after.ModTime.After(before.ModTime) {
+				break
+			}
+			if time.Now().After(deadline) { // older than 2 s: Touch must have said so
+				t.Fatalf("Touch did not renew ModTime %v", before.ModTime)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		checkObject(t, b, "a/x", data)
+		if err := tb.Touch(ctx, "a/missing"); !errors.Is(err, cache.ErrNotFound) {
+			t.Fatalf("Touch of a missing object: %v, want ErrNotFound", err)
+		}
+		checkMissing(t, b, "a/missing")
+	}
+	if mb, ok := b.(cache.Mover); ok {
+		put(t, b, "b/y", []byte("old"))
+		if err := mb.Move(ctx, "a/x", "b/y"); err != nil {
+			t.Fatalf("Move: %v", err)
+		}
+		checkObject(t, b, "b/y", data)
+		checkMissing(t, b, "a/x")
+		if err := mb.Move(ctx, "a/x", "c/z"); !errors.Is(err, cache.ErrNotFound) {
+			t.Fatalf("Move of a missing object: %v, want ErrNotFound", err)
+		}
+		checkMissing(t, b, "c/z")
+	}
 }

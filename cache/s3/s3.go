@@ -724,8 +724,10 @@ func (b *Backend) Delete(ctx context.Context, key string) error {
 }
 
 // Touch renews the object's LastModified with a server-side copy onto
-// itself (same bytes, same Content-Type); a missing object is
-// cache.ErrNotFound, never created.
+// itself (same bytes, same Content-Type), as AWS S3 does for a copy in
+// place; a missing object is cache.ErrNotFound, never created. A server
+// that keeps the old LastModified (versitygw 1.8 does) makes Touch return
+// an error wrapping cache.ErrTouchUnsupported.
 func (b *Backend) Touch(ctx context.Context, key string) error {
 	if err := cache.ValidateKey(key); err != nil {
 		return fmt.Errorf("s3: %w", err)
@@ -734,10 +736,18 @@ func (b *Backend) Touch(ctx context.Context, key string) error {
 	if err != nil {
 		return b.wrap("touch", key, err)
 	}
+	start := time.Now()
 	dst := minio.CopyDestOptions{Bucket: b.bucket, Object: b.prefix + key, ReplaceMetadata: true, ContentType: oi.ContentType}
 	src := minio.CopySrcOptions{Bucket: b.bucket, Object: b.prefix + key}
 	if _, err := b.client.CopyObject(ctx, dst, src); err != nil {
 		return b.wrap("touch", key, err)
+	}
+	after, err := b.client.StatObject(ctx, b.bucket, b.prefix+key, minio.StatObjectOptions{})
+	if err != nil {
+		return b.wrap("touch", key, err)
+	}
+	if !after.LastModified.After(oi.LastModified) && after.LastModified.Before(start.Add(-2*time.Second)) {
+		return fmt.Errorf("s3: touch %q: %w", key, cache.ErrTouchUnsupported)
 	}
 	return nil
 }
