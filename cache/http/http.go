@@ -9,7 +9,9 @@
 //     have when listing is not allowed).
 //   - 408, 429 and 5xx other than 501, 505 and 511, network errors and a
 //     request that makes no progress for the stall timeout are transient:
-//     the request is retried with exponential backoff and full jitter.
+//     the request is retried with exponential backoff and full jitter. A
+//     body cut off or stalled mid-way is resumed with a Range request for
+//     the rest of the same version (If-Range), as Nix resumes a download.
 //   - Any other status is a permanent error naming it.
 //   - A Content-Encoding other than none (or identity) is decoded the way
 //     Nix's decompression sink (libarchive) does: by the data's own magic
@@ -254,7 +256,61 @@ func (b *Backend) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 		resp.Body.Close()
 		return nil, fmt.Errorf("http: GET %s: %w", b.where(key), err)
 	}
+	if plainEncoding(resp.Header.Get("Content-Encoding")) {
+		body = &resumingBody{ReadCloser: body, ctx: ctx, b: b, key: key, validator: validator(resp)}
+	}
 	return &keyedBody{ReadCloser: body, b: b, key: key}, nil
+}
+
+// validator is what identifies the version of an object that an answer
+// holds, for If-Range: its strong ETag, else its Last-Modified.
+func validator(resp *nethttp.Response) string {
+	if et := resp.Header.Get("ETag"); et != "" && !strings.HasPrefix(et, "W/") {
+		return et
+	}
+	return resp.Header.Get("Last-Modified")
+}
+
+// resumingBody is a body (without Content-Encoding) that, when reading it
+// fails the way a request fails transiently (a network error, a stall),
+// asks for the rest with a Range request, as Nix resumes a download: at
+// most Retries attempts in all, each after a backoff, and only when the
+// server answers 206 with the rest of the same version (If-Range).
+type resumingBody struct {
+	io.ReadCloser
+	ctx       context.Context
+	b         *Backend
+	key       string
+	validator string
+	off       int64
+	attempt   int
+}
+
+func (r *resumingBody) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	r.off += int64(n)
+	if err == nil || err == io.EOF || r.ctx.Err() != nil || r.validator == "" {
+		return n, err
+	}
+	for r.attempt++; r.attempt < r.b.retries; r.attempt++ {
+		if werr := r.b.backoff(r.ctx, r.attempt); werr != nil {
+			return n, err
+		}
+		resp, rerr := r.b.request(r.ctx, nethttp.MethodGet, r.key,
+			"Range", fmt.Sprintf("bytes=%d-", r.off), "If-Range", r.validator)
+		if rerr != nil {
+			continue
+		}
+		if resp.StatusCode != nethttp.StatusPartialContent || !strings.HasPrefix(resp.Header.Get("Content-Range"), fmt.Sprintf("bytes %d-", r.off)) ||
+			!plainEncoding(resp.Header.Get("Content-Encoding")) {
+			resp.Body.Close()
+			return n, err // no resumption offered: the first error stands
+		}
+		r.ReadCloser.Close()
+		r.ReadCloser = resp.Body
+		return n, nil
+	}
+	return n, err
 }
 
 // Stat asks for the object's metadata with HEAD (GET when the server does
@@ -351,13 +407,13 @@ func transient(code int) bool {
 
 // request sends method for key, retrying transient failures, and returns a
 // successful answer whose body is watched for stalls.
-func (b *Backend) request(ctx context.Context, method, key string) (*nethttp.Response, error) {
+func (b *Backend) request(ctx context.Context, method, key string, hdr ...string) (*nethttp.Response, error) {
 	if err := cache.ValidateKey(key); err != nil {
 		return nil, fmt.Errorf("http: %w", err)
 	}
 	u := b.base.JoinPath(key)
 	for attempt := 1; ; attempt++ {
-		resp, err := b.once(ctx, method, u.String())
+		resp, err := b.once(ctx, method, u.String(), hdr)
 		if err == nil {
 			switch c := resp.StatusCode; {
 			case c >= 200 && c < 300:
@@ -380,21 +436,34 @@ func (b *Backend) request(ctx context.Context, method, key string) (*nethttp.Res
 		if attempt >= b.retries {
 			return nil, fmt.Errorf("http: %w (after %d attempts)", err, attempt)
 		}
-		wait := min(maxBackoff, 200*time.Millisecond<<(attempt-1))
-		t := time.NewTimer(rand.N(wait) + time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, fmt.Errorf("http: %s %s: %w", method, b.where(key), context.Cause(ctx))
-		case <-t.C:
+		if err := b.backoff(ctx, attempt); err != nil {
+			return nil, fmt.Errorf("http: %s %s: %w", method, b.where(key), err)
 		}
+	}
+}
+
+// backoff waits before attempt+1: a random time up to 200 ms doubling
+// with each attempt, at most maxBackoff (full jitter). It returns the
+// context's cause if ctx ends first.
+func (b *Backend) backoff(ctx context.Context, attempt int) error {
+	wait := maxBackoff
+	if attempt < 8 {
+		wait = min(maxBackoff, 200*time.Millisecond<<(attempt-1))
+	}
+	t := time.NewTimer(rand.N(wait) + time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
 	}
 }
 
 // once sends one request. The request is abandoned when it makes no
 // progress for the stall timeout: no answer, or (on the returned body) no
 // byte while a Read waits for the network.
-func (b *Backend) once(ctx context.Context, method, target string) (*nethttp.Response, error) {
+func (b *Backend) once(ctx context.Context, method, target string, hdr []string) (*nethttp.Response, error) {
 	rctx, cancel := context.WithCancelCause(ctx)
 	req, err := nethttp.NewRequestWithContext(rctx, method, target, nil)
 	if err != nil {
@@ -404,6 +473,9 @@ func (b *Backend) once(ctx context.Context, method, target string) (*nethttp.Res
 	if b.user != nil {
 		pw, _ := b.user.Password()
 		req.SetBasicAuth(b.user.Username(), pw)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	stalled := &stallError{b.stall}
 	timer := time.AfterFunc(b.stall, func() { cancel(stalled) })

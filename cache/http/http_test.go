@@ -399,3 +399,61 @@ func TestReaderConformanceS3Bucket(t *testing.T) {
 		return open(t, s3srv.Endpoint+"/"+bucket)
 	})
 }
+
+// cutWriter passes the first limit bytes of the answer through, then
+// breaks the connection.
+type cutWriter struct {
+	http.ResponseWriter
+	limit int
+}
+
+func (c *cutWriter) Write(p []byte) (int, error) {
+	if len(p) <= c.limit {
+		c.limit -= len(p)
+		return c.ResponseWriter.Write(p)
+	}
+	c.ResponseWriter.Write(p[:c.limit])
+	c.ResponseWriter.(http.Flusher).Flush()
+	panic(http.ErrAbortHandler)
+}
+
+// TestResume: a body cut off mid-way is resumed with a Range request for
+// the rest of the same version (If-Range), as Nix resumes a download; the
+// reader sees the whole object once.
+func TestResume(t *testing.T) {
+	data := cachetest.Data(7, 3<<20)
+	var gets, ranges atomic.Int32
+	cut := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Range") != "" {
+				ranges.Add(1)
+				if r.Header.Get("If-Range") == "" {
+					t.Errorf("Range request without If-Range")
+				}
+			}
+			if gets.Add(1) <= 2 { // the first answer and the first resumption break
+				w = &cutWriter{ResponseWriter: w, limit: 1 << 20}
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	b := open(t, seed(t, map[string][]byte{"nar/x.nar": data}, cut)+"?retry-attempts=3")
+	if got := cachetest.Read(t, b, "nar/x.nar"); !bytes.Equal(got, data) {
+		t.Fatalf("got %d bytes, want the %d of the object", len(got), len(data))
+	}
+	if gets.Load() != 3 || ranges.Load() != 2 {
+		t.Fatalf("%d requests, %d with Range; want 3 and 2", gets.Load(), ranges.Load())
+	}
+	// With one attempt, the cut is an error.
+	gets.Store(0)
+	b1 := open(t, b.URL()+"?retry-attempts=1")
+	rc, err := b1.Get(context.Background(), "nar/x.nar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, rc)
+	rc.Close()
+	if err == nil || n != 1<<20 {
+		t.Fatalf("one attempt: read %d bytes, error %v; want the cut's error after 1 MiB", n, err)
+	}
+}
