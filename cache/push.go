@@ -292,6 +292,9 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 	// Phase 1: which paths are already in the cache or served upstream
 	// (bounded, concurrent), and store info for the missing ones. A path
 	// signed by an upstream key in the store database costs no request.
+	if skip != nil {
+		prefetch(ctx, src, list)
+	}
 	if err := forEach(ctx, list, opts.checkJobs(), func(it *pushItem) error {
 		if skip != nil && !opts.replace[it.path] {
 			ok, err := skip.local(ctx, it)

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/nixcache/nixcache/cache"
@@ -278,5 +279,50 @@ func TestVerifyUpstreamReferences(t *testing.T) {
 	}
 	if _, err := c.Verify(ctx, nil, cache.VerifyOptions{Upstream: up}); !errors.Is(err, cache.ErrNoUpstreamKey) {
 		t.Fatalf("upstream without keys: %v", err)
+	}
+}
+
+// batchFake is a fakeSource that answers in batches and counts the calls.
+type batchFake struct {
+	*fakeSource
+	single, batch atomic.Int32
+}
+
+func (b *batchFake) QueryPathInfo(ctx context.Context, p storepath.Path) (*cache.PathInfo, error) {
+	b.single.Add(1)
+	return b.fakeSource.QueryPathInfo(ctx, p)
+}
+
+func (b *batchFake) QueryPathInfos(ctx context.Context, paths []storepath.Path) ([]*cache.PathInfo, error) {
+	b.batch.Add(1)
+	out := make([]*cache.PathInfo, len(paths))
+	for i, p := range paths {
+		info, err := b.fakeSource.QueryPathInfo(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = info
+	}
+	return out, nil
+}
+
+// TestPushSkipBatchesStoreQueries: with SkipSignedBy, a BatchSource is
+// asked about the closure in batches, not once per path.
+func TestPushSkipBatchesStoreQueries(t *testing.T) {
+	ctx := context.Background()
+	src := &batchFake{fakeSource: newFakeSource(t)}
+	base, _, top := chain(t, src.fakeSource)
+	upSK, upPK, _ := upstreamKeys(t)
+	src.signInfo(t, base, upSK)
+	c, err := cache.Open(ctx, "file://"+t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := c.Push(ctx, src, []storepath.Path{top}, cache.PushOptions{SkipSignedBy: []signature.PublicKey{upPK}})
+	if err != nil || sum.Uploaded != 2 || sum.SkippedUpstream != 1 {
+		t.Fatalf("push: %+v, %v", sum, err)
+	}
+	if s, b := src.single.Load(), src.batch.Load(); s != 0 || b != 1 {
+		t.Fatalf("%d single and %d batch queries, want 0 and 1", s, b)
 	}
 }

@@ -274,7 +274,21 @@ func (s *Store) QueryPathInfo(ctx context.Context, p storepath.Path) (*cache.Pat
 	return &pi.PathInfo, nil
 }
 
-var _ cache.Source = (*Store)(nil)
+// QueryPathInfos is PathInfos as cache.PathInfo values: with it a *Store
+// is a cache.BatchSource.
+func (s *Store) QueryPathInfos(ctx context.Context, paths []storepath.Path) ([]*cache.PathInfo, error) {
+	infos, err := s.PathInfos(ctx, paths)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*cache.PathInfo, len(infos))
+	for i, pi := range infos {
+		out[i] = &pi.PathInfo
+	}
+	return out, nil
+}
+
+var _ cache.BatchSource = (*Store)(nil)
 
 // IsValid reports whether p is a valid path of the store.
 func (s *Store) IsValid(ctx context.Context, p storepath.Path) (bool, error) {
