@@ -103,6 +103,9 @@ type Options struct {
 	Compression compress.Options
 	// WriteNARListing is write-nar-listing: also store "<hashpart>.ls".
 	WriteNARListing bool
+	// IndexDebugInfo is index-debug-info: also store "debuginfo/<build-id>"
+	// links for the ELF debug files of each NAR (see DebugInfoKeys).
+	IndexDebugInfo bool
 	// WantMassQuery and Priority go into a nix-cache-info this package writes.
 	WantMassQuery bool
 	// Priority is the cache's priority (lower is preferred); 0 omits the
@@ -260,6 +263,7 @@ func OptionsFromURL(u *URL, logger *slog.Logger) (Options, error) {
 			Parallel: u.ParallelCompression,
 		},
 		WriteNARListing: u.WriteNARListing,
+		IndexDebugInfo:  u.IndexDebugInfo,
 		WantMassQuery:   u.WantMassQuery,
 		Priority:        u.Priority,
 		Logger:          logger,

@@ -567,7 +567,7 @@ func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, e
 	// The .ls listing is built by the NAR writer from the same pass.
 	nw := nar.NewWriter(ctxWriter{ctx, io.MultiWriter(sinks...)})
 	nw.SetCaseHack(opts.caseHack)
-	if c.opts.WriteNARListing {
+	if c.opts.WriteNARListing || c.opts.IndexDebugInfo {
 		nw.EnableListing()
 	}
 	dumpErr := nw.AddTree("", string(it.path))
@@ -631,6 +631,11 @@ func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, e
 	if lsJSON != nil {
 		if err := c.Backend.Put(ctx, ListingKey(it.path), bytes.NewReader(lsJSON), int64(len(lsJSON)), "application/json"); err != nil {
 			return nil, fmt.Errorf("upload %s: %w", ListingKey(it.path), err)
+		}
+	}
+	if c.opts.IndexDebugInfo {
+		if err := c.putDebugInfo(ctx, nw.Listing(), up.url); err != nil {
+			return nil, err
 		}
 	}
 	return up, nil

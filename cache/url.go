@@ -70,7 +70,7 @@ func redact(s string) string {
 // does not implement; naming one is an error rather than a silent no-op.
 var unsupportedParams = []string{
 	"narinfo-compression", "ls-compression", "log-compression",
-	"index-debug-info", "local-nar-cache", "trusted", "system-features",
+	"local-nar-cache", "trusted", "system-features",
 	"path-info-cache-size", "real", "state", "log",
 }
 
@@ -103,6 +103,9 @@ type URL struct {
 	SecretKeys []string
 	// WriteNARListing asks for a <hash>.ls file listing each NAR.
 	WriteNARListing bool
+	// IndexDebugInfo (index-debug-info) asks for debuginfo/<build-id> links
+	// to the NARs holding lib/debug/.build-id files.
+	IndexDebugInfo bool
 	// Priority is the cache priority advertised in nix-cache-info (lower is
 	// preferred); 0 means unset, as in Nix. Nix reads it as a C int, so it
 	// is within -2147483648..2147483647.
@@ -202,7 +205,7 @@ func (u *URL) set(name, value string) (known bool, err error) {
 			return true, err
 		}
 		u.Priority = n
-	case "parallel-compression", "write-nar-listing", "want-mass-query":
+	case "parallel-compression", "write-nar-listing", "want-mass-query", "index-debug-info":
 		b, err := ParseBool(name, value)
 		if err != nil {
 			return true, err
@@ -212,6 +215,8 @@ func (u *URL) set(name, value string) (known bool, err error) {
 			u.ParallelCompression = b
 		case "write-nar-listing":
 			u.WriteNARListing = b
+		case "index-debug-info":
+			u.IndexDebugInfo = b
 		default:
 			u.WantMassQuery = b
 		}
@@ -307,6 +312,9 @@ func (u *URL) String() string {
 	}
 	if u.WriteNARListing {
 		add("write-nar-listing", "true")
+	}
+	if u.IndexDebugInfo {
+		add("index-debug-info", "true")
 	}
 	if u.WantMassQuery {
 		add("want-mass-query", "true")

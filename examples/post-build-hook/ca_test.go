@@ -78,7 +78,8 @@ func TestQueueModeLogsAndCA(t *testing.T) {
 			var env []string
 			if backend == "file" {
 				dir := t.TempDir()
-				url, nixURL = "file://"+dir+"?compression=zstd", "file://"+dir
+				// Listings as a daemon's NIXCACHE_TO selects them.
+				url, nixURL = "file://"+dir+"?compression=zstd&write-nar-listing=true", "file://"+dir
 			} else {
 				s3 := testenv.StartS3(t)
 				s3.MakeBucket(t, "hookca", true)
@@ -115,6 +116,14 @@ func TestQueueModeLogsAndCA(t *testing.T) {
 			}
 			if t.Failed() {
 				t.FailNow()
+			}
+			if backend == "file" {
+				for _, o := range []string{ia, top, dep} {
+					hash, _, _ := strings.Cut(filepath.Base(o), "-")
+					if _, err := os.Stat(filepath.Join(strings.TrimPrefix(nixURL, "file://"), hash+".ls")); err != nil {
+						t.Errorf("no listing for %s: %v", o, err)
+					}
+				}
 			}
 			for _, o := range []string{ia, top} {
 				hideLocalLog(t, o)
