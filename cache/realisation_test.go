@@ -226,6 +226,9 @@ func verifyExtras(t *testing.T, c *cache.Cache, b caBuild, pub string) {
 	if !errors.Is(got[b.top], signature.ErrUntrusted) || !errors.Is(got[""], cache.ErrBadLog) || len(got) != 2 {
 		t.Fatalf("Verify after forging %s and adding a bad log: %v", topDoc, got)
 	}
+	if sum, err := c.Repair(ctx, nil, cache.RepairOptions{Verify: cache.VerifyOptions{TrustedKeys: keys(pub)}}); sum.Bad != 2 || !errors.Is(err, signature.ErrUntrusted) || !errors.Is(err, cache.ErrBadLog) {
+		t.Fatalf("Repair (verify --repair) must report what Verify does: %v, %v", sum, err)
+	}
 	put(topDoc, orig)
 	if err := c.Backend.Delete(ctx, "log/not-a-derivation"); err != nil {
 		t.Fatal(err)

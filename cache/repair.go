@@ -140,6 +140,9 @@ type badPath struct {
 // stays. A concurrent pusher of the same path writes the same kind of
 // correct narinfo; whichever lands last wins, and both are good.
 //
+// Without paths, realisations and build logs are checked as by Verify and
+// reported (counted in Bad), not mended.
+//
 // It returns the counts and an error joining one *PathError per path still
 // bad (or a narinfo SignWith could not be added to although it verifies);
 // a failure to read the cache itself is returned alone, as by Verify.
@@ -153,10 +156,14 @@ func (c *Cache) Repair(ctx context.Context, paths []storepath.Path, opts RepairO
 		bad  []badPath
 		errs []error
 		refs refChecker
+		dir  storepath.Dir
 	)
 	n, err := c.verifyEach(ctx, paths, opts.Verify, func(key string, p storepath.Path, ni *narinfo.NarInfo, verr error) {
 		if verr == nil && ni != nil {
 			verr = refs.check(ctx, c, ni, opts.Verify)
+			mu.Lock()
+			dir = ni.StorePath.Dir()
+			mu.Unlock()
 		}
 		if opts.Verify.Result != nil {
 			opts.Verify.Result(p, verr)
@@ -191,6 +198,27 @@ func (c *Cache) Repair(ctx context.Context, paths []storepath.Path, opts RepairO
 	sum.Checked, sum.Bad = n, len(bad)
 	if err != nil {
 		return sum, err
+	}
+	if len(paths) == 0 {
+		// Realisations and build logs, checked as Verify does; Repair
+		// reports them but does not mend them.
+		if dir == "" {
+			dir = storepath.DefaultDir
+		}
+		err := c.verifyExtras(ctx, dir, opts.Verify, func(p storepath.Path, err error) {
+			if opts.Verify.Result != nil {
+				opts.Verify.Result(p, err)
+			}
+			if err != nil {
+				mu.Lock()
+				sum.Bad++
+				errs = append(errs, &PathError{Path: p, Err: err})
+				mu.Unlock()
+			}
+		})
+		if err != nil {
+			return sum, err
+		}
 	}
 	results := make([]RepairResult, len(bad))
 	olds := make([]*narinfo.NarInfo, len(bad))
