@@ -102,6 +102,10 @@ type Request struct {
 	Status int
 	// Injected is true when the proxy answered with a fault itself.
 	Injected bool
+	// Copy is true for a server-side copy (a PUT with x-amz-copy-source,
+	// such as a cache touching an object it reuses): no object data is
+	// uploaded.
+	Copy bool
 	// Start is when the proxy received the request.
 	Start time.Time
 }
@@ -168,7 +172,8 @@ func Start(target string) (*Proxy, error) {
 		p.Requests.Add(1)
 		p.InFlight.Add(1)
 		w := &statusWriter{ResponseWriter: rw}
-		rec := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Start: time.Now()}
+		rec := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Start: time.Now(),
+			Copy: r.Header.Get("X-Amz-Copy-Source") != ""}
 		defer func() {
 			rec.Status = w.status
 			if r.Context().Err() != nil && !rec.Injected {

@@ -227,3 +227,29 @@ func Example() {
 	}
 	// Output: POST /bucket/key 503 true
 }
+
+// A server-side copy (x-amz-copy-source) is logged as such.
+func TestLogCopy(t *testing.T) {
+	upstream := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer upstream.Close()
+	p, err := Start(upstream.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for _, copySource := range []string{"", "/b/k"} {
+		req, _ := http.NewRequest("PUT", p.URL+"/b/k", nil)
+		if copySource != "" {
+			req.Header.Set("X-Amz-Copy-Source", copySource)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	p.WaitIdle(5 * time.Second)
+	if log := p.Log(); len(log) != 2 || log[0].Copy || !log[1].Copy {
+		t.Errorf("log %+v, want a plain PUT then a copy", log)
+	}
+}

@@ -252,7 +252,8 @@ type Uploads struct {
 // answered 2xx. A re-upload of a key is needed only after a failed upload
 // request for that key (the client could not know whether the object was
 // stored) or after the server answered 404 for the stored key (it lost
-// the object); otherwise it is needless. Requests are taken in log order.
+// the object); otherwise it is needless. Server-side copies (Request.Copy)
+// upload nothing and are not counted. Requests are taken in log order.
 func AnalyzeLog(log []faultproxy.Request, bucket string) Uploads {
 	type state struct{ stored, failedSince bool }
 	var u Uploads
@@ -272,7 +273,9 @@ func AnalyzeLog(log []faultproxy.Request, bucket string) Uploads {
 			}
 			continue
 		}
-		if r.Method != "PUT" && r.Method != "POST" {
+		if (r.Method != "PUT" && r.Method != "POST") || r.Copy {
+			// A server-side copy (a push touching a narinfo it reuses, so
+			// that a garbage collector keeps it) uploads nothing.
 			continue
 		}
 		var multipart, initiate bool

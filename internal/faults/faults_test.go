@@ -270,6 +270,10 @@ func TestAnalyzeLog(t *testing.T) {
 			req("HEAD", nar, "", 404),
 			req("POST", nar, "uploadId=v", 200),
 		}, 1, 2, 1, 1, nil},
+		{"touch is no upload", []faultproxy.Request{
+			req("PUT", nar, "", 200),
+			{Method: "PUT", Path: nar, Status: 200, Copy: true},
+		}, 1, 1, 0, 0, nil},
 		{"multipart done twice", []faultproxy.Request{
 			req("POST", nar, "uploadId=u", 200),
 			req("POST", nar, "uploads=", 200),
