@@ -22,7 +22,9 @@
 //     written as Nix users write them; the upload pipeline that pushes
 //     closures (NAR dump, hash, compress, upload, sign, publish the narinfo
 //     last; paths an upstream cache serves are skipped:
-//     PushOptions.SkipSignedBy, Upstream), verifies them, repairs damaged
+//     PushOptions.SkipSignedBy, Upstream; build logs, realisations of
+//     content-addressed derivations and debuginfo links go with them),
+//     verifies them, repairs damaged
 //     paths from the local store and adds signatures (key rotation);
 //     fetching a store path back out, checked as a substituting Nix checks
 //     it, without Nix; garbage collection beside live pushes (roots pinned
