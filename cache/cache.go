@@ -63,6 +63,14 @@
 // 3 s, and clocks (collector, pushers, server) within a second of each
 // other, or a grace covering their skew.
 //
+// Pins written after the listing: while it removes narinfos, Collect
+// looks at gcroots/ again every 250 ms and keeps the closures of new or
+// changed pins; a pinned Push waits ReuseSettle after writing its pin
+// before it checks what the cache holds, so every removal of a pinned path
+// that could still happen has ended by then, and a path found present
+// stays (proved on both backends by TestCollectRace, which failed on S3
+// without it: a path found present was removed after the push).
+//
 // On S3, Touch is a copy of the object onto itself, which renews
 // Last-Modified on AWS; a server that keeps it (versitygw 1.8, our test
 // server) makes Touch report ErrTouchUnsupported, and Push then goes on

@@ -205,6 +205,11 @@ type collector struct {
 	listings []gcListing
 	pins     []string
 	lastProg time.Time
+
+	pinMu   sync.Mutex
+	pinAt   time.Time            // when the last look at the pins began
+	pinSeen map[string]time.Time // pin key -> ModTime read
+
 }
 
 // Collect removes from the cache what no root needs, safely beside pushes
@@ -236,12 +241,14 @@ func (c *Cache) Collect(ctx context.Context, opts GCOptions) (*GCReport, error) 
 		}
 	}
 	g := &collector{
-		b:      &countingBackend{Backend: c.Backend, req: new(GCRequests)},
-		opts:   opts,
-		start:  time.Now(),
-		ids:    map[[20]byte]int32{},
-		narIDs: map[string]int32{},
+		b:       &countingBackend{Backend: c.Backend, req: new(GCRequests)},
+		opts:    opts,
+		start:   time.Now(),
+		ids:     map[[20]byte]int32{},
+		narIDs:  map[string]int32{},
+		pinSeen: map[string]time.Time{},
 	}
+	g.pinAt = g.start
 	g.report.DryRun = !opts.Delete
 	g.cutoff = g.start.Add(-opts.Grace - gcClockMargin).UnixNano()
 	if _, err := c.CacheInfo(ctx); errors.Is(err, ErrNotFound) {
@@ -350,6 +357,7 @@ func (g *collector) list(ctx context.Context) error {
 		switch {
 		case strings.HasPrefix(k, GCRootsPrefix):
 			g.pins = append(g.pins, k)
+			g.pinSeen[k] = oi.ModTime
 		case strings.HasPrefix(k, "nar/"):
 			id, ok := g.narIDs[k]
 			if !ok {
@@ -387,26 +395,8 @@ func (g *collector) list(ctx context.Context) error {
 // meant to protect are unknown.
 func (g *collector) readPins(ctx context.Context) error {
 	for _, key := range g.pins {
-		data, err := g.read(ctx, key)
-		if errors.Is(err, ErrNotFound) {
-			continue // unpinned since the listing
-		}
-		if err != nil {
-			return fmt.Errorf("read root %s: %w", key, err)
-		}
-		line := 0
-		for l := range strings.Lines(string(data)) {
-			line++
-			l = strings.TrimSpace(l)
-			if l == "" || l[0] == '#' {
-				continue
-			}
-			p, err := storepath.Parse(l)
-			if err != nil {
-				return fmt.Errorf("root %s line %d: %w", key, line, err)
-			}
-			d, _ := digestOf(p.HashPart())
-			g.nodes[g.node(d)].reason = whyPinned
+		if err := g.readPin(ctx, key, func(id int32) { g.nodes[id].reason = whyPinned }); err != nil {
+			return err
 		}
 	}
 	for _, p := range g.opts.Keep {
@@ -475,6 +465,80 @@ func (g *collector) readNarInfos(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// readPin reads one gcroots/ object and calls keep with the node of each
+// path it names (the caller holds g.mu or runs alone).
+func (g *collector) readPin(ctx context.Context, key string, keep func(int32)) error {
+	data, err := g.read(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		return nil // unpinned since the listing
+	}
+	if err != nil {
+		return fmt.Errorf("read root %s: %w", key, err)
+	}
+	var ids []int32
+	line := 0
+	for l := range strings.Lines(string(data)) {
+		line++
+		l = strings.TrimSpace(l)
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		p, err := storepath.Parse(l)
+		if err != nil {
+			return fmt.Errorf("root %s line %d: %w", key, line, err)
+		}
+		d, _ := digestOf(p.HashPart())
+		ids = append(ids, g.node(d))
+	}
+	for _, id := range ids {
+		keep(id)
+	}
+	return nil
+}
+
+// pinLookEvery is how often the narinfo sweep looks for pins written
+// since the listing: a pin written at q protects its paths from every
+// removal that starts after q + pinLookEvery + one look, so a pinned Push
+// waits ReuseSettle after writing its pin before it looks at what the cache
+// holds.
+const pinLookEvery = 250 * time.Millisecond
+
+// refreshPins keeps the paths of pins written or changed since the last
+// look, with their closures, unless it looked less than pinLookEvery ago.
+func (g *collector) refreshPins(ctx context.Context) error {
+	g.pinMu.Lock()
+	defer g.pinMu.Unlock()
+	if time.Since(g.pinAt) < pinLookEvery {
+		return nil
+	}
+	start := time.Now()
+	var changed []string
+	err := g.b.List(ctx, GCRootsPrefix, func(oi ObjectInfo) error {
+		if t, ok := g.pinSeen[oi.Key]; !ok || !t.Equal(oi.ModTime) {
+			g.pinSeen[oi.Key] = oi.ModTime
+			changed = append(changed, oi.Key)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list roots: %w", err)
+	}
+	for _, key := range changed {
+		g.mu.Lock()
+		err := g.readPin(ctx, key, func(id int32) {
+			if g.nodes[id].reason == whyNone {
+				g.keepClosure(id)
+			}
+		})
+		g.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	g.pinAt = start
+	return nil
 }
 
 var errUnreadable = errors.New("unreadable narinfo")
@@ -709,6 +773,11 @@ func (g *collector) sweepNarInfos(ctx context.Context, remove func(context.Conte
 	for len(wave) > 0 {
 		var next []int32
 		err := forEach(ctx, wave, g.opts.Jobs, func(id int32) error {
+			if g.opts.Delete {
+				if err := g.refreshPins(ctx); err != nil {
+					return err
+				}
+			}
 			g.mu.Lock()
 			still := garbage(id)
 			listed := g.nodes[id].mtime

@@ -267,7 +267,12 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 		return sum, err
 	}
 	if opts.Pin != "" {
+		// A collector that listed the cache before the pin sees it within
+		// ReuseSettle; only then is "present" a promise (see Collect).
 		if err := c.Pin(ctx, opts.Pin, closure); err != nil {
+			return sum, err
+		}
+		if err := sleepUntil(ctx, time.Now().Add(ReuseSettle)); err != nil {
 			return sum, err
 		}
 	}
@@ -615,7 +620,7 @@ func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, e
 		(!opts.replace[it.path] || c.hashesTo(ctx, up.url, up.fileHash)) {
 		// Same content already there (NAR files are named by their hash):
 		// reuse it, touched so that a concurrent collector keeps it.
-		if up.narAt, err = reused.touch(ctx, up.url); err != nil {
+		if up.narAt, err = reused.touchNAR(ctx, up.url, int64(up.fileSize)); err != nil {
 			return nil, err
 		}
 		up.narTouched = true

@@ -40,6 +40,9 @@ func newReuse(c *Cache) *reuse {
 	return &reuse{c: c, toucher: t}
 }
 
+// touchWarned: the ErrTouchUnsupported warning was logged (once a process).
+var touchWarned atomic.Bool
+
 // touchNarInfos touches the narinfos of paths (found present), jobs at a
 // time. A path found missing now was collected since the check: the push
 // cannot rely on it.
@@ -84,7 +87,7 @@ func (r *reuse) touch(ctx context.Context, key string) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	if err := r.toucher.Touch(ctx, key); errors.Is(err, ErrTouchUnsupported) {
-		if !r.off.Swap(true) {
+		if !r.off.Swap(true) && !touchWarned.Swap(true) {
 			r.c.opts.Logger.Warn("the cache's server does not renew modification times: reused objects are not protected from a concurrent garbage collector beyond its grace period and pins", "err", err)
 		}
 		return time.Time{}, nil
@@ -95,6 +98,29 @@ func (r *reuse) touch(ctx context.Context, key string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("refresh reused %s: %w", key, err)
 	}
 	return time.Now(), nil
+}
+
+// touchNAR touches a NAR file; where the server cannot renew
+// modification times it writes the file again (read back and put, which
+// renews it; bringing back a NAR file a collector just removed is harmless,
+// unlike a narinfo).
+func (r *reuse) touchNAR(ctx context.Context, key string, size int64) (time.Time, error) {
+	at, err := r.touch(ctx, key)
+	if err != nil || !at.IsZero() || r.toucher == nil {
+		return at, err
+	}
+	start := time.Now()
+	rc, err := r.c.Backend.Get(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		return time.Time{}, fmt.Errorf("%w: %s", ErrCollected, key)
+	} else if err != nil {
+		return time.Time{}, fmt.Errorf("refresh reused %s: %w", key, err)
+	}
+	defer rc.Close()
+	if err := r.c.Backend.Put(ctx, key, rc, size, "application/x-nix-nar"); err != nil {
+		return time.Time{}, fmt.Errorf("refresh reused %s: %w", key, err)
+	}
+	return start, nil
 }
 
 // settle waits until ReuseSettle after at and checks key is still there
@@ -124,7 +150,7 @@ func (r *reuse) freshNAR(ctx context.Context, up *uploaded) error {
 		return nil
 	}
 	if time.Since(up.narAt) > freshWindow {
-		at, err := r.touch(ctx, up.url)
+		at, err := r.touchNAR(ctx, up.url, int64(up.fileSize))
 		if err != nil {
 			return err
 		}
