@@ -22,7 +22,7 @@ func loggedBuild(t *testing.T, name string) (out, drvPath storepath.Path) {
 	t.Helper()
 	testenv.RequireNix(t)
 	dir := t.TempDir()
-	nonce := filepath.Base(dir)
+	nonce := testenv.Nonce()
 	expr := fmt.Sprintf(`derivation { name = %q; system = builtins.currentSystem; builder = "/bin/sh";
   PATH = "/usr/bin:/bin"; args = ["-c" "echo 'building %s'; for i in 1 2 3; do echo line $i; echo err $i >&2; done; echo %s > $out"]; }`,
 		name, nonce, nonce)

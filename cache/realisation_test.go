@@ -35,7 +35,7 @@ func buildCA(t *testing.T) caBuild {
 	t.Helper()
 	testenv.RequireNix(t)
 	dir := t.TempDir()
-	b := caBuild{file: filepath.Join(dir, "ca.nix"), nonce: filepath.Base(dir)}
+	b := caBuild{file: filepath.Join(dir, "ca.nix"), nonce: testenv.Nonce()}
 	expr := `{ nonce }:
 let mk = name: script: derivation { inherit name; system = builtins.currentSystem; builder = "/bin/sh";
   PATH = "/usr/bin:/bin"; args = ["-c" script]; __contentAddressed = true; outputHashMode = "recursive"; outputHashAlgo = "sha256"; };

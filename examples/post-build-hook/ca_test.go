@@ -18,7 +18,7 @@ import (
 func caExpr(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	nonce := filepath.Base(dir)
+	nonce := testenv.Nonce()
 	expr := fmt.Sprintf(`let
   mk = name: script: extra: derivation ({ inherit name; system = builtins.currentSystem; builder = "/bin/sh";
     PATH = "/usr/bin:/bin"; args = ["-c" script]; } // extra);

@@ -126,7 +126,11 @@ func (spec ClosureSpec) withDefaults() ClosureSpec {
 	return spec
 }
 
-func nonce() string {
+// Nonce returns a fresh random string for a test's derivations, so that
+// every run (and every concurrent run of the same test on the machine)
+// builds its own store paths. A test's temporary directory is no nonce:
+// its base name is the same ("001") in every run.
+func Nonce() string {
 	var r [12]byte
 	_, _ = rand.Read(r[:])
 	return hex.EncodeToString(r[:])
@@ -142,7 +146,7 @@ func WriteClosureExpr(dir string, spec ClosureSpec) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("testenv: %w", err)
 	}
-	_, err = f.WriteString(closureExpr(spec.withDefaults(), nonce(), true))
+	_, err = f.WriteString(closureExpr(spec.withDefaults(), Nonce(), true))
 	if err == nil {
 		err = f.Chmod(0o644) // readable by a build user or a test's other user
 	}
@@ -176,7 +180,7 @@ func BuildClosure(t TB, spec ClosureSpec) Closure {
 	}
 	dir := t.TempDir()
 	file := filepath.Join(dir, "closure.nix")
-	if err := os.WriteFile(file, []byte(closureExpr(spec, nonce(), false)), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(closureExpr(spec, Nonce(), false)), 0o644); err != nil {
 		t.Fatalf("%v", err)
 	}
 	args := []string{"--option", "substituters", "", file}
