@@ -36,31 +36,20 @@ import (
 	"github.com/nixcache/nixcache/storepath"
 )
 
-// Exit codes besides 0 and 2 (usage), as verify's.
-const (
-	exitBadPath = 1
-	exitCache   = 3
-)
-
 func main() { cli.Main("fetch", run) }
 
 func run(ctx context.Context, args []string) error {
 	fl := cli.NewFlagSet("fetch", "fetch --from URL --trusted-key KEY... [--closure] [--jobs N] PATH DIR")
-	from := fl.String("from", "", "binary cache store URL (file:///dir, s3://bucket?..., https://host/path)")
-	var keys []cli.Setting
-	fl.Func("trusted-key", "trusted public `KEY` (name:base64, or a file holding one; repeatable)", func(s string) error {
-		keys = append(keys, cli.Setting{Value: s, Name: "--trusted-key"})
-		return nil
-	})
+	from, keys := fl.Source()
 	closure := fl.Bool("closure", false, "restore every path of PATH's closure, each at DIR/<base name>")
 	jobs := fl.Int("jobs", 4, "paths fetched at once with --closure")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
-	if *from == "" || len(keys) == 0 || fl.NArg() != 2 {
+	if *from == "" || len(*keys) == 0 || fl.NArg() != 2 {
 		return cli.Usagef("want --from URL, at least one --trusted-key, PATH and DIR")
 	}
-	trusted, err := upload.LoadPublicKeys(keys)
+	trusted, err := upload.LoadPublicKeys(*keys)
 	if err != nil {
 		return fmt.Errorf("%w: %w", cli.ErrUsage, err)
 	}
@@ -76,18 +65,18 @@ func run(ctx context.Context, args []string) error {
 	if errors.Is(err, cache.ErrBadURL) {
 		return fmt.Errorf("%w: --from: %w", cli.ErrUsage, err)
 	} else if err != nil {
-		return cli.WithCode(exitCache, err)
+		return cli.WithCode(cli.ExitCache, err)
 	}
 	// Like Nix, refuse a location that is no binary cache, or one for
 	// another store directory.
 	info, err := c.CacheInfo(ctx)
 	if errors.Is(err, cache.ErrNotFound) {
-		return cli.WithCode(exitCache, fmt.Errorf("%w: %w", cache.ErrNotACache, err))
+		return cli.WithCode(cli.ExitCache, fmt.Errorf("%w: %w", cache.ErrNotACache, err))
 	} else if err != nil {
-		return cli.WithCode(exitCache, err)
+		return cli.WithCode(cli.ExitCache, err)
 	}
 	if info.StoreDir != p.Dir() {
-		return cli.WithCode(exitCache, fmt.Errorf("%w: the cache is for %s, not %s", cache.ErrStoreDirMismatch, info.StoreDir, p.Dir()))
+		return cli.WithCode(cli.ExitCache, fmt.Errorf("%w: the cache is for %s, not %s", cache.ErrStoreDirMismatch, info.StoreDir, p.Dir()))
 	}
 	opts := cache.FetchOptions{TrustedKeys: trusted, Jobs: *jobs}
 	if *closure {
@@ -111,7 +100,7 @@ func run(ctx context.Context, args []string) error {
 func exitFor(ctx context.Context, err error) error {
 	var pe *cache.PathError
 	if ctx.Err() == nil && errors.As(err, &pe) {
-		return cli.WithCode(exitBadPath, err)
+		return cli.WithCode(cli.ExitBad, err)
 	}
-	return cli.WithCode(exitCache, err)
+	return cli.WithCode(cli.ExitCache, err)
 }

@@ -46,32 +46,21 @@ import (
 	"github.com/nixcache/nixcache/storepath"
 )
 
-// Exit codes besides 0 and 2 (usage).
-const (
-	exitBadPaths = 1
-	exitCache    = 3
-)
-
 func main() { cli.Main("verify", run) }
 
 func run(ctx context.Context, args []string) error {
 	fl := cli.NewFlagSet("verify", "verify --from URL --trusted-key KEY... [--jobs N] [--repair --secret-key FILE...] [--sign-with FILE...] [PATH...]")
-	from := fl.String("from", "", "binary cache store URL (file:///dir, s3://bucket?..., https://host/path)")
-	var keys []cli.Setting
-	fl.Func("trusted-key", "trusted public `KEY` (name:base64, or a file holding one; repeatable)", func(s string) error {
-		keys = append(keys, cli.Setting{Value: s, Name: "--trusted-key"})
-		return nil
-	})
+	from, keys := fl.Source()
 	jobs, upstream := fl.Jobs(4), upload.VerifyUpstreamFlags(fl)
 	mend := upload.Mend{Out: os.Stdout, Log: cli.NewLogger(os.Stderr, "", false)}
 	mend.Flags(fl)
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
-	if *from == "" || len(keys) == 0 {
+	if *from == "" || len(*keys) == 0 {
 		return cli.Usagef("--from and at least one --trusted-key are required")
 	}
-	trusted, err := upload.LoadPublicKeys(keys)
+	trusted, err := upload.LoadPublicKeys(*keys)
 	if err != nil {
 		return fmt.Errorf("%w: %w", cli.ErrUsage, err)
 	}
@@ -87,13 +76,13 @@ func run(ctx context.Context, args []string) error {
 	if errors.Is(err, cache.ErrBadURL) {
 		return fmt.Errorf("%w: --from: %w", cli.ErrUsage, err)
 	} else if err != nil {
-		return cli.WithCode(exitCache, err)
+		return cli.WithCode(cli.ExitCache, err)
 	}
 	up, upKeys, err := upstream(ctx)
 	if errors.Is(err, cli.ErrUsage) {
 		return err
 	} else if err != nil {
-		return cli.WithCode(exitCache, err)
+		return cli.WithCode(cli.ExitCache, err)
 	}
 	if mend.Active() {
 		mend.Verify = cache.VerifyOptions{TrustedKeys: trusted, Upstream: up, UpstreamKeys: upKeys, Jobs: *jobs}
@@ -101,7 +90,7 @@ func run(ctx context.Context, args []string) error {
 		if errors.Is(err, cli.ErrUsage) {
 			return err
 		} else if sum == nil { // the local store could not be opened
-			return cli.WithCode(exitCache, err)
+			return cli.WithCode(cli.ExitCache, err)
 		}
 		return verdict(ctx, err, sum.String(), fmt.Sprintf("%d of %d paths still bad, %d not signed", sum.Bad-sum.Repaired, sum.Checked, sum.NotSigned))
 	}
@@ -127,11 +116,11 @@ func verdict(ctx context.Context, err error, summary, badMsg string) error {
 		return fmt.Errorf("%w: %w", cli.ErrUsage, err)
 	}
 	if err != nil && (ctx.Err() != nil || !errors.As(err, &pe)) {
-		return cli.WithCode(exitCache, err)
+		return cli.WithCode(cli.ExitCache, err)
 	}
 	fmt.Fprintln(os.Stderr, summary)
 	if err != nil {
-		return cli.WithCode(exitBadPaths, errors.New(badMsg))
+		return cli.WithCode(cli.ExitBad, errors.New(badMsg))
 	}
 	return nil
 }

@@ -28,6 +28,14 @@ import (
 // them (0 for -h), 1 for any other error.
 var ErrUsage = errors.New("usage")
 
+// Exit codes of the commands that read a cache (verify, fetch), besides 0
+// and 2 for a usage error: ExitBad when a path is missing, unsigned or
+// damaged, ExitCache when the cache itself cannot be read.
+const (
+	ExitBad   = 1
+	ExitCache = 3
+)
+
 // Usagef returns an error wrapping ErrUsage.
 func Usagef(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, args...))
@@ -144,6 +152,19 @@ func (fl *FlagSet) Jobs(def int) *int {
 	fl.IntVar(p, "jobs", def, usage)
 	fl.IntVar(p, "j", def, "short for --jobs")
 	return p
+}
+
+// Source registers the flags of a command that reads a cache: --from URL
+// and --trusted-key KEY (repeatable; name:base64 or a file holding one).
+// Load the keys with upload.LoadPublicKeys.
+func (fl *FlagSet) Source() (from *string, keys *[]Setting) {
+	from = fl.String("from", "", "binary cache store URL (file:///dir, s3://bucket?..., https://host/path)")
+	keys = new([]Setting)
+	fl.Func("trusted-key", "trusted public `KEY` (name:base64, or a file holding one; repeatable)", func(s string) error {
+		*keys = append(*keys, Setting{Value: s, Name: "--trusted-key"})
+		return nil
+	})
+	return from, keys
 }
 
 // Debug registers --debug: log debug messages.
