@@ -27,8 +27,10 @@
 // lists the cache once at time L, reads every narinfo, marks, then removes
 // narinfos (referrers before references, so a crash leaves no dangling
 // reference), then NAR files no remaining narinfo names (several narinfos
-// may share one), then .ls listings, then stale temporaries: no narinfo is
-// ever left without its NAR. Each removal is preceded by a Stat: the
+// may share one), then .ls listings, build logs ("log/<drv>", of
+// derivations no remaining narinfo names as Deriver) and realisations
+// (whose output path has no remaining narinfo), then stale temporaries: no
+// narinfo is ever left without its NAR. Each removal is preceded by a Stat: the
 // object is removed only if its ModTime is still the listed one (to the
 // second) and older than L minus the grace period minus 6 s (a margin that
 // makes any touch after L visible even at S3's one-second resolution, and

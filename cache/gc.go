@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -113,12 +114,16 @@ type GCReport struct {
 	// removed (the collector cannot tell which one they name).
 	Unreadable int `json:"unreadable"`
 	// Removed store paths (narinfos), unreferenced NAR files (StrayNARs:
-	// those no narinfo at all named), .ls listings and temporary files.
-	Removed     GCCount `json:"removed_paths"`
-	NARs        GCCount `json:"removed_nars"`
-	StrayNARs   GCCount `json:"stray_nars"`
-	Listings    GCCount `json:"removed_listings"`
-	Temporaries int     `json:"removed_temporaries"`
+	// those no narinfo at all named), .ls listings, build logs (of
+	// derivations no kept narinfo names as Deriver), realisations (whose
+	// output path is not kept) and temporary files.
+	Removed      GCCount `json:"removed_paths"`
+	NARs         GCCount `json:"removed_nars"`
+	StrayNARs    GCCount `json:"stray_nars"`
+	Listings     GCCount `json:"removed_listings"`
+	Logs         GCCount `json:"removed_logs"`
+	Realisations GCCount `json:"removed_realisations"`
+	Temporaries  int     `json:"removed_temporaries"`
 	// Requests made to the backend, by kind (List counts calls).
 	Requests GCRequests    `json:"requests"`
 	Duration time.Duration `json:"duration_ns"`
@@ -135,10 +140,10 @@ func (r *GCReport) String() string {
 		verb = "would remove"
 	}
 	return fmt.Sprintf("%d narinfos: kept %d (%s; explicit %d, pinned %d, young %d, recent %d, budget %d, refreshed %d), %s %d (%s); "+
-		"%s %d NAR files (%s, %d stray), %d listings, %d temporaries; %d unreadable; %s",
+		"%s %d NAR files (%s, %d stray), %d listings, %d logs, %d realisations, %d temporaries; %d unreadable; %s",
 		r.NarInfos, r.Kept.Count, humanBytes(uint64(r.Kept.Bytes)), r.KeptExplicit.Count, r.KeptPinned.Count, r.KeptYoung.Count,
 		r.KeptRecent.Count, r.KeptBudget.Count, r.KeptRefreshed.Count, verb, r.Removed.Count, humanBytes(uint64(r.Removed.Bytes)),
-		verb, r.NARs.Count, humanBytes(uint64(r.NARs.Bytes)), r.StrayNARs.Count, r.Listings.Count, r.Temporaries, r.Unreadable,
+		verb, r.NARs.Count, humanBytes(uint64(r.NARs.Bytes)), r.StrayNARs.Count, r.Listings.Count, r.Logs.Count, r.Realisations.Count, r.Temporaries, r.Unreadable,
 		r.Duration.Round(time.Millisecond))
 }
 
@@ -163,13 +168,14 @@ const (
 	nodeRemoved               // removed by this collection
 )
 
-// gcNode is one narinfo: about 50 bytes plus 4 per reference, and its
+// gcNode is one narinfo: about 70 bytes plus 4 per reference, and its
 // entry in the digest index.
 type gcNode struct {
 	mtime  int64 // listed ModTime (Unix ns)
 	size   int64 // NAR file size
 	refs   []int32
-	nar    int32 // index in gc.nars, -1 if unknown
+	drv    [20]byte // digest of the Deriver, zero if none
+	nar    int32    // index in gc.nars, -1 if unknown
 	state  uint8
 	reason uint8
 	keySz  int32 // narinfo size
@@ -203,6 +209,9 @@ type collector struct {
 	narKeys  []string
 	nars     []gcNAR
 	listings []gcListing
+	logs     []gcListing // log/<drv base name>
+	reals    []gcListing // realisations/<id>.doi
+	dir      storepath.Dir
 	pins     []string
 	lastProg time.Time
 
@@ -219,7 +228,9 @@ type collector struct {
 // the newest paths within opts.MaxSize) closed under References, and then
 // removes, in this order, the other narinfos (referrers before their
 // references), the NAR files no remaining narinfo names, the .ls listings
-// of removed or absent paths, and temporary files older than the grace
+// of removed or absent paths, the build logs of derivations no remaining
+// narinfo names as Deriver (nor is), the realisations whose output path
+// has no remaining narinfo, and temporary files older than the grace
 // period. Each object is looked at again (Stat) right before its removal
 // and kept if it changed since the listing. Without opts.Delete nothing is
 // changed and the report is the plan.
@@ -251,12 +262,17 @@ func (c *Cache) Collect(ctx context.Context, opts GCOptions) (*GCReport, error) 
 	g.pinAt = g.start
 	g.report.DryRun = !opts.Delete
 	g.cutoff = g.start.Add(-opts.Grace - gcClockMargin).UnixNano()
-	if _, err := c.CacheInfo(ctx); errors.Is(err, ErrNotFound) {
+	ci, err := c.CacheInfo(ctx)
+	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("cache: gc: %w", ErrNotACache)
 	} else if err != nil {
 		return nil, fmt.Errorf("cache: gc: %w", err)
 	}
-	err := g.run(ctx, mover)
+	g.dir = ci.StoreDir
+	if g.dir == "" {
+		g.dir = storepath.DefaultDir
+	}
+	err = g.run(ctx, mover)
 	g.report.Requests = *g.b.req
 	g.report.Duration = time.Since(g.start)
 	if err != nil {
@@ -343,6 +359,12 @@ func (g *collector) run(ctx context.Context, mover Mover) error {
 	if err := g.sweepListings(ctx, remove); err != nil {
 		return err
 	}
+	if err := g.sweepLogs(ctx, remove); err != nil {
+		return err
+	}
+	if err := g.sweepRealisations(ctx, remove); err != nil {
+		return err
+	}
 	return g.sweepTemporaries(ctx)
 }
 
@@ -358,6 +380,15 @@ func (g *collector) list(ctx context.Context) error {
 		case strings.HasPrefix(k, GCRootsPrefix):
 			g.pins = append(g.pins, k)
 			g.pinSeen[k] = oi.ModTime
+		case strings.HasPrefix(k, "log/"):
+			if _, ok := logDigest(k); ok && oi.ModTime.UnixNano() < g.cutoff {
+				g.logs = append(g.logs, gcListing{k, oi.ModTime.UnixNano(), oi.Size})
+			}
+		case strings.HasPrefix(k, "realisations/"):
+			id, ok := strings.CutSuffix(strings.TrimPrefix(k, "realisations/"), ".doi")
+			if ok && ValidateRealisationID(id) == nil && oi.ModTime.UnixNano() < g.cutoff {
+				g.reals = append(g.reals, gcListing{k, oi.ModTime.UnixNano(), oi.Size})
+			}
 		case strings.HasPrefix(k, "nar/"):
 			id, ok := g.narIDs[k]
 			if !ok {
@@ -443,6 +474,9 @@ func (g *collector) readNarInfos(ctx context.Context) error {
 				g.nars = append(g.nars, gcNAR{mtime: -1})
 			}
 			g.nars[nid].named = true
+			if d, ok := digestOf(ni.Deriver.HashPart()); ok {
+				n.drv = d
+			}
 			n.nar, n.size = nid, int64(ni.FileSize)
 			if n.size == 0 {
 				n.size = g.nars[nid].size
@@ -915,6 +949,112 @@ func (g *collector) sweepListings(ctx context.Context, remove func(context.Conte
 			g.report.Listings.add(l.size)
 			if g.opts.Removed != nil {
 				g.opts.Removed(l.key, "listing")
+			}
+			g.mu.Unlock()
+		}
+		return nil
+	})
+}
+
+// logDigest is the digest of the derivation a "log/<drv base name>" key
+// is the build log of.
+func logDigest(key string) ([20]byte, bool) {
+	base := strings.TrimPrefix(key, "log/")
+	if len(base) < 34 || base[32] != '-' || strings.Contains(base, "/") {
+		return [20]byte{}, false
+	}
+	return digestOf(base[:32])
+}
+
+// kept reports whether the narinfo with digest d survived the sweep.
+func (g *collector) kept(d [20]byte) bool {
+	id, ok := g.ids[d]
+	return ok && g.nodes[id].state == nodeRead
+}
+
+// sweepLogs removes the build logs of derivations that no surviving
+// narinfo names as Deriver and that are not themselves kept. While a
+// narinfo is unreadable no log is removed (its Deriver is unknown).
+func (g *collector) sweepLogs(ctx context.Context, remove func(context.Context, string) error) error {
+	if g.report.Unreadable > 0 || len(g.logs) == 0 {
+		return nil
+	}
+	derivers := map[[20]byte]struct{}{}
+	var zero [20]byte
+	for id := range g.nodes {
+		if n := &g.nodes[id]; n.state == nodeRead && n.drv != zero {
+			derivers[n.drv] = struct{}{}
+		}
+	}
+	var todo []gcListing
+	for _, l := range g.logs {
+		d, _ := logDigest(l.key)
+		if _, ok := derivers[d]; !ok && !g.kept(d) {
+			todo = append(todo, l)
+		}
+	}
+	return g.sweepExtras(ctx, todo, "log", &g.report.Logs, remove)
+}
+
+// sweepRealisations removes the realisations whose output path (or the
+// output of a dependent realisation) has no surviving narinfo. Only those older than the grace period are read (to
+// learn their output path), opts.Jobs at a time; one that cannot be parsed
+// is left alone.
+func (g *collector) sweepRealisations(ctx context.Context, remove func(context.Context, string) error) error {
+	var (
+		mu   sync.Mutex
+		todo []gcListing
+	)
+	err := forEach(ctx, g.reals, g.opts.Jobs, func(l gcListing) error {
+		data, err := g.read(ctx, l.key)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("read %s: %w", l.key, err)
+		}
+		r, err := ParseRealisation(data, g.dir)
+		if err != nil {
+			return nil
+		}
+		// Nix substitutes a realisation only with its dependent ones and
+		// their outputs: one whose output or a dependent output is gone
+		// goes too.
+		garbage := false
+		for _, p := range append([]storepath.Path{r.OutPath}, slices.Collect(maps.Values(r.DependentRealisations))...) {
+			if d, ok := digestOf(p.HashPart()); ok && !g.kept(d) {
+				garbage = true
+			}
+		}
+		if !garbage {
+			return nil
+		}
+		mu.Lock()
+		todo = append(todo, l)
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return g.sweepExtras(ctx, todo, "realisation", &g.report.Realisations, remove)
+}
+
+// sweepExtras removes the objects of todo (logs, realisations) as
+// sweepListings does, counting them in count.
+func (g *collector) sweepExtras(ctx context.Context, todo []gcListing, reason string, count *GCCount, remove func(context.Context, string) error) error {
+	return forEach(ctx, todo, g.opts.Jobs, func(l gcListing) error {
+		out := outRemoved
+		if g.opts.Delete {
+			var err error
+			if out, err = g.checkAndRemove(ctx, l.key, l.mtime, remove); err != nil {
+				return err
+			}
+		}
+		if out == outRemoved {
+			g.mu.Lock()
+			count.add(l.size)
+			if g.opts.Removed != nil {
+				g.opts.Removed(l.key, reason)
 			}
 			g.mu.Unlock()
 		}
