@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -501,35 +502,99 @@ func (g *collector) readNarInfos(ctx context.Context) error {
 	})
 }
 
+// Pin files written by [Cache.Pin] start with pinHeader and end with a
+// line pinFooter+count. Some S3 servers (versitygw) let a GET that races a
+// PUT replacing the object read a torn file: without the footer the
+// collector could not tell a pin cut at a line break from a whole one, and
+// would lose the tail's paths. A pin without the header (written by hand)
+// is read as it is.
+const (
+	pinHeader = "# nixcache pin\n"
+	pinFooter = "# end: "
+)
+
+// errTornPin reports a pin read while it was being replaced.
+var errTornPin = errors.New("pin read while being replaced")
+
 // readPin reads one gcroots/ object and calls keep with the node of each
-// path it names (the caller holds g.mu or runs alone).
+// path it names (the caller holds g.mu or runs alone). A torn read (see
+// pinHeader) is read again, a few times; so is an empty pin, which is what
+// a read racing a replacement may see (write a comment line to pin nothing).
 func (g *collector) readPin(ctx context.Context, key string, keep func(int32)) error {
-	data, err := g.read(ctx, key)
-	if errors.Is(err, ErrNotFound) {
-		return nil // unpinned since the listing
+	var err error
+	for attempt := range 5 {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
+			}
+		}
+		var data []byte
+		data, err = g.read(ctx, key)
+		if errors.Is(err, ErrNotFound) {
+			return nil // unpinned since the listing
+		}
+		if err != nil {
+			return fmt.Errorf("read root %s: %w", key, err)
+		}
+		var ids []int32
+		ids, err = g.parsePin(string(data))
+		if err == nil {
+			for _, id := range ids {
+				keep(id)
+			}
+			return nil
+		}
+		if !errors.Is(err, errTornPin) {
+			break
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("read root %s: %w", key, err)
+	if errors.Is(err, errTornPin) {
+		return fmt.Errorf("root %s: %w", key, err)
 	}
+	return fmt.Errorf("root %s%w", key, err)
+}
+
+// parsePin returns the nodes of the paths a pin names.
+func (g *collector) parsePin(data string) ([]int32, error) {
+	if strings.HasPrefix(pinHeader, data) {
+		return nil, errTornPin // empty, or cut inside the header
+	}
+	framed := strings.HasPrefix(data, pinHeader)
 	var ids []int32
-	line := 0
-	for l := range strings.Lines(string(data)) {
+	line, end := 0, -1
+	for l := range strings.Lines(data) {
 		line++
+		if end >= 0 {
+			return nil, fmt.Errorf(" line %d: after the end line", line)
+		}
+		if framed && strings.HasPrefix(l, pinFooter) {
+			n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(l, pinFooter), " paths\n"))
+			if err != nil || !strings.HasSuffix(l, "\n") || n != len(ids) {
+				return nil, errTornPin
+			}
+			end = line
+			continue
+		}
 		l = strings.TrimSpace(l)
 		if l == "" || l[0] == '#' {
 			continue
 		}
 		p, err := storepath.Parse(l)
 		if err != nil {
-			return fmt.Errorf("root %s line %d: %w", key, line, err)
+			if framed {
+				return nil, errTornPin // cut inside a line
+			}
+			return nil, fmt.Errorf(" line %d: %w", line, err)
 		}
 		d, _ := digestOf(p.HashPart())
 		ids = append(ids, g.node(d))
 	}
-	for _, id := range ids {
-		keep(id)
+	if framed && end < 0 {
+		return nil, errTornPin
 	}
-	return nil
+	return ids, nil
 }
 
 // pinLookEvery is how often the narinfo sweep looks for pins written
@@ -1130,10 +1195,12 @@ func (c *Cache) Pin(ctx context.Context, name string, paths []storepath.Path) er
 		return fmt.Errorf("cache: pin name %q: not a valid key", name)
 	}
 	var b strings.Builder
+	b.WriteString(pinHeader)
 	for _, p := range paths {
 		b.WriteString(string(p))
 		b.WriteByte('\n')
 	}
+	fmt.Fprintf(&b, "%s%d paths\n", pinFooter, len(paths))
 	if err := c.Backend.Put(ctx, key, strings.NewReader(b.String()), int64(b.Len()), "text/plain"); err != nil {
 		return fmt.Errorf("cache: pin %s: %w", name, err)
 	}
