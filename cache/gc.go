@@ -1001,24 +1001,7 @@ func (g *collector) sweepListings(ctx context.Context, remove func(context.Conte
 			todo = append(todo, l)
 		}
 	}
-	return forEach(ctx, todo, g.opts.Jobs, func(l gcListing) error {
-		out := outRemoved
-		if g.opts.Delete {
-			var err error
-			if out, err = g.checkAndRemove(ctx, l.key, l.mtime, remove); err != nil {
-				return err
-			}
-		}
-		if out == outRemoved {
-			g.mu.Lock()
-			g.report.Listings.add(l.size)
-			if g.opts.Removed != nil {
-				g.opts.Removed(l.key, "listing")
-			}
-			g.mu.Unlock()
-		}
-		return nil
-	})
+	return g.sweepExtras(ctx, todo, "listing", &g.report.Listings, remove)
 }
 
 // logDigest is the digest of the derivation a "log/<drv base name>" key
@@ -1104,8 +1087,9 @@ func (g *collector) sweepRealisations(ctx context.Context, remove func(context.C
 	return g.sweepExtras(ctx, todo, "realisation", &g.report.Realisations, remove)
 }
 
-// sweepExtras removes the objects of todo (logs, realisations) as
-// sweepListings does, counting them in count.
+// sweepExtras removes the objects of todo (listings, logs, realisations),
+// each re-checked as checkAndRemove does, counting them in count and
+// reporting them to Removed with reason.
 func (g *collector) sweepExtras(ctx context.Context, todo []gcListing, reason string, count *GCCount, remove func(context.Context, string) error) error {
 	return forEach(ctx, todo, g.opts.Jobs, func(l gcListing) error {
 		out := outRemoved

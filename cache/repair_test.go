@@ -306,16 +306,7 @@ func TestRepairWithUpstream(t *testing.T) {
 	base, mid, top := chain(t, src)
 	upSK, upPK, _ := upstreamKeys(t)
 	up, _ := upstreamCache(t, src, upSK, base)
-	ourSK, ourPK, err := signature.GenerateKey("ours-1", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	c, err := cache.Open(ctx, "file://"+dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c = cache.New(c.Backend, cache.Options{SecretKeys: []signature.SecretKey{ourSK}})
+	c, ourPK, dir := ourCache(t)
 	upKeys := []signature.PublicKey{upPK}
 	if sum, err := c.Push(ctx, src, []storepath.Path{top}, cache.PushOptions{SkipSignedBy: upKeys, Upstream: up}); err != nil || sum.Uploaded != 2 {
 		t.Fatalf("push: %+v, %v", sum, err)

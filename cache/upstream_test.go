@@ -84,16 +84,7 @@ func TestPushSkipSignedBy(t *testing.T) {
 	upSK, upPK, forger := upstreamKeys(t)
 	src.signInfo(t, base, upSK)
 	src.signInfo(t, mid, forger) // right name, wrong bytes
-	ourSK, _, err := signature.GenerateKey("ours-1", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	c, err := cache.Open(ctx, "file://"+dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c = cache.New(c.Backend, cache.Options{SecretKeys: []signature.SecretKey{ourSK}})
+	c, _, dir := ourCache(t)
 	opts := cache.PushOptions{SkipSignedBy: []signature.PublicKey{upPK}}
 	ev := pushEvents(&opts)
 	sum, err := c.Push(ctx, src, []storepath.Path{top}, opts)
@@ -325,4 +316,20 @@ func TestPushSkipBatchesStoreQueries(t *testing.T) {
 	if s, b := src.single.Load(), src.batch.Load(); s != 0 || b != 1 {
 		t.Fatalf("%d single and %d batch queries, want 0 and 1", s, b)
 	}
+}
+
+// ourCache is a fresh file:// cache that signs with a new key "ours-1";
+// it returns the cache, the key's public half and the cache directory.
+func ourCache(t *testing.T) (*cache.Cache, signature.PublicKey, string) {
+	t.Helper()
+	sk, pk, err := signature.GenerateKey("ours-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	c, err := cache.Open(context.Background(), "file://"+dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cache.New(c.Backend, cache.Options{SecretKeys: []signature.SecretKey{sk}}), pk, dir
 }
