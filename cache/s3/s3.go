@@ -662,8 +662,13 @@ func (b *Backend) Put(ctx context.Context, key string, r io.Reader, size int64, 
 		if err == nil {
 			return nil
 		}
+		// Upload again only when the server says the object is missing or
+		// short. Any other failure (the server restarting, say) leaves the
+		// object's state unknown: report it, and the caller's next attempt
+		// stats the key first instead of sending the whole NAR again.
 		sec, rewindable := body.(*io.SectionReader)
-		if attempt >= 2 || !rewindable {
+		gone := errors.Is(err, cache.ErrNotFound) || errors.Is(err, cache.ErrSizeMismatch)
+		if attempt >= 2 || !rewindable || !gone {
 			return err
 		}
 		if _, serr := sec.Seek(0, io.SeekStart); serr != nil {

@@ -806,3 +806,69 @@ func TestStallTimeoutIgnoresSlowEnds(t *testing.T) {
 		}
 	}
 }
+
+// headDown answers every HEAD with 502 once a multipart upload has been
+// completed, as a server restarting just then does, and records the
+// requests that follow the completion.
+type headDown struct {
+	mu    sync.Mutex
+	done  bool
+	after []string
+}
+
+func (h *headDown) RoundTrip(req *http.Request) (*http.Response, error) {
+	h.mu.Lock()
+	done := h.done
+	if done {
+		h.after = append(h.after, req.Method+" "+req.URL.RawQuery)
+	}
+	h.mu.Unlock()
+	if done && req.Method == http.MethodHead {
+		return &http.Response{StatusCode: 502, Status: "502 Bad Gateway", Header: http.Header{},
+			Body: io.NopCloser(strings.NewReader("")), Request: req, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1}, nil
+	}
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err == nil && req.Method == http.MethodPost && req.URL.Query().Has("uploadId") && resp.StatusCode == 200 {
+		h.mu.Lock()
+		h.done = true
+		h.mu.Unlock()
+	}
+	return resp, err
+}
+
+// TestPutCheckFailsNoReupload: when the check after a completed multipart
+// upload cannot reach the server, Put reports the error and does not send
+// the object again (the caller's next attempt stats it first): only HEADs
+// follow the completion, and the object is there once the server answers.
+func TestPutCheckFailsNoReupload(t *testing.T) {
+	srv := testenv.StartS3(t)
+	bucket := newBucket(t, srv, false)
+	h := &headDown{}
+	b := open(t, srv, bucket, func(o *s3.Options) {
+		o.Transport = h
+		o.SkipBucketCheck = true
+		o.PartSize = s3.MinPartSize
+		o.Retries = 2
+	})
+	data := cachetest.Data(9, 11<<20)
+	err := b.Put(context.Background(), "nar/check.nar", bytes.NewReader(data), int64(len(data)), "application/x-nix-nar")
+	if err == nil {
+		t.Fatal("Put succeeded although its check could not reach the server")
+	}
+	t.Logf("Put: %v", err)
+	h.mu.Lock()
+	after := h.after
+	h.mu.Unlock()
+	if len(after) == 0 {
+		t.Fatal("no request after the completed upload: the check did not run")
+	}
+	for _, r := range after {
+		if !strings.HasPrefix(r, "HEAD ") {
+			t.Errorf("after the completed upload and a failed check: %q (want only HEADs, no re-upload)", after)
+			break
+		}
+	}
+	if got := cachetest.Read(t, open(t, srv, bucket, nil), "nar/check.nar"); !bytes.Equal(got, data) {
+		t.Error("stored object differs")
+	}
+}
