@@ -240,6 +240,12 @@ type Uploads struct {
 	// Needless lists keys stored again although the previous upload of the
 	// key had succeeded and nothing failed for it since.
 	Needless []string
+	// Refreshed counts uploads of a key that the client had just read back
+	// whole (a successful GET since the key was stored): a push that reuses
+	// a NAR file on a server that cannot renew modification times writes
+	// it again so that a concurrent garbage collector sees it young (see
+	// cache's package documentation). They are deliberate, not needless.
+	Refreshed int
 	// Vanished lists keys whose upload the server acknowledged but which a
 	// later HEAD or GET found missing (404): the server lost the object
 	// (or never stored it), so the re-upload that follows is needed.
@@ -255,7 +261,7 @@ type Uploads struct {
 // the object); otherwise it is needless. Server-side copies (Request.Copy)
 // upload nothing and are not counted. Requests are taken in log order.
 func AnalyzeLog(log []faultproxy.Request, bucket string) Uploads {
-	type state struct{ stored, failedSince bool }
+	type state struct{ stored, failedSince, readBack bool }
 	var u Uploads
 	st := map[string]*state{}
 	prefix := "/" + bucket + "/"
@@ -265,6 +271,9 @@ func AnalyzeLog(log []faultproxy.Request, bucket string) Uploads {
 			continue
 		}
 		if r.Method == "HEAD" || r.Method == "GET" {
+			if s := st[key]; s != nil && s.stored && r.Method == "GET" && !r.Failed() {
+				s.readBack = true
+			}
 			if s := st[key]; s != nil && s.stored && !s.failedSince && r.Status == 404 {
 				// The server said it stored the object, and now says
 				// it has none: uploading it again is needed.
@@ -302,13 +311,15 @@ func AnalyzeLog(log []faultproxy.Request, bucket string) Uploads {
 		if s.stored {
 			if s.failedSince {
 				u.Needed++
+			} else if s.readBack {
+				u.Refreshed++
 			} else {
 				u.Needless = append(u.Needless, key)
 			}
 		} else {
 			u.Keys++
 		}
-		s.stored, s.failedSince = true, false
+		s.stored, s.failedSince, s.readBack = true, false, false
 	}
 	return u
 }

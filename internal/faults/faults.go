@@ -402,8 +402,8 @@ func (h *Harness) runTrial(ctx context.Context, sc Scenario, i int, trial func(c
 			}
 		}
 	}
-	h.cfg.Logf("%s: %d paths, %d narinfos, %d faults, %d stored, %d failed, %d re-uploads, needless %v, vanished %v, lost %v, broken %v (%v)",
-		ts.name, res.Checked, res.NarInfos, c.Faults, up.Stored, up.Failed, up.Needed, up.Needless, up.Vanished, res.Lost, res.Broken, c.Duration.Round(time.Millisecond))
+	h.cfg.Logf("%s: %d paths, %d narinfos, %d faults, %d stored, %d failed, %d re-uploads, %d refreshes, needless %v, vanished %v, lost %v, broken %v (%v)",
+		ts.name, res.Checked, res.NarInfos, c.Faults, up.Stored, up.Failed, up.Needed, up.Refreshed, up.Needless, up.Vanished, res.Lost, res.Broken, c.Duration.Round(time.Millisecond))
 	return c, nil
 }
 

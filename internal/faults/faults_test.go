@@ -274,6 +274,14 @@ func TestAnalyzeLog(t *testing.T) {
 			req("PUT", nar, "", 200),
 			{Method: "PUT", Path: nar, Status: 200, Copy: true},
 		}, 1, 1, 0, 0, nil},
+		{"read back and written again (refresh)", []faultproxy.Request{
+			req("PUT", nar, "", 200),
+			req("HEAD", nar, "", 200),
+			req("GET", nar, "", 503),
+			req("GET", nar, "", 200),
+			req("PUT", nar, "", 200),
+			req("PUT", nar, "", 200),
+		}, 1, 3, 0, 0, []string{"nar/x.nar.zst"}},
 		{"multipart done twice", []faultproxy.Request{
 			req("POST", nar, "uploadId=u", 200),
 			req("POST", nar, "uploads=", 200),
