@@ -226,8 +226,13 @@ func (q *Queue) rootName(name string) string {
 //
 // The cost is one symlink per path, one symlink per GC root,
 // and one fsync per directory touched (the entries directory and the GC
-// roots directory), whatever the number of paths. When only the GC roots
-// fail, the entries are still durable and the error wraps ErrGCRoot.
+// roots directory), whatever the number of paths. The GC roots are made
+// and fsync'ed on a second goroutine while this one makes and fsyncs the
+// entries, so the two directories' inode allocations and writes overlap
+// instead of adding up (a root made before its entry is harmless: until
+// the entry exists it is a stale link, which Nix's collector removes).
+// When only the GC roots fail, the entries are still durable and the
+// error wraps ErrGCRoot.
 func (q *Queue) Enqueue(paths ...storepath.Path) error {
 	names := make([]string, len(paths))
 	for i, p := range paths {
@@ -240,32 +245,55 @@ func (q *Queue) Enqueue(paths ...storepath.Path) error {
 	if len(paths) == 0 {
 		return nil
 	}
+	var rootErr error
+	rootsDone := make(chan struct{})
+	if q.roots == "" {
+		close(rootsDone)
+	} else {
+		go func() {
+			defer close(rootsDone)
+			rootErr = q.addRoots(names)
+		}()
+	}
+	err := q.putEntries(paths, names)
+	<-rootsDone
+	if err != nil {
+		return err
+	}
+	return rootErr
+}
+
+// putEntries creates the entries and fsyncs the entries directory.
+func (q *Queue) putEntries(paths []storepath.Path, names []string) error {
 	for i, p := range paths {
 		if err := q.putEntry(p, names[i]); err != nil {
 			return err
 		}
 	}
-	// The roots go into the same batch: create them all, then fsync each
-	// directory once. On a journaling file system the first fsync usually
-	// commits the second directory's changes as well.
-	var rootErr error
+	if err := syncDir(q.entries); err != nil {
+		return fmt.Errorf("queue: fsync %s: %w", q.entries, err)
+	}
+	return nil
+}
+
+// addRoots creates the GC roots of the named entries and fsyncs the roots
+// directory; its error wraps ErrGCRoot.
+func (q *Queue) addRoots(names []string) error {
+	var errs error
 	rooted := false
 	for _, n := range names {
 		if err := q.addRoot(n); err != nil {
-			rootErr = errors.Join(rootErr, err)
+			errs = errors.Join(errs, err)
 		} else {
 			rooted = true
 		}
 	}
-	if err := syncDir(q.entries); err != nil {
-		return fmt.Errorf("queue: fsync %s: %w", q.entries, err)
-	}
-	if rooted && q.roots != "" {
+	if rooted {
 		if err := syncDir(q.roots); err != nil {
-			rootErr = errors.Join(rootErr, fmt.Errorf("%w: fsync %s: %w", ErrGCRoot, q.roots, err))
+			errs = errors.Join(errs, fmt.Errorf("%w: fsync %s: %w", ErrGCRoot, q.roots, err))
 		}
 	}
-	return rootErr
+	return errs
 }
 
 // putEntry creates the entry symlink name -> p (not yet fsync'ed).
