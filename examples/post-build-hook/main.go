@@ -1,3 +1,5 @@
+//go:debug updatemaxprocs=0
+
 // Command post-build-hook is a Nix post-build hook that uploads what Nix just
 // built to a binary cache, either through a durable queue drained by
 // upload-daemon (queue mode) or synchronously.
@@ -38,7 +40,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nixcache/nixcache/cache/queue"
 	"github.com/nixcache/nixcache/internal/cli"
 	"github.com/nixcache/nixcache/internal/config"
 )
@@ -50,47 +51,49 @@ const EnvUploader = "NIXCACHE_UPLOADER"
 const timeout = 5 * time.Second
 
 // Nix sends the hook no signals worth handling: no cli.Main.
-func main() { cli.Exit("post-build-hook", run(context.Background(), os.Args[1:])) }
+func main() {
+	mark("main")
+	err := run(context.Background(), os.Args[1:])
+	flushMarks()
+	cli.Exit("post-build-hook", err)
+}
 
-// run starts the watchdog, then runs the hook; in sync mode the watchdog
-// stops once the mode is known (the upload may take its time). Outside sync
-// mode nothing fails the build: not a panic, not a closed build log.
-func run(ctx context.Context, _ []string) error {
+// run arms the watchdog, then runs the hook on this goroutine; in sync mode
+// the watchdog stops once the mode is known (the upload may take its
+// time). Outside sync mode nothing fails the build: not a panic, not a
+// closed build log.
+//
+// The watchdog is a runtime timer, not a goroutine: nothing runs for it
+// unless it fires, and it fires even while this goroutine is blocked in a
+// system call (a hung file system, a FIFO), because the runtime hands the
+// processor to another thread then.
+func run(ctx context.Context, _ []string) (err error) {
 	start := time.Now()
 	signal.Ignore(syscall.SIGPIPE) // a closed build log must not kill the hook
 	log := cli.NewLogger(os.Stderr, "nixcache-hook", false)
-	watchdog := time.NewTimer(timeout)
-	done, syncMode := make(chan error, 1), make(chan struct{})
-	go func() {
-		defer func() {
-			if v := recover(); v != nil {
-				done <- fmt.Errorf("internal error: %v", v)
-			}
-		}()
-		done <- hook(ctx, log, start, func() { close(syncMode) })
-	}()
-	select {
-	case err := <-done:
-		select {
-		case <-syncMode:
-			return err
-		default:
-		}
-		if err != nil { // a panic outside sync mode
-			log.Error("nothing queued", "err", err)
-		}
-		return nil
-	case <-syncMode:
-		watchdog.Stop()
-		return <-done
-	case <-watchdog.C:
+	watchdog := time.AfterFunc(timeout, func() {
 		log.Error("nothing queued: gave up so the build can go on (configuration or queue unresponsive)", "after", timeout)
-		return nil
-	}
+		os.Exit(0)
+	})
+	syncMode := false
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("internal error: %v", v)
+			if !syncMode {
+				log.Error("nothing queued", "err", err)
+				err = nil
+			}
+		}
+	}()
+	return hook(ctx, log, start, func() {
+		syncMode = true
+		watchdog.Stop()
+	})
 }
 
 func hook(ctx context.Context, log *slog.Logger, start time.Time, syncMode func()) error {
 	cfg, cfgErr := config.Load(os.Getenv)
+	mark("config")
 	if cfg.Queue != "" {
 		if cfgErr != nil {
 			log.Error("configuration problem; still queueing", "err", cfgErr)
@@ -120,30 +123,4 @@ func hook(ctx context.Context, log *slog.Logger, start time.Time, syncMode func(
 	}
 	err = syscall.Exec(uploader, argv, os.Environ())
 	return fmt.Errorf("cannot upload: exec failed: %s: %w", uploader, err)
-}
-
-// enqueue queues the outputs; it logs every problem and never fails.
-func enqueue(ctx context.Context, log *slog.Logger, dir string, start time.Time) {
-	paths, err := cli.HookOutputs(ctx, os.Getenv)
-	if err != nil {
-		log.Error("nothing queued", "err", err)
-		return
-	}
-	q, err := queue.Open(dir)
-	if err != nil {
-		log.Error("nothing queued: cannot open queue", "queue", dir, "err", err)
-		return
-	}
-	err = q.Enqueue(paths...)
-	if err != nil && !errors.Is(err, queue.ErrGCRoot) {
-		log.Error("nothing queued", "queue", dir, "paths", len(paths), "err", err)
-		return
-	}
-	if err != nil {
-		log.Warn("queued, but without GC roots", "err", err)
-	}
-	log.Info("queued for upload", "paths", len(paths), "took", time.Since(start).Round(10*time.Microsecond))
-	if !q.DaemonRunning() {
-		log.Warn("no upload-daemon is running on the queue; paths wait until it starts", "queue", q.Dir())
-	}
 }

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/nixcache/nixcache/cache/queue"
+	"github.com/nixcache/nixcache/internal/cli"
+)
+
+// enqueue queues the outputs; it logs every problem and never fails.
+func enqueue(ctx context.Context, log *slog.Logger, dir string, start time.Time) {
+	paths, err := cli.HookOutputs(ctx, os.Getenv)
+	mark("outputs")
+	if err != nil {
+		log.Error("nothing queued", "err", err)
+		return
+	}
+	q, err := queue.Open(dir)
+	mark("open")
+	if err != nil {
+		log.Error("nothing queued: cannot open queue", "queue", dir, "err", err)
+		return
+	}
+	err = q.Enqueue(paths...)
+	mark("enqueue")
+	if err != nil && !errors.Is(err, queue.ErrGCRoot) {
+		log.Error("nothing queued", "queue", dir, "paths", len(paths), "err", err)
+		return
+	}
+	if err != nil {
+		log.Warn("queued, but without GC roots", "err", err)
+	}
+	log.Info("queued for upload", "paths", len(paths), "took", time.Since(start).Round(10*time.Microsecond))
+	mark("logged")
+	if !q.DaemonRunning() {
+		log.Warn("no upload-daemon is running on the queue; paths wait until it starts", "queue", q.Dir())
+	}
+	mark("daemoncheck")
+}
