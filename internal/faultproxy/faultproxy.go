@@ -1,8 +1,9 @@
 // Package faultproxy is a loopback HTTP proxy for fault-injection tests: it
 // forwards requests to an S3 server and can add latency, answer a fraction
-// of requests with 503 SlowDown or 429, refuse everything, or stall
-// (stop reading a request's body, or never answer), changing its behaviour
-// while a test runs.
+// of requests with 503 SlowDown or 429, impose a server-side limit (requests
+// in flight, requests per second) as a real server does, refuse everything,
+// or stall (stop reading a request's body, or never answer), changing its
+// behaviour while a test runs.
 package faultproxy
 
 import (
@@ -47,6 +48,30 @@ type Faults struct {
 	// StallPath, when set, limits stalls to requests whose URL path
 	// contains it.
 	StallPath string
+	// Limit imposes a server-side request limit.
+	Limit Limit
+}
+
+// Limit is a server-side request limit, as S3 servers impose one (AWS:
+// about 3,500 writes a second per prefix; MinIO: requests_max in flight).
+// A request beyond it is answered with 503 SlowDown (or 429) at once and
+// counted in Proxy.Limited; the others are forwarded. The zero Limit
+// limits nothing.
+type Limit struct {
+	// MaxInFlight, when > 0, is how many requests may be forwarded at once.
+	MaxInFlight int
+	// Rate, when > 0, is how many requests a second are forwarded, on
+	// average: a token bucket refilled at Rate holding at most Burst.
+	Rate float64
+	// Burst is the token bucket's size; 0 means Rate/10 (100 ms worth),
+	// at least 1.
+	Burst float64
+	// TooMany answers 429 TooManyRequests instead of 503 SlowDown.
+	TooMany bool
+	// RetryAfter, when > 0, is sent as a Retry-After header (in whole
+	// seconds, rounded up) with each refusal; else none is sent, as AWS
+	// does with SlowDown.
+	RetryAfter time.Duration
 }
 
 // Proxy is a running fault-injecting proxy.
@@ -69,6 +94,16 @@ type Proxy struct {
 	// a client may see its answer a moment before the proxy logs it, so
 	// WaitIdle before reading a complete Log.
 	InFlight atomic.Int64
+	// Limited counts the requests refused by Faults.Limit; Forwarding is
+	// how many requests are being forwarded now, and MaxForwarding the
+	// most ever forwarded at once (what a server's in-flight limit sees).
+	Limited       atomic.Int64
+	Forwarding    atomic.Int64
+	MaxForwarding atomic.Int64
+
+	bucketMu sync.Mutex
+	tokens   float64   // the rate limit's token bucket
+	refilled time.Time // when tokens was last refilled
 
 	logMu sync.Mutex
 	log   []Request
@@ -106,6 +141,9 @@ type Request struct {
 	// such as a cache touching an object it reuses): no object data is
 	// uploaded.
 	Copy bool
+	// Limited is true when Faults.Limit refused the request (Injected is
+	// true too).
+	Limited bool
 	// Start is when the proxy received the request.
 	Start time.Time
 }
@@ -215,6 +253,12 @@ func Start(target string) (*Proxy, error) {
 				return
 			}
 		}
+		if !p.admit(f.Limit) {
+			rec.Limited = true
+			inject(func() { p.refuse(w, f.Limit) })
+			return
+		}
+		defer p.Forwarding.Add(-1)
 		if f := p.onForward.Load(); f != nil {
 			(*f)(rec)
 		}
@@ -222,6 +266,62 @@ func Start(target string) (*Proxy, error) {
 	})}
 	go p.srv.Serve(ln)
 	return p, nil
+}
+
+// admit counts one more request being forwarded and reports whether lim
+// lets it through; a refused request is counted in Limited and not as
+// forwarded.
+func (p *Proxy) admit(lim Limit) bool {
+	n := p.Forwarding.Add(1)
+	if lim.MaxInFlight > 0 && n > int64(lim.MaxInFlight) {
+		p.Forwarding.Add(-1)
+		p.Limited.Add(1)
+		return false
+	}
+	if lim.Rate > 0 && !p.takeToken(lim) {
+		p.Forwarding.Add(-1)
+		p.Limited.Add(1)
+		return false
+	}
+	for m := p.MaxForwarding.Load(); n > m && !p.MaxForwarding.CompareAndSwap(m, n); m = p.MaxForwarding.Load() {
+	}
+	return true
+}
+
+// takeToken takes one token from the rate limit's bucket, refilled at
+// lim.Rate, and reports whether there was one.
+func (p *Proxy) takeToken(lim Limit) bool {
+	burst := lim.Burst
+	if burst <= 0 {
+		burst = max(1, lim.Rate/10)
+	}
+	p.bucketMu.Lock()
+	defer p.bucketMu.Unlock()
+	now := time.Now()
+	if p.refilled.IsZero() {
+		p.tokens = burst
+	} else {
+		p.tokens = min(burst, p.tokens+now.Sub(p.refilled).Seconds()*lim.Rate)
+	}
+	p.refilled = now
+	if p.tokens < 1 {
+		return false
+	}
+	p.tokens--
+	return true
+}
+
+// refuse answers a request beyond lim as a throttling S3 server does.
+func (p *Proxy) refuse(w http.ResponseWriter, lim Limit) {
+	if lim.RetryAfter > 0 {
+		secs := (lim.RetryAfter + time.Second - 1) / time.Second
+		w.Header().Set("Retry-After", fmt.Sprint(int64(secs)))
+	}
+	if lim.TooMany {
+		writeS3Error(w, http.StatusTooManyRequests, "TooManyRequests", "Too many requests.")
+		return
+	}
+	writeS3Error(w, http.StatusServiceUnavailable, "SlowDown", "Please reduce your request rate.")
 }
 
 // stall stalls r as f says and reports whether it did; a request it does
@@ -282,8 +382,14 @@ type readCloser struct {
 func drain(r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) }
 
 func s3Error(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/xml")
 	w.Header().Set("Retry-After", "0")
+	writeS3Error(w, status, code, msg)
+}
+
+// writeS3Error answers an S3 error document, with the Retry-After
+// header only if the caller set one.
+func writeS3Error(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/xml")
 	w.WriteHeader(status)
 	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>%s</Message></Error>`, code, msg)
 }

@@ -253,3 +253,90 @@ func TestLogCopy(t *testing.T) {
 		t.Errorf("log %+v, want a plain PUT then a copy", log)
 	}
 }
+
+// TestLimitInFlight: beyond MaxInFlight requests being forwarded, the proxy
+// answers 503 SlowDown at once (no Retry-After unless asked), and forwards
+// again once the server answered.
+func TestLimitInFlight(t *testing.T) {
+	release := make(chan struct{})
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+	}))
+	defer upstream.Close()
+	p, err := Start(upstream.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	p.Set(Faults{Limit: Limit{MaxInFlight: 2}})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() { do(t, "GET", p.URL+"/slow") })
+	}
+	for deadline := time.Now().Add(10 * time.Second); p.Forwarding.Load() < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the two slow requests never reached the server")
+		}
+	}
+	resp, err := http.Get(p.URL + "/fast")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(body), "<Code>SlowDown</Code>") || resp.Header.Get("Retry-After") != "" {
+		t.Errorf("third request: %d %q Retry-After %q, want 503 SlowDown without Retry-After", resp.StatusCode, body, resp.Header.Get("Retry-After"))
+	}
+	close(release)
+	wg.Wait()
+	if got := do(t, "GET", p.URL+"/fast"); got != 200 {
+		t.Errorf("after the slow ones: %d, want 200", got)
+	}
+	if p.Limited.Load() != 1 || p.MaxForwarding.Load() != 2 {
+		t.Errorf("Limited %d MaxForwarding %d, want 1 and 2", p.Limited.Load(), p.MaxForwarding.Load())
+	}
+	p.WaitIdle(5 * time.Second)
+	limited := 0
+	for _, r := range p.Log() {
+		if r.Limited {
+			limited++
+		}
+	}
+	if limited != 1 {
+		t.Errorf("log has %d limited requests, want 1", limited)
+	}
+}
+
+// TestLimitRate: a token bucket of Burst requests refilled at Rate a second;
+// the refusals carry the asked-for Retry-After (rounded up to seconds) and
+// status.
+func TestLimitRate(t *testing.T) {
+	upstream := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer upstream.Close()
+	p, err := Start(upstream.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	// One token every 10 s: the five requests below all come before it.
+	p.Set(Faults{Limit: Limit{Rate: 0.1, Burst: 2, TooMany: true, RetryAfter: 1500 * time.Millisecond}})
+	var codes []int
+	var retryAfter string
+	for range 5 {
+		resp, err := http.Get(p.URL + "/k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		codes = append(codes, resp.StatusCode)
+		if resp.StatusCode == 429 {
+			retryAfter = resp.Header.Get("Retry-After")
+		}
+	}
+	if fmt.Sprint(codes) != "[200 200 429 429 429]" || retryAfter != "2" {
+		t.Errorf("codes %v, Retry-After %q; want [200 200 429 429 429] and 2", codes, retryAfter)
+	}
+}
