@@ -128,6 +128,12 @@ type Options struct {
 	Creds *credentials.Credentials
 	// Transport overrides the HTTP transport (tests inject failures here).
 	Transport http.RoundTripper
+	// MaxRequests bounds the requests in flight at once (parts, HEADs and
+	// retries each count), under an adaptive limit that halves on each
+	// throttling answer (503 SlowDown, 429) and grows back on successes,
+	// honouring Retry-After (see LimitStats); 0 means DefaultMaxRequests,
+	// a negative value turns the limiter off.
+	MaxRequests int
 	// SkipBucketCheck skips the BucketExists request New makes to report a
 	// missing bucket or wrong credentials early.
 	SkipBucketCheck bool
@@ -139,8 +145,9 @@ type Options struct {
 // takes its scheme from the deprecated scheme parameter, default https),
 // profile, addressing-style (auto|path|virtual), storage-class,
 // multipart-chunk-size (alias buffer-size; bytes, 5 MiB..5 GiB),
-// retry-attempts and stall-timeout (a duration such as 30s or 2m, or whole
-// seconds; at most 24h). Errors name the parameter (wrapping ErrBadParam)
+// retry-attempts, stall-timeout (a duration such as 30s or 2m, or whole
+// seconds; at most 24h) and max-requests (the most requests in flight under
+// the adaptive limit, 1..4096, or 0 for no limiter; see Options.MaxRequests). Errors name the parameter (wrapping ErrBadParam)
 // or part, never its value; credentials in the URL (s3://user:pw@bucket,
 // endpoint=http://user:pw@host) are refused.
 func ParseLocation(location string, params map[string]string) (cache.Location, error) {
@@ -180,6 +187,12 @@ func ParseLocation(location string, params map[string]string) (cache.Location, e
 				return nil, bad(name, "not a count from 1 to 100")
 			}
 			o.Retries = n
+		case "max-requests":
+			n, err := parseMaxRequests(v)
+			if err != nil {
+				return nil, err
+			}
+			o.MaxRequests = n
 		case "stall-timeout":
 			d, err := cache.ParseTimeout(v)
 			if err != nil {
@@ -302,6 +315,9 @@ func (o Options) String() string {
 	}
 	add("addressing-style", o.AddressingStyle)
 	add("endpoint", o.Endpoint)
+	if o.MaxRequests != 0 {
+		add("max-requests", strconv.Itoa(max(o.MaxRequests, 0)))
+	}
 	if o.PartSize != 0 {
 		add("multipart-chunk-size", strconv.FormatInt(o.PartSize, 10))
 	}
@@ -330,6 +346,7 @@ type Backend struct {
 	storage  string
 	endpoint string
 	profile  string
+	limiter  *limiter // nil: no limit
 }
 
 var (
@@ -415,13 +432,14 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 		tr.ResponseHeaderTimeout = 0 // the stall timeout bounds that wait
 		transport = tr
 	}
+	lim := newLimiterFor(opts.MaxRequests)
 	client, err := minio.New(host, &minio.Options{
 		Creds:        creds,
 		Secure:       secure,
 		Region:       region,
 		BucketLookup: lookup,
 		MaxRetries:   retries,
-		Transport:    &stallTransport{next: transport, timeout: stall},
+		Transport:    lim.wrap(&stallTransport{next: transport, timeout: stall}),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("s3: endpoint %q: %w", host, err)
@@ -436,6 +454,7 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 	b := &Backend{
 		client: client, bucket: opts.Bucket, prefix: prefix, partSize: partSize,
 		threads: threads, storage: opts.StorageClass, endpoint: client.EndpointURL().String(), profile: profile,
+		limiter: lim,
 	}
 	if !opts.SkipBucketCheck {
 		ok, err := client.BucketExists(ctx, b.bucket)

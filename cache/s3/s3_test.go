@@ -472,6 +472,11 @@ func TestParseLocation(t *testing.T) {
 		{url: "s3://bucket?stall-timeout=45", want: s3.Options{Bucket: "bucket", StallTimeout: 45 * time.Second}},
 		{url: "s3://bucket?stall-timeout=250ms", want: s3.Options{Bucket: "bucket", StallTimeout: 250 * time.Millisecond}},
 		{url: "s3://bucket?stall-timeout=0", wantErr: `"stall-timeout"`},
+		{url: "s3://bucket?max-requests=8", want: s3.Options{Bucket: "bucket", MaxRequests: 8}},
+		{url: "s3://bucket?max-requests=0", want: s3.Options{Bucket: "bucket", MaxRequests: -1}},
+		{url: "s3://bucket?max-requests=4097", wantErr: `"max-requests"`},
+		{url: "s3://bucket?max-requests=-1", wantErr: `"max-requests"`},
+		{url: "s3://bucket?max-requests=many", wantErr: `"max-requests"`},
 		{url: "s3://bucket?stall-timeout=-1s", wantErr: `"stall-timeout"`},
 		{url: "s3://bucket?stall-timeout=25h", wantErr: `"stall-timeout"`},
 		{url: "s3://bucket?stall-timeout=soon", wantErr: `"stall-timeout"`},
@@ -563,6 +568,7 @@ func FuzzParseLocation(f *testing.F) {
 		"s3://bucket?retry-attempts=3&storage-class=STANDARD_IA&buffer-size=5242880",
 		"s3://bucket?endpoint=http://127.0.0.1:9000&addressing-style=path",
 		"s3://bucket?stall-timeout=30s&retry-attempts=2",
+		"s3://bucket?max-requests=0&retry-attempts=2",
 	} {
 		f.Add(s)
 	}

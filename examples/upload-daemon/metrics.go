@@ -8,9 +8,11 @@ import (
 	"time"
 
 	"github.com/nixcache/nixcache/cache/queue"
+	"github.com/nixcache/nixcache/cache/s3"
 )
 
-// serveMetrics serves d's metrics on addr until ctx ends. Metrics are
+// serveMetrics serves d's metrics, and the S3 backend's request counters
+// (requests, throttling answers, adaptive limit), on addr until ctx ends. Metrics are
 // optional: a port already in use is logged, and the daemon goes on.
 func serveMetrics(ctx context.Context, addr string, d *queue.Drainer, log *slog.Logger) {
 	ln, err := net.Listen("tcp", addr)
@@ -24,7 +26,9 @@ func serveMetrics(ctx context.Context, addr string, d *queue.Drainer, log *slog.
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		_ = d.WriteMetrics(w)
+		if d.WriteMetrics(w) == nil {
+			_ = s3.WriteMetrics(w) // request counters, throttling, adaptive limit
+		}
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	context.AfterFunc(ctx, func() { srv.Close() })

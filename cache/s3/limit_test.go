@@ -1,0 +1,245 @@
+package s3_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/nixcache/nixcache/cache/cachetest"
+	"github.com/nixcache/nixcache/cache/s3"
+	"github.com/nixcache/nixcache/internal/faultproxy"
+	"github.com/nixcache/nixcache/internal/testenv"
+)
+
+// behindProxy starts an S3 server with a fresh bucket, and a faultproxy in
+// front of it.
+func behindProxy(t *testing.T) (*testenv.S3, string, *faultproxy.Proxy) {
+	srv := testenv.StartS3(t)
+	bucket := newBucket(t, srv, false)
+	p, err := faultproxy.Start(srv.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return srv, bucket, p
+}
+
+// fleetResult is what a fleet run measured.
+type fleetResult struct {
+	uploaded, failed int
+	elapsed          time.Duration
+	requests         int64 // requests the proxy answered
+	limited          int64 // refused by the proxy's limit
+	firstErr         error
+}
+
+// rate is the uploads a second.
+func (r fleetResult) rate() float64 { return float64(r.uploaded) / r.elapsed.Seconds() }
+
+// runFleet runs backends Backends (each its own limiter, as separate
+// daemons have) through the proxy p, each uploading objects of size bytes
+// with workers goroutines at once; the workers start no upload after d.
+func runFleet(t testing.TB, srv *testenv.S3, p *faultproxy.Proxy, bucket string, backends, workers, size, maxRequests int, d time.Duration) fleetResult {
+	t.Helper()
+	var bs []*s3.Backend
+	for range backends {
+		bs = append(bs, open(t, srv, bucket, func(o *s3.Options) {
+			o.Endpoint = p.URL
+			o.MaxRequests = maxRequests
+			o.SkipBucketCheck = true
+		}))
+	}
+	data := cachetest.Data(7, size)
+	ctx := context.Background()
+	req0, lim0 := p.Requests.Load(), p.Limited.Load()
+	var uploaded, failed atomic.Int64
+	var errOnce sync.Once
+	var res fleetResult
+	start := time.Now()
+	stop := start.Add(d)
+	var wg sync.WaitGroup
+	for i, b := range bs {
+		var next atomic.Int64
+		for range workers {
+			wg.Go(func() {
+				for {
+					n := next.Add(1)
+					if time.Now().After(stop) {
+						return
+					}
+					key := fmt.Sprintf("nar/fleet-%d-%d.nar", i, n)
+					if err := b.Put(ctx, key, bytes.NewReader(data), int64(len(data)), "application/x-nix-nar"); err != nil {
+						failed.Add(1)
+						errOnce.Do(func() { res.firstErr = err })
+						continue
+					}
+					uploaded.Add(1)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	p.WaitIdle(10 * time.Second)
+	res.uploaded, res.failed = int(uploaded.Load()), int(failed.Load())
+	res.requests, res.limited = p.Requests.Load()-req0, p.Limited.Load()-lim0
+	for i, b := range bs {
+		st := b.LimitStats()
+		t.Logf("backend %d: limit %.2f of %d, %d requests, %d throttled, %d decreases", i, st.Limit, st.Max, st.Requests, st.Throttled, st.Decreases)
+	}
+	return res
+}
+
+// TestFleetUnderServerLimit: four backends (four daemons), 8 uploads at once
+// each, against a server with a limit: at most 8 requests in flight (as
+// MinIO's requests_max), or 60 requests a second (as S3's per-prefix
+// rates). With the adaptive limit every upload succeeds, few requests are
+// refused after the first probe, and the fleet uploads at >= 70% of the
+// server's limit. Without it (MaxRequests -1: minio-go's retries alone)
+// many more requests are refused and uploads fail.
+func TestFleetUnderServerLimit(t *testing.T) {
+	srv, bucket, p := behindProxy(t)
+	t.Run("in-flight", func(t *testing.T) {
+		// The server's capacity at 8 requests in flight: one client keeping
+		// 8 in flight without a limiter (the proxy refuses nothing then).
+		p.Set(faultproxy.Faults{Limit: faultproxy.Limit{MaxInFlight: 8}})
+		base := runFleet(t, srv, p, bucket, 1, 8, 4<<10, -1, 2*time.Second)
+		t.Logf("one client, 8 in flight: %.1f/s, %d refused", base.rate(), base.limited)
+		checkFleet(t, runFleet(t, srv, p, bucket, 4, 8, 4<<10, 0, 5*time.Second), base.rate(), 0.05)
+	})
+	t.Run("rate", func(t *testing.T) {
+		const rate = 60
+		p.Set(faultproxy.Faults{Limit: faultproxy.Limit{Rate: rate}})
+		// Below one request per round trip each, requests are sparse and
+		// the limit moves in larger steps: more refusals.
+		checkFleet(t, runFleet(t, srv, p, bucket, 4, 8, 4<<10, 0, 6*time.Second), rate, 0.25)
+	})
+}
+
+// checkFleet checks a fleet's run against a server limit of rate requests
+// a second, with at most the fraction refused of the requests refused after
+// the first probe.
+func checkFleet(t *testing.T, r fleetResult, rate, refused float64) {
+	t.Helper()
+	t.Logf("fleet of 4 under %.0f requests/s: %d uploaded, %d failed in %v (%.1f/s, %.0f%% of the limit); %d requests, %d refused (%.1f%%)",
+		rate, r.uploaded, r.failed, r.elapsed.Round(time.Millisecond), r.rate(), 100*r.rate()/rate, r.requests, r.limited, 100*float64(r.limited)/float64(r.requests))
+	if r.failed > 0 {
+		t.Errorf("%d uploads failed: %v", r.failed, r.firstErr)
+	}
+	if r.rate() < 0.7*rate {
+		t.Errorf("fleet uploaded %.1f objects/s, want >= 70%% of the server's %.1f requests/s", r.rate(), rate)
+	}
+	// The initial probe (slow start from 4 in flight per backend) costs a
+	// few refusals each.
+	if max := 40 + int64(refused*float64(r.requests)); r.limited > max {
+		t.Errorf("%d of %d requests refused by the server's limit, want <= %d", r.limited, r.requests, max)
+	}
+}
+
+// TestRetryAfterHonoured: a 503 with Retry-After: 1 holds the retry (and
+// every other request of the backend) for a second; minio-go alone would
+// retry within 200 ms.
+func TestRetryAfterHonoured(t *testing.T) {
+	var mu sync.Mutex
+	var times []time.Time
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		times = append(times, time.Now())
+		n := len(times)
+		mu.Unlock()
+		if n == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>`)
+			return
+		}
+		w.Header().Set("Content-Length", "3")
+		w.Header().Set("Last-Modified", time.Now().UTC().Format(http.TimeFormat))
+	}))
+	defer srv.Close()
+	b, err := s3.New(context.Background(), s3.Options{Bucket: "bucket", Endpoint: srv.URL, AddressingStyle: "path",
+		Creds: staticCreds(), SkipBucketCheck: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Stat(context.Background(), "k"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(times) != 2 {
+		t.Fatalf("%d requests, want 2", len(times))
+	}
+	if gap := times[1].Sub(times[0]); gap < 990*time.Millisecond {
+		t.Errorf("retried %v after a Retry-After: 1, want >= 1 s", gap)
+	}
+	if st := b.LimitStats(); st.Throttled != 1 || st.Requests != 2 || st.Limit >= 4 {
+		t.Errorf("stats %+v, want 1 throttled of 2 requests, limit down from 4", st)
+	}
+}
+
+// TestLimiterRecovers: throttling (half the requests answered 503 SlowDown)
+// brings the limit down; once it stops, the limit climbs back to its
+// maximum.
+func TestLimiterRecovers(t *testing.T) {
+	srv, bucket, p := behindProxy(t)
+	b := open(t, srv, bucket, func(o *s3.Options) { o.Endpoint = p.URL; o.MaxRequests = 16; o.Retries = 10 })
+	data := cachetest.Data(8, 1024)
+	put := func(n int) {
+		var wg sync.WaitGroup
+		var next atomic.Int64
+		for range 16 {
+			wg.Go(func() {
+				for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+					_ = b.Put(context.Background(), fmt.Sprintf("k%d", i), bytes.NewReader(data), int64(len(data)), "text/plain")
+				}
+			})
+		}
+		wg.Wait()
+	}
+	p.Set(faultproxy.Faults{SlowDownRate: 0.5})
+	put(40)
+	low := b.LimitStats()
+	if low.Limit > 2 || low.Throttled == 0 {
+		t.Fatalf("after throttling: %+v, want a limit <= 2", low)
+	}
+	p.Set(faultproxy.Faults{})
+	for round := 0; b.LimitStats().Limit < 16; round++ {
+		if round == 20 {
+			t.Fatalf("limit %.2f after %d uploads without throttling, want 16", b.LimitStats().Limit, round*100)
+		}
+		put(100)
+	}
+	st := b.LimitStats()
+	t.Logf("throttled: %+v; recovered: %+v", low, st)
+	if st.Throttled != low.Throttled {
+		t.Errorf("throttled %d times after the throttling stopped", st.Throttled-low.Throttled)
+	}
+}
+
+// TestLimitMetrics: WriteMetrics reports the process's counters.
+func TestLimitMetrics(t *testing.T) {
+	var sb strings.Builder
+	if err := s3.WriteMetrics(&sb); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"nixcache_s3_requests_total", "nixcache_s3_throttled_total", "nixcache_s3_requests_in_flight", "nixcache_s3_request_limit"} {
+		if !strings.Contains(sb.String(), "\n"+name+" ") {
+			t.Errorf("metric %s missing in:\n%s", name, sb.String())
+		}
+	}
+}
+
+func staticCreds() *credentials.Credentials {
+	return credentials.NewStaticV4("access", "secret123", "")
+}
