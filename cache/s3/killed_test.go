@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 	if v := os.Getenv(uploaderEnv); v != "" {
 		os.Exit(uploader(strings.Fields(v)))
 	}
+	if v := os.Getenv(resumerEnv); v != "" {
+		os.Exit(resumer(strings.Fields(v)))
+	}
 	os.Exit(m.Run())
 }
 

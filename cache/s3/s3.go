@@ -9,8 +9,12 @@
 // and no x-amz-checksum or trailing headers are sent (Backblaze B2 rejects
 // them). Objects up to the part size go up in a single PUT with Content-MD5;
 // larger ones as a multipart upload of uniform parts (Cloudflare R2 needs
-// that), in parallel when the reader is an io.ReaderAt. A failed multipart
-// upload is aborted. A request that makes no progress for the stall timeout
+// that; up to 10,000 of them, so up to S3's 5 TiB object limit), in
+// parallel, each with Content-MD5. A multipart upload that a killed
+// process, a cancelled context or a lost server left unfinished is resumed
+// by the next Put of the same key: only the parts the server lacks (or holds
+// with another MD5) are sent. A multipart upload whose reader failed is
+// aborted. A request that makes no progress for the stall timeout
 // (a server that stops reading an upload or never answers) is abandoned and
 // retried like a network error.
 //
@@ -346,7 +350,8 @@ type Backend struct {
 	storage  string
 	endpoint string
 	profile  string
-	limiter  *limiter // nil: no limit
+	limiter  *limiter      // nil: no limit
+	staleAge time.Duration // Options.StaleUploadAge
 }
 
 var (
@@ -454,7 +459,8 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 	b := &Backend{
 		client: client, bucket: opts.Bucket, prefix: prefix, partSize: partSize,
 		threads: threads, storage: opts.StorageClass, endpoint: client.EndpointURL().String(), profile: profile,
-		limiter: lim,
+		limiter:  lim,
+		staleAge: opts.StaleUploadAge,
 	}
 	if !opts.SkipBucketCheck {
 		ok, err := client.BucketExists(ctx, b.bucket)
@@ -574,26 +580,18 @@ func (o *object) Read(p []byte) (int, error) {
 
 func (o *object) Close() error { return o.obj.Close() }
 
-// partSizeFor returns the uniform part size for an object: the configured
-// size, grown in whole MiB when the object would need over 10,000 parts.
-func (b *Backend) partSizeFor(size int64) int64 {
-	ps := b.partSize
-	if size > ps*maxParts {
-		ps = (size + maxParts - 1) / maxParts
-		ps = (ps + 1<<20 - 1) &^ (1<<20 - 1)
-	}
-	return ps
-}
-
 // Put uploads exactly size bytes of r under key with the given Content-Type.
 // Objects up to the part size go up in one PUT with Content-MD5 (from memory
-// for a plain reader, so that the request can be retried). Larger ones go up
-// as a multipart upload of uniform parts: in parallel (Threads parts at a
-// time) when r is an io.ReaderAt, whose section [offset, offset+size) is read
-// (offset is r's current position if it is also an io.Seeker, else 0);
-// otherwise read part by part into Threads buffers that upload in parallel. A reader with fewer or more than size bytes fails
-// with cache.ErrSizeMismatch and a failed multipart upload is aborted, so
-// nothing is stored.
+// for a plain reader, so that the request can be retried). Larger ones (up
+// to MaxObjectSize) go up as a multipart upload of uniform parts, each with
+// Content-MD5: in parallel (Threads parts at a time) when r is an
+// io.ReaderAt, whose section [offset, offset+size) is read (offset is r's
+// current position if it is also an io.Seeker, else 0); otherwise read part
+// by part into at most Threads buffers that upload in parallel. A multipart
+// upload resumes the unfinished upload of the same key that a killed or
+// failed Put left, sending only the parts the server lacks (see
+// multipart.go). A reader with fewer or more than size bytes fails with
+// cache.ErrSizeMismatch and its upload is aborted, so nothing is stored.
 func (b *Backend) Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) error {
 	if err := cache.ValidateKey(key); err != nil {
 		return fmt.Errorf("s3: %w", err)
@@ -605,17 +603,7 @@ func (b *Backend) Put(ctx context.Context, key string, r io.Reader, size int64, 
 		return fmt.Errorf("s3: put %q: %w", key, err)
 	}
 	partSize := b.partSizeFor(size)
-	opts := minio.PutObjectOptions{
-		ContentType:  contentType,
-		StorageClass: b.storage,
-		PartSize:     uint64(partSize),
-		NumThreads:   uint(b.threads),
-		// Never aws-chunked: sign with UNSIGNED-PAYLOAD so the bytes on the
-		// wire (and on disk at the server) are exactly the object.
-		DisableContentSha256: true,
-		SendContentMd5:       true,
-	}
-	var body io.Reader
+	var sec *io.SectionReader
 	if ra, ok := r.(io.ReaderAt); ok {
 		var off int64
 		if sk, ok := r.(io.Seeker); ok {
@@ -628,72 +616,47 @@ func (b *Backend) Put(ctx context.Context, key string, r io.Reader, size int64, 
 		if err := checkReaderAtSize(ra, off, size); err != nil {
 			return fmt.Errorf("s3: put %q: %w", key, err)
 		}
-		body = io.NewSectionReader(ra, off, size)
-		if size > partSize {
-			// minio-go only takes the parallel ReaderAt path without MD5.
-			opts.SendContentMd5 = false
+		sec = io.NewSectionReader(ra, off, size)
+	}
+	if size > partSize {
+		if sec == nil {
+			r = cache.ExactReader(r, size)
 		}
-	} else {
+		return b.putMultipart(ctx, key, sec, r, size, partSize, contentType)
+	}
+	opts := minio.PutObjectOptions{
+		ContentType:  contentType,
+		StorageClass: b.storage,
+		PartSize:     uint64(partSize), // one PUT: size <= partSize
+		// Never aws-chunked: sign with UNSIGNED-PAYLOAD so the bytes on the
+		// wire (and on disk at the server) are exactly the object.
+		DisableContentSha256: true,
+		SendContentMd5:       true,
+	}
+	var body io.Reader = sec
+	if sec == nil {
+		// Buffer small objects: the PUT then carries Content-MD5 and can
+		// be retried (a plain reader cannot be rewound).
 		exact := cache.ExactReader(r, size)
-		if size <= partSize {
-			// Buffer small objects: the PUT then carries Content-MD5 and can
-			// be retried (a plain reader cannot be rewound).
-			buf := make([]byte, size)
-			// ExactReader reports a short reader as ErrSizeMismatch; a long
-			// one fails the read after the last byte, which ReadFull does
-			// not make, hence the one-byte read for the EOF.
-			if _, err := io.ReadFull(exact, buf); err != nil {
-				return fmt.Errorf("s3: put %q: %w", key, err)
-			}
-			if _, err := exact.Read(make([]byte, 1)); err != io.EOF {
-				return fmt.Errorf("s3: put %q: %w", key, err)
-			}
-			body = bytes.NewReader(buf)
-		} else {
-			// Read parts into Threads buffers and upload them in parallel
-			// (memory: Threads x part size), each with Content-MD5.
-			body = plainReader{exact}
-			opts.ConcurrentStreamParts = true
+		buf := make([]byte, size)
+		// ExactReader reports a short reader as ErrSizeMismatch; a long
+		// one fails the read after the last byte, which ReadFull does
+		// not make, hence the one-byte read for the EOF.
+		if _, err := io.ReadFull(exact, buf); err != nil {
+			return fmt.Errorf("s3: put %q: %w", key, err)
 		}
+		if _, err := exact.Read(make([]byte, 1)); err != io.EOF {
+			return fmt.Errorf("s3: put %q: %w", key, err)
+		}
+		body = bytes.NewReader(buf)
 	}
-	for attempt := 1; ; attempt++ {
-		start := time.Now()
-		if _, err := b.client.PutObject(ctx, b.bucket, b.prefix+key, body, size, opts); err != nil {
-			if size > partSize {
-				b.abortLeftovers(ctx, key, start)
-			}
-			if errors.Is(err, cache.ErrSizeMismatch) {
-				return fmt.Errorf("s3: put %q: %w", key, err)
-			}
-			if ctx.Err() != nil {
-				return b.wrap("put", key, fmt.Errorf("%w (%v)", ctx.Err(), err))
-			}
-			return b.wrap("put", key, err)
+	if _, err := b.client.PutObject(ctx, b.bucket, b.prefix+key, body, size, opts); err != nil {
+		if ctx.Err() != nil {
+			return b.wrap("put", key, fmt.Errorf("%w (%v)", ctx.Err(), err))
 		}
-		if size <= partSize {
-			return nil
-		}
-		// A multipart upload is only done when the object is there: a
-		// CompleteMultipartUpload retried across a server restart can be
-		// answered 200 although the object was never assembled (seen with
-		// versitygw), and a narinfo must never point at a missing NAR.
-		err := b.checkStored(ctx, key, size)
-		if err == nil {
-			return nil
-		}
-		// Upload again only when the server says the object is missing or
-		// short. Any other failure (the server restarting, say) leaves the
-		// object's state unknown: report it, and the caller's next attempt
-		// stats the key first instead of sending the whole NAR again.
-		sec, rewindable := body.(*io.SectionReader)
-		gone := errors.Is(err, cache.ErrNotFound) || errors.Is(err, cache.ErrSizeMismatch)
-		if attempt >= 2 || !rewindable || !gone {
-			return err
-		}
-		if _, serr := sec.Seek(0, io.SeekStart); serr != nil {
-			return err
-		}
+		return b.wrap("put", key, err)
 	}
+	return nil
 }
 
 // checkStored checks that key exists with size bytes.
@@ -729,11 +692,6 @@ func checkReaderAtSize(ra io.ReaderAt, off, size int64) error {
 	}
 	return nil
 }
-
-// plainReader hides a reader's other methods from minio-go.
-type plainReader struct{ r io.Reader }
-
-func (p plainReader) Read(b []byte) (int, error) { return p.r.Read(b) }
 
 // Delete removes the object; a missing object is reported as
 // cache.ErrNotFound (S3's DELETE itself succeeds on missing keys).
@@ -812,40 +770,6 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(cache.ObjectI
 		}
 	}
 	return ctx.Err()
-}
-
-// abortLeftovers aborts multipart uploads of key that a failed Put began.
-// minio-go aborts a failed upload itself, but a part request cancelled in
-// flight can reach the server after that abort and revive the upload
-// (seen with versitygw), so look again, twice, a moment later. A concurrent
-// Put of the same key (same content, in a content-addressed cache) may be
-// aborted too; it then fails and stores nothing, which keeps Put atomic.
-func (b *Backend) abortLeftovers(ctx context.Context, key string, since time.Time) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	name := b.prefix + key
-	core := minio.Core{Client: b.client}
-	for round := range 3 {
-		if round > 0 {
-			time.Sleep(time.Duration(round) * 150 * time.Millisecond)
-		}
-		found := false
-		for u := range b.client.ListIncompleteUploads(ctx, b.bucket, name, false) {
-			if u.Err != nil {
-				return // server unreachable: AbortIncomplete can clean up later
-			}
-			if u.Key != name || u.Initiated.Before(since.Add(-time.Minute)) {
-				continue
-			}
-			found = true
-			// Abort this upload by its ID: RemoveIncompleteUpload would list
-			// the key's uploads again and abort all of them, old ones too.
-			_ = core.AbortMultipartUpload(ctx, b.bucket, name, u.UploadID)
-		}
-		if !found && round > 0 {
-			return
-		}
-	}
 }
 
 // AbortIncomplete aborts every unfinished multipart upload under the prefix

@@ -1,0 +1,544 @@
+package s3
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+
+	"github.com/nixcache/nixcache/cache"
+)
+
+// MaxObjectSize is S3's largest object, 5 TiB: Put refuses larger sizes.
+const MaxObjectSize = 5 << 40
+
+// Multipart uploads (objects over the part size) are made here rather than
+// by minio-go's PutObject, so that an upload interrupted by a killed process,
+// a cancelled context or a lost network is resumed by the next Put of the
+// same key instead of being sent again from the first byte:
+//
+//   - The parts are cut at fixed boundaries: partSizeFor depends only on the
+//     object's size and the configured part size, so the Put after a
+//     restart cuts the parts the killed one did.
+//   - Put first looks for an unfinished upload of exactly that key (cache
+//     keys of NARs are named by their content's hash, so it holds the same
+//     bytes) begun less than half of StaleUploadAge ago, and lists its parts.
+//     Each local part is hashed (MD5, what S3 and every S3-compatible server
+//     return as the ETag of a part stored without SSE-KMS/SSE-C); a stored
+//     part of the right size whose ETag is that MD5 is kept, every other part
+//     is sent (with Content-MD5, so that the server checks what it received).
+//     Hashing a part costs far less than sending it.
+//   - CompleteMultipartUpload names every part with its ETag: the server
+//     refuses the completion (InvalidPart) if a stored part is not the one
+//     hashed. When all part ETags are MD5s the completed object's ETag must
+//     be MD5(part MD5s)-N, and the size is checked by a HEAD as before.
+//
+// Several Puts of the same key may resume the same upload at once (a fleet
+// of daemons pushing overlapping closures). They send the same bytes, so a
+// part sent twice is the same part; the first to complete makes the object,
+// and the others then find their upload gone (NoSuchUpload): such a Put
+// succeeds when the object is stored with the expected size (another Put
+// made it from the same bytes) and fails cleanly otherwise.
+//
+// A failed Put aborts its upload only when the data was at fault (the
+// reader failed or held fewer or more bytes than announced) and the upload
+// was its own: its parts cannot be trusted. On any other failure (the
+// context cancelled, the network or the server failing after the retries)
+// the upload and its parts are left on the server for the next Put of the
+// key to resume, exactly like the upload of a killed process; AbortStale
+// removes those that nobody resumes once they are StaleUploadAge old.
+
+// partSizeFor returns the uniform part size for an object of size bytes:
+// the configured size, grown to the next whole MiB when the object would
+// need more than 10,000 parts (S3's limit; a 5 TiB object gets 525 MiB parts,
+// 9,987 of them), never above MaxPartSize. It depends only on the object's
+// size and the configured size, so that a resumed upload has the parts of
+// the interrupted one.
+func (b *Backend) partSizeFor(size int64) int64 { return partSize(size, b.partSize) }
+
+func partSize(size, configured int64) int64 {
+	ps := configured
+	if size > ps*maxParts {
+		ps = (size + maxParts - 1) / maxParts
+		ps = (ps + 1<<20 - 1) &^ (1<<20 - 1)
+	}
+	return min(ps, MaxPartSize)
+}
+
+// buffers returns how many part buffers a plain reader's upload may hold:
+// Threads, as long as they fit in Threads x the configured part size; fewer
+// (at least one) when the parts grew for a huge object, so that memory stays
+// within Threads x PartSize (64 MiB by default) or one part, whichever is
+// larger.
+func (b *Backend) buffers(partSize int64) int {
+	budget := int64(b.threads) * b.partSize
+	return int(max(1, min(int64(b.threads), budget/partSize)))
+}
+
+// resumeAge is the age (since it began) up to which an unfinished upload is
+// resumed: half of StaleUploadAge, so that a resumed upload has the other
+// half to finish before AbortStale may remove it; no limit when stale
+// uploads are never aborted.
+func (b *Backend) resumeAge() time.Duration {
+	switch {
+	case b.staleAge < 0:
+		return 0
+	case b.staleAge == 0:
+		return DefaultStaleUploadAge / 2
+	}
+	return b.staleAge / 2
+}
+
+// sourceError marks a failure of the reader being uploaded (not of the
+// network or the server).
+type sourceError struct{ err error }
+
+func (e *sourceError) Error() string { return e.err.Error() }
+func (e *sourceError) Unwrap() error { return e.err }
+
+// multipart is one multipart upload in progress.
+type multipart struct {
+	b        *Backend
+	core     minio.Core
+	key      string // cache key
+	name     string // object name (prefix + key)
+	size     int64
+	partSize int64
+	nparts   int
+	opts     minio.PutObjectOptions
+
+	id     string                   // upload ID
+	ours   bool                     // begun by this Put, not resumed
+	stored map[int]minio.ObjectPart // parts on the server when resumed
+
+	mu    sync.Mutex
+	etags []string   // per part (index part-1): the ETag to complete with
+	sums  [][16]byte // per part: its MD5
+	md5s  bool       // every ETag is the part's MD5 so far
+	sent  int        // parts sent (the others were already stored)
+}
+
+// bounds returns the offset and length of part i (1-based).
+func (m *multipart) bounds(i int) (int64, int64) {
+	off := int64(i-1) * m.partSize
+	return off, min(m.partSize, m.size-off)
+}
+
+// putMultipart uploads size bytes (more than partSize) as a multipart upload,
+// resuming an unfinished upload of the key. sec is the body when the
+// reader is an io.ReaderAt (its parts are read in parallel), else r is read
+// in order. It checks the stored object's size after the completion.
+func (b *Backend) putMultipart(ctx context.Context, key string, sec *io.SectionReader, r io.Reader, size, partSize int64, contentType string) error {
+	if size > MaxObjectSize {
+		return fmt.Errorf("s3: put %q: %d bytes is over S3's 5 TiB object size limit", key, size)
+	}
+	for attempt := 1; ; attempt++ {
+		err := b.uploadParts(ctx, key, sec, r, size, partSize, contentType)
+		if err == nil {
+			// A multipart upload is only done when the object is there: a
+			// CompleteMultipartUpload retried across a server restart can be
+			// answered 200 although the object was never assembled (seen
+			// with versitygw), and a narinfo must never point at a missing
+			// NAR.
+			err = b.checkStored(ctx, key, size)
+			if err == nil {
+				return nil
+			}
+			// Upload again only when the server says the object is missing
+			// or short. Any other failure (the server restarting, say)
+			// leaves the object's state unknown: report it, and the caller's
+			// next attempt stats the key first instead of sending the whole
+			// NAR again.
+			gone := errors.Is(err, cache.ErrNotFound) || errors.Is(err, cache.ErrSizeMismatch)
+			if attempt >= 2 || sec == nil || !gone {
+				return err
+			}
+			continue
+		}
+		var se *sourceError
+		if errors.As(err, &se) {
+			return fmt.Errorf("s3: put %q: %w", key, se.err)
+		}
+		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+			return b.wrap("put", key, fmt.Errorf("%w (%v)", ctx.Err(), err))
+		}
+		return b.wrap("put", key, err)
+	}
+}
+
+// uploadParts makes one multipart upload: finds or begins it, sends the
+// parts the server lacks and completes it.
+func (b *Backend) uploadParts(ctx context.Context, key string, sec *io.SectionReader, r io.Reader, size, partSize int64, contentType string) error {
+	m := &multipart{
+		b: b, core: minio.Core{Client: b.client}, key: key, name: b.prefix + key,
+		size: size, partSize: partSize, nparts: int((size + partSize - 1) / partSize),
+		opts: minio.PutObjectOptions{ContentType: contentType, StorageClass: b.storage},
+		md5s: true,
+	}
+	m.etags = make([]string, m.nparts)
+	m.sums = make([][16]byte, m.nparts)
+	if err := m.begin(ctx); err != nil {
+		return err
+	}
+	var err error
+	if sec != nil {
+		err = m.sendAt(ctx, sec)
+	} else {
+		err = m.sendStream(ctx, r)
+	}
+	if err == nil {
+		err = m.complete(ctx)
+	}
+	if err != nil {
+		switch minio.ToErrorResponse(err).Code {
+		case "NoSuchUpload", "InvalidPart":
+			// Another Put of the key (which resumed this upload, or whose
+			// upload this one resumed) completed it first, or aborted it.
+			if m.storedByOther(ctx) {
+				// A part this Put sent after the completion may have
+				// revived the upload (versitygw does): remove it.
+				m.b.abortUpload(ctx, m.name, m.id)
+				return nil
+			}
+		}
+		m.fail(ctx, err)
+	}
+	return err
+}
+
+// storedByOther reports whether the object is stored with the size (and,
+// when both are comparable, the ETag) this upload would have given it: it
+// was made from the same bytes by another Put that resumed the same upload.
+func (m *multipart) storedByOther(ctx context.Context) bool {
+	oi, err := m.core.StatObject(ctx, m.b.bucket, m.name, minio.StatObjectOptions{})
+	if err != nil || oi.Size != m.size {
+		return false
+	}
+	got := strings.Trim(oi.ETag, `"`)
+	if want, ok := m.wholeETag(); ok && strings.HasSuffix(got, want[32:]) && !strings.EqualFold(got, want) {
+		return false
+	}
+	return true
+}
+
+// wholeETag returns the ETag S3 gives the completed object, when every part
+// was hashed and its ETag is its MD5: the MD5 of the parts' MD5s, a dash and
+// the number of parts.
+func (m *multipart) wholeETag() (string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h := md5.New()
+	for i, etag := range m.etags {
+		if etag == "" {
+			return "", false
+		}
+		h.Write(m.sums[i][:])
+	}
+	return hex.EncodeToString(h.Sum(nil)) + "-" + strconv.Itoa(m.nparts), m.md5s
+}
+
+// begin finds the unfinished upload of the key to resume, or begins one.
+func (m *multipart) begin(ctx context.Context) error {
+	if id, parts := m.find(ctx); id != "" {
+		m.id, m.stored = id, parts
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	id, err := m.core.NewMultipartUpload(ctx, m.b.bucket, m.name, m.opts)
+	if err != nil {
+		return err
+	}
+	m.id, m.ours = id, true
+	return nil
+}
+
+// find returns the unfinished upload of exactly the key, begun within
+// resumeAge, with the most bytes stored in parts of the right size, and
+// its parts. A server that cannot list uploads (or credentials that may
+// not) gives none: the upload starts afresh.
+func (m *multipart) find(ctx context.Context) (string, map[int]minio.ObjectPart) {
+	var cands []minio.ObjectMultipartInfo
+	age := m.b.resumeAge()
+	keyMarker, idMarker := "", ""
+	for {
+		res, err := m.core.ListMultipartUploads(ctx, m.b.bucket, m.name, keyMarker, idMarker, "", 1000)
+		if err != nil {
+			return "", nil
+		}
+		for _, u := range res.Uploads {
+			if u.Key == m.name && (age == 0 || time.Since(u.Initiated) < age) {
+				cands = append(cands, u)
+			}
+		}
+		if !res.IsTruncated || res.NextKeyMarker > m.name || (res.NextKeyMarker == keyMarker && res.NextUploadIDMarker == idMarker) {
+			break
+		}
+		keyMarker, idMarker = res.NextKeyMarker, res.NextUploadIDMarker
+	}
+	// Newest first; a few at most (more are leftovers for AbortStale).
+	slices.SortFunc(cands, func(a, b minio.ObjectMultipartInfo) int { return b.Initiated.Compare(a.Initiated) })
+	var (
+		best      string
+		bestParts map[int]minio.ObjectPart
+		bestBytes int64 = -1
+	)
+	for _, u := range cands[:min(len(cands), 4)] {
+		parts, err := m.listParts(ctx, u.UploadID)
+		if err != nil {
+			continue
+		}
+		var n int64
+		for i, p := range parts {
+			if i >= 1 && i <= m.nparts {
+				if _, l := m.bounds(i); p.Size == l {
+					n += l
+				}
+			}
+		}
+		if n > bestBytes {
+			best, bestParts, bestBytes = u.UploadID, parts, n
+		}
+	}
+	return best, bestParts
+}
+
+// listParts returns the parts the server holds for upload id, by number.
+func (m *multipart) listParts(ctx context.Context, id string) (map[int]minio.ObjectPart, error) {
+	parts := make(map[int]minio.ObjectPart)
+	marker := 0
+	for {
+		res, err := m.core.ListObjectParts(ctx, m.b.bucket, m.name, id, marker, 1000)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range res.ObjectParts {
+			parts[p.PartNumber] = p
+		}
+		if !res.IsTruncated || res.NextPartNumberMarker <= marker {
+			return parts, nil
+		}
+		marker = res.NextPartNumberMarker
+	}
+}
+
+// etagMD5 returns the MD5 an ETag states, if it is one (32 hex digits,
+// quotes allowed).
+func etagMD5(etag string) ([16]byte, bool) {
+	var sum [16]byte
+	s := strings.Trim(etag, `"`)
+	if len(s) != 32 {
+		return sum, false
+	}
+	if _, err := hex.Decode(sum[:], []byte(s)); err != nil {
+		return sum, false
+	}
+	return sum, true
+}
+
+// part sends part i, whose bytes body (seekable, for retries) holds and
+// whose MD5 is sum, unless the server already holds it.
+func (m *multipart) part(ctx context.Context, i int, body io.ReadSeeker, sum [16]byte) error {
+	_, n := m.bounds(i)
+	if p, ok := m.stored[i]; ok && p.Size == n {
+		if s, ok := etagMD5(p.ETag); ok && s == sum {
+			m.done(i, p.ETag, sum, false)
+			return nil
+		}
+	}
+	p, err := m.core.PutObjectPart(ctx, m.b.bucket, m.name, m.id, i, body, n, minio.PutObjectPartOptions{
+		Md5Base64:            base64.StdEncoding.EncodeToString(sum[:]),
+		DisableContentSha256: true,
+	})
+	if err != nil {
+		return err
+	}
+	m.done(i, p.ETag, sum, true)
+	return nil
+}
+
+func (m *multipart) done(i int, etag string, sum [16]byte, sent bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.etags[i-1], m.sums[i-1] = etag, sum
+	if s, ok := etagMD5(etag); !ok || s != sum {
+		m.md5s = false
+	}
+	if sent {
+		m.sent++
+	}
+}
+
+// sendAt sends the parts of an io.ReaderAt body, Threads at a time: each
+// worker hashes its part (reading it) and sends it if needed (reading it
+// again; no buffer).
+func (m *multipart) sendAt(ctx context.Context, sec *io.SectionReader) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(m.b.threads, m.nparts) {
+		wg.Go(func() {
+			buf := make([]byte, 256<<10)
+			for i := range work {
+				if ctx.Err() != nil {
+					continue
+				}
+				off, n := m.bounds(i)
+				sr := io.NewSectionReader(sec, off, n)
+				h := md5.New()
+				if _, err := io.CopyBuffer(h, sr, buf); err != nil {
+					cancel(&sourceError{fmt.Errorf("read part %d: %w", i, err)})
+					continue
+				}
+				var sum [16]byte
+				h.Sum(sum[:0])
+				if _, err := sr.Seek(0, io.SeekStart); err != nil {
+					cancel(&sourceError{err})
+					continue
+				}
+				if err := m.part(ctx, i, sr, sum); err != nil {
+					cancel(err)
+				}
+			}
+		})
+	}
+feed:
+	for i := 1; i <= m.nparts; i++ {
+		select {
+		case work <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	return context.Cause(ctx)
+}
+
+// sendStream sends the parts of a plain reader: it reads them in order into
+// at most buffers(partSize) buffers, and workers hash each part and send it
+// if the server lacks it. The reader must end exactly after size bytes.
+func (m *multipart) sendStream(ctx context.Context, r io.Reader) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	type job struct {
+		i   int
+		buf []byte
+	}
+	nbuf := min(m.b.buffers(m.partSize), m.nparts)
+	free := make(chan []byte, nbuf)
+	work := make(chan job)
+	var wg sync.WaitGroup
+	for range nbuf {
+		wg.Go(func() {
+			for j := range work {
+				if ctx.Err() == nil {
+					if err := m.part(ctx, j.i, bytes.NewReader(j.buf), md5.Sum(j.buf)); err != nil {
+						cancel(err)
+					}
+				}
+				free <- j.buf[:cap(j.buf)]
+			}
+		})
+	}
+	err := func() error {
+		allocated := 0
+		for i := 1; i <= m.nparts; i++ {
+			var buf []byte
+			if allocated < nbuf {
+				buf, allocated = make([]byte, m.partSize), allocated+1
+			} else {
+				select {
+				case buf = <-free:
+				case <-ctx.Done():
+					return nil
+				}
+			}
+			_, n := m.bounds(i)
+			if _, err := io.ReadFull(r, buf[:n]); err != nil {
+				if err == io.ErrUnexpectedEOF || err == io.EOF {
+					err = fmt.Errorf("%w: reader has fewer than %d bytes", cache.ErrSizeMismatch, m.size)
+				}
+				return &sourceError{err}
+			}
+			select {
+			case work <- job{i, buf[:n]}:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		// The reader must end here (an ExactReader fails a read past size).
+		if n, err := r.Read(make([]byte, 1)); n > 0 || err != io.EOF {
+			if err == nil || err == io.EOF {
+				err = fmt.Errorf("%w: reader has more than %d bytes", cache.ErrSizeMismatch, m.size)
+			}
+			return &sourceError{err}
+		}
+		return nil
+	}()
+	if err != nil {
+		cancel(err)
+	}
+	close(work)
+	wg.Wait()
+	return context.Cause(ctx)
+}
+
+// complete completes the upload with every part's ETag and checks the
+// object's ETag when all parts' ETags are their MD5s.
+func (m *multipart) complete(ctx context.Context) error {
+	parts := make([]minio.CompletePart, m.nparts)
+	for i, etag := range m.etags {
+		parts[i] = minio.CompletePart{PartNumber: i + 1, ETag: etag}
+	}
+	info, err := m.core.CompleteMultipartUpload(ctx, m.b.bucket, m.name, m.id, parts, m.opts)
+	if err != nil {
+		return err
+	}
+	got := strings.Trim(info.ETag, `"`)
+	if want, ok := m.wholeETag(); ok && strings.Contains(got, "-") && !strings.EqualFold(got, want) {
+		return fmt.Errorf("completed object's ETag %s is not %s, the ETag of the parts sent: the server assembled other bytes", got, want)
+	}
+	return nil
+}
+
+// fail aborts the upload after err when it is this Put's own and the data
+// was at fault; otherwise the upload stays for the next Put to resume.
+func (m *multipart) fail(ctx context.Context, err error) {
+	var se *sourceError
+	if !m.ours || !errors.As(err, &se) {
+		return
+	}
+	m.b.abortUpload(ctx, m.name, m.id)
+}
+
+// abortUpload aborts upload id of the object name. A part request
+// cancelled in flight can reach the server after the abort and revive the
+// upload (seen with versitygw), so it looks again, twice, a moment later.
+func (b *Backend) abortUpload(ctx context.Context, name, id string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	core := minio.Core{Client: b.client}
+	for round := range 3 {
+		if round > 0 {
+			time.Sleep(time.Duration(round) * 150 * time.Millisecond)
+			if _, err := core.ListObjectParts(ctx, b.bucket, name, id, 0, 1); err != nil {
+				return // gone (NoSuchUpload), or the server is unreachable
+			}
+		}
+		_ = core.AbortMultipartUpload(ctx, b.bucket, name, id)
+	}
+}

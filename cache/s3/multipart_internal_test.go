@@ -1,0 +1,95 @@
+package s3
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+)
+
+// TestPartSize checks the part size at S3's limits: 10,000 parts at most,
+// parts of 5 MiB to 5 GiB, and a 5 TiB object fitting.
+func TestPartSize(t *testing.T) {
+	const mib, gib, tib = 1 << 20, 1 << 30, 1 << 40
+	for _, tc := range []struct {
+		size, configured, want int64
+	}{
+		{0, DefaultPartSize, DefaultPartSize},
+		{1, DefaultPartSize, DefaultPartSize},
+		{DefaultPartSize + 1, DefaultPartSize, DefaultPartSize},
+		{maxParts * DefaultPartSize, DefaultPartSize, DefaultPartSize},         // exactly 10,000 parts
+		{maxParts*DefaultPartSize + 1, DefaultPartSize, DefaultPartSize + mib}, // one byte more: grows by a MiB
+		{5 * tib, DefaultPartSize, 525 * mib},                                  // 9,987 parts
+		{MaxObjectSize, MinPartSize, 525 * mib},
+		{maxParts * MinPartSize, MinPartSize, MinPartSize},
+		{maxParts*MinPartSize + 1, MinPartSize, MinPartSize + mib},
+		{6 * mib, MinPartSize, MinPartSize},
+		{5 * tib, MaxPartSize, MaxPartSize}, // 1,024 parts of 5 GiB
+		{maxParts * 5 * gib, DefaultPartSize, MaxPartSize},
+		{maxParts*5*gib + 1, DefaultPartSize, MaxPartSize}, // over 5 TiB: Put refuses it
+	} {
+		got := partSize(tc.size, tc.configured)
+		if got != tc.want {
+			t.Errorf("partSize(%d, %d) = %d, want %d", tc.size, tc.configured, got, tc.want)
+		}
+		if got < MinPartSize || got > MaxPartSize {
+			t.Errorf("partSize(%d, %d) = %d, outside 5 MiB..5 GiB", tc.size, tc.configured, got)
+		}
+		if parts := (tc.size + got - 1) / got; tc.size <= MaxObjectSize && parts > maxParts {
+			t.Errorf("partSize(%d, %d) = %d: %d parts, over 10,000", tc.size, tc.configured, got, parts)
+		}
+	}
+	// Every size up to 5 TiB fits in 10,000 parts, with parts in whole MiB
+	// once grown and never below the configured size.
+	for _, configured := range []int64{MinPartSize, DefaultPartSize, 100 * mib, MaxPartSize} {
+		for size := int64(1); size <= MaxObjectSize; size = size*3/2 + 7 {
+			for _, s := range []int64{size - 1, size, size + 1, min(size*maxParts, MaxObjectSize)} {
+				ps := partSize(s, configured)
+				if (s+ps-1)/ps > maxParts || ps < configured || ps > MaxPartSize || (ps != configured && ps%mib != 0) {
+					t.Fatalf("partSize(%d, %d) = %d (%d parts)", s, configured, ps, (s+ps-1)/ps)
+				}
+			}
+		}
+	}
+}
+
+// TestBuffers checks the memory bound of a plain reader's upload: at most
+// Threads buffers, within Threads x PartSize unless one part is larger.
+func TestBuffers(t *testing.T) {
+	for _, threads := range []int{1, 2, 4, 16} {
+		for _, configured := range []int64{MinPartSize, DefaultPartSize, MaxPartSize} {
+			b := &Backend{threads: threads, partSize: configured}
+			for _, size := range []int64{configured + 1, maxParts * configured, maxParts*configured + 1, 1 << 40, MaxObjectSize} {
+				ps := b.partSizeFor(size)
+				n := b.buffers(ps)
+				if n < 1 || n > threads {
+					t.Fatalf("threads %d, part size %d: %d buffers", threads, ps, n)
+				}
+				if mem := int64(n) * ps; mem > max(int64(threads)*configured, ps) {
+					t.Errorf("threads %d, configured %d, size %d: %d buffers of %d bytes = %d, over the bound %d",
+						threads, configured, size, n, ps, mem, max(int64(threads)*configured, ps))
+				}
+			}
+		}
+	}
+	b := &Backend{threads: DefaultThreads, partSize: DefaultPartSize}
+	if n := b.buffers(DefaultPartSize); n != DefaultThreads {
+		t.Errorf("default: %d buffers, want %d", n, DefaultThreads)
+	}
+	if n := b.buffers(b.partSizeFor(MaxObjectSize)); n != 1 {
+		t.Errorf("5 TiB: %d buffers of 525 MiB, want 1", n)
+	}
+}
+
+// TestPutOverMaxObjectSize: an object over 5 TiB is refused before any
+// request (the backend's endpoint does not exist).
+func TestPutOverMaxObjectSize(t *testing.T) {
+	b, err := New(context.Background(), Options{Bucket: "bucket", Endpoint: "http://127.0.0.1:1", SkipBucketCheck: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.Put(context.Background(), "nar/huge.nar", struct{ io.Reader }{strings.NewReader("")}, MaxObjectSize+1, "application/x-nix-nar")
+	if err == nil || !strings.Contains(err.Error(), "5 TiB") {
+		t.Fatalf("Put of 5 TiB + 1 byte: %v, want the 5 TiB limit", err)
+	}
+}
