@@ -60,14 +60,24 @@ func Read(path string, limit int64) ([]byte, error) {
 }
 
 // stripPath removes the file name from a *fs.PathError, keeping the
-// operation and the cause (which errors.Is still sees).
+// operation and the cause (which errors.Is still sees). It uses no fmt: a
+// missing optional file (the hook's config file) is the common case.
 func stripPath(err error) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
-		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
+		return &opError{op: pe.Op, err: pe.Err}
 	}
 	return err
 }
+
+// opError is an *fs.PathError without the path: "op: cause".
+type opError struct {
+	op  string
+	err error
+}
+
+func (e *opError) Error() string { return e.op + ": " + e.err.Error() }
+func (e *opError) Unwrap() error { return e.err }
 
 func fileType(m fs.FileMode) string {
 	switch {
