@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/nixcache/nixcache/cache/queue"
@@ -40,4 +41,33 @@ func enqueue(ctx context.Context, log *slog.Logger, dir string, start time.Time)
 		log.Warn("no upload-daemon is running on the queue; paths wait until it starts", "queue", q.Dir())
 	}
 	mark("daemoncheck")
+}
+
+// logs holds the hook's log lines until it exits (or execs, or its
+// watchdog fires), so that they reach Nix's build log in one write: each
+// write to the pipe wakes Nix's log reader, which then competes with the
+// hook for the CPU.
+var logs logBuffer
+
+type logBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	l.buf = append(l.buf, p...)
+	l.mu.Unlock()
+	return len(p), nil
+}
+
+// flush writes the lines held so far to stderr; errors are ignored (a
+// closed build log must not fail the hook).
+func (l *logBuffer) flush() {
+	l.mu.Lock()
+	if len(l.buf) > 0 {
+		_, _ = os.Stderr.Write(l.buf)
+		l.buf = l.buf[:0]
+	}
+	l.mu.Unlock()
 }

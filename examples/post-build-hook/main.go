@@ -54,6 +54,7 @@ const timeout = 5 * time.Second
 func main() {
 	mark("main")
 	err := run(context.Background(), os.Args[1:])
+	logs.flush()
 	flushMarks()
 	cli.Exit("post-build-hook", err)
 }
@@ -70,9 +71,10 @@ func main() {
 func run(ctx context.Context, _ []string) (err error) {
 	start := time.Now()
 	signal.Ignore(syscall.SIGPIPE) // a closed build log must not kill the hook
-	log := cli.NewLogger(os.Stderr, "nixcache-hook", false)
+	log := cli.NewLogger(&logs, "nixcache-hook", false)
 	watchdog := time.AfterFunc(timeout, func() {
 		log.Error("nothing queued: gave up so the build can go on (configuration or queue unresponsive)", "after", timeout)
+		logs.flush()
 		os.Exit(0)
 	})
 	syncMode := false
@@ -121,6 +123,7 @@ func hook(ctx context.Context, log *slog.Logger, start time.Time, syncMode func(
 	for _, p := range paths {
 		argv = append(argv, string(p))
 	}
+	logs.flush()
 	err = syscall.Exec(uploader, argv, os.Environ())
 	return fmt.Errorf("cannot upload: exec failed: %s: %w", uploader, err)
 }
