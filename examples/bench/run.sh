@@ -269,16 +269,19 @@ HN=200 HR=5
 if [ "$QUICK" = 1 ]; then HN=50 HR=3; fi
 ROUNDS=$HR bash "$REPO/examples/bench/hook-overhead.sh" "$HN" >"$WORK/hook.txt" 2>&1 || { cat "$WORK/hook.txt" >&2; addrow "hook-overhead.sh" failed "" - - FAIL; }
 cat "$WORK/hook.txt" >&2
-HWORK=$(sed -n 's/.*; work dir \(\/tmp\/nixcache-bench\.[A-Za-z0-9]*\)$/\1/p' "$WORK/hook.txt")
+HWORK=$(sed -n 's/^work dir \(\/tmp\/nixcache-bench\.[A-Za-z0-9]*\)$/\1/p' "$WORK/hook.txt")
 if [ -n "$HWORK" ] && [ -d "$HWORK" ]; then rm -rf "$HWORK"; fi
 PERCALL=$(sed -n 's/^queue-mode hook: \([0-9.]*\) ms per call.*/\1/p' "$WORK/hook.txt")
 SPAWN=$(sed -n 's/.*process spawn alone: \([0-9.]*\) ms.*/\1/p' "$WORK/hook.txt")
 HRATIO=$(sed -n 's/^ratio queue\/none: \([0-9.]*\).*/\1/p' "$WORK/hook.txt")
 HMS=$(sed -n 's/.*queue hook \([0-9]*\) \[.*/\1/p' "$WORK/hook.txt")
 NONE=$(sed -n 's/.*no hook \([0-9]*\) \[.*/\1/p' "$WORK/hook.txt")
+TRUEMS=$(sed -n 's/.*\/bin\/true hook \([0-9]*\) \[.*/\1/p' "$WORK/hook.txt")
 if [ -n "$PERCALL" ]; then
-  addrow "hook, queue mode: per call (vs /bin/true)" "$PERCALL ms" "$SPAWN ms" "$(awk -v a="$PERCALL" -v b="$SPAWN" 'BEGIN {printf "%.1f", a / b}')" "< 10 ms" "$(awk -v a="$PERCALL" 'BEGIN {print (a < 10 ? "PASS" : "MISS")}')"
+  # Per call as Nix 2.8 runs the hook (DRV_PATH, OUT_PATHS empty; a new entry and GC root each call).
+  addrow "hook, queue mode: per call (vs /bin/true)" "$PERCALL ms" "$SPAWN ms" "$(awk -v a="$PERCALL" -v b="$SPAWN" 'BEGIN {printf "%.1f", a / b}')" "<= 3 ms" "$(awk -v a="$PERCALL" 'BEGIN {print (a <= 3 ? "PASS" : "MISS")}')"
   addrow "31-drv build: queue hook vs no hook" "$HMS ms" "$NONE ms" "$HRATIO" "<= 1.30x" "$(verdict "$HRATIO" 1.3)"
+  addrow "  31-drv build: /bin/true hook vs no hook (info)" "$TRUEMS ms" "$NONE ms" "$(awk -v a="$TRUEMS" -v b="$NONE" 'BEGIN {printf "%.2f", a / b}')" info -
 fi
 fi
 
