@@ -27,6 +27,7 @@ const (
 	initialLimit = 4        // the window a Backend starts with (slow start from here)
 	minLimit     = 1.0 / 64 // below 1: one request at a time, spaced
 	defaultRTT   = 10 * time.Millisecond
+	minRound     = 100 * time.Millisecond // the shortest round of growth
 )
 
 // LimitStats are a Backend's request counters and its current limit.
@@ -60,16 +61,20 @@ type LimitStats struct {
 // decrease do not halve it again. A Retry-After header (seconds or an HTTP
 // date, at most MaxRetryAfter) holds every new request until then. Each
 // other answer to a request sent while at least half the window was in use
-// grows the limit, up to max, by a share of a round's growth (a round is a
-// window's worth of answers, or one answer below a window of 1): in slow
-// start (until the first throttling answer) the window doubles every round;
-// after a decrease it climbs back towards the limit it had then, closing an
+// grows the limit, up to max. In slow start (until the first throttling
+// answer) each such answer adds 1: the window doubles every round trip.
+// Afterwards the limit grows by wall-clock rounds (a round trip, at least
+// 100 ms), the same for every backend whatever its share, so that backends
+// sharing a server converge towards equal shares, and sparse requests
+// (below a window of 1) still see many answers between two decreases: it
+// climbs back towards the limit it had at the last decrease, closing an
 // eighth of the gap a round, so that it spends most of its time just under
 // the server's limit; past that it probes upwards, slowly at first (1/64 a
 // round), faster the longer no throttling answer comes, back to doubling
 // after 64 rounds, so that it recovers the whole range once the throttling
-// stops. A backend that is throttled below its last peak lowers that peak
-// to 3/4 of where it is, leaving room to others sharing the server.
+// stops. A backend throttled below its last peak lowers that peak to 3/4 of
+// where it is, leaving room to others sharing the server (CUBIC's fast
+// convergence).
 // minio-go's retries go through the transport, so they wait for a slot like
 // any request.
 type limiter struct {
@@ -77,8 +82,9 @@ type limiter struct {
 
 	mu        sync.Mutex
 	limit     float64
-	wmax      float64 // the limit at the last decrease; 0 before the first (slow start)
-	probe     float64 // rounds (windows of answers) spent at or above wmax
+	wmax      float64   // the limit at the last decrease; 0 before the first (slow start)
+	probe     float64   // rounds spent at or above wmax
+	grown     time.Time // when the limit last grew
 	inflight  int
 	epoch     uint64        // incremented at each decrease
 	notBefore time.Time     // no request starts before (Retry-After, spacing below a window of 1)
@@ -191,9 +197,10 @@ func (l *limiter) release(t ticket, outcome int, retryAfter time.Duration) {
 			l.rtt += (d - l.rtt) / 16
 		}
 		if t.full && t.epoch == l.epoch && l.limit < l.max {
-			// A round is a round trip: a window's worth of answers, or
-			// below a window of 1 an answer is 1/limit rounds apart.
-			round := 1 / l.limit
+			// Growth goes by wall-clock rounds, the same for every backend
+			// whatever its share, so that they converge to equal shares.
+			round := min(now.Sub(l.grown).Seconds()/max(l.rtt, minRound).Seconds(), 4)
+			l.grown = now
 			switch {
 			case l.wmax == 0: // slow start
 				l.limit++

@@ -11,6 +11,8 @@
 # parallel-compression=true; Nix plain and parallel) against nix copy; push
 # of a 31-path closure; push of a 1 GiB path (BIG_MIB) with zstd; push to a
 # local S3 server (versitygw) against one minio-go PutObject of the same NAR;
+# a fleet of 4 S3 backends under a server-side rate limit, with and without
+# the adaptive limiter (aimd);
 # narinfo parse/write against the published figures of the other Go
 # libraries; the post-build hook (hook-overhead.sh). The table goes to stdout
 # at the end; progress to stderr. Needs root, Nix, Go; leaves nothing behind.
@@ -25,7 +27,7 @@ N=${RUNS:-$([ "$QUICK" = 1 ] && echo 3 || echo 5)}
 SRC=${SRC:-/usr/local/go}
 BIG_MIB=${BIG_MIB:-1024}
 XZ_RUNS=${XZ_RUNS:-$([ "$QUICK" = 1 ] && echo 1 || echo "$N")}
-SECTIONS=${SECTIONS:-"nar push closure big s3 narinfo hook"}
+SECTIONS=${SECTIONS:-"nar push closure big s3 aimd narinfo hook"}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 VERSITYGW=${VERSITYGW:-/root/.cache/nixcache-bin/versitygw}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -249,6 +251,27 @@ elif [ -x "$VERSITYGW" ]; then
   rm -rf "$WORK/s3" "$WORK/go.nar"
 else
   addrow "push to S3" "versitygw missing" "" - - SKIP
+fi
+
+# --- fleet under a server-side rate limit (adaptive concurrency) ------------------
+# BenchmarkFleet: 4 backends x 8 uploads of 4 KiB at once, 6 s, versitygw behind
+# the fault proxy; no server limit, then a limit of 40 requests/s with and
+# without the adaptive limiter (minio-go's retries alone).
+if want aimd; then
+log "fleet under a server-side rate limit (BenchmarkFleet)"
+if (cd "$REPO" && NIXCACHE_VERSITYGW=$VERSITYGW go test -count=1 -run '^$' -bench '^BenchmarkFleet$' -benchtime 1x ./cache/s3/) >"$WORK/fleet.txt" 2>&1; then
+  fleet() { awk -v n="BenchmarkFleet/$1" -v u="$2" '$1 ~ "^"n"(-[0-9]+)?$" {for (i = 3; i < NF; i++) if ($(i+1) == u) print $i}' "$WORK/fleet.txt"; }
+  FREE=$(fleet unlimited uploads/s)
+  LU=$(fleet rate40-limiter uploads/s) LR=$(fleet rate40-limiter refused-%) LF=$(fleet rate40-limiter failed)
+  NU=$(fleet rate40-nolimiter uploads/s) NR=$(fleet rate40-nolimiter refused-%) NF=$(fleet rate40-nolimiter failed)
+  FR=$(awk -v a="$LU" 'BEGIN {printf "%.2f", a / 40}')
+  addrow "fleet of 4, no server limit (info)" "$FREE uploads/s" "" - info -
+  addrow "fleet of 4 under 40 req/s: limiter vs none" "$LU/s, ${LR}% ref, $LF fail" "$NU/s, ${NR}% ref, $NF fail" "$FR" ">= 0.70 of limit" \
+    "$(awk -v r="$FR" -v f="$LF" 'BEGIN {print (r >= 0.7 && f == 0 ? "PASS" : "MISS")}')"
+else
+  cat "$WORK/fleet.txt" >&2
+  addrow "fleet under a server limit" failed "" - - FAIL
+fi
 fi
 
 # --- narinfo micro-benchmarks -----------------------------------------------------------
