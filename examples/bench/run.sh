@@ -260,7 +260,7 @@ fi
 if want aimd; then
 log "fleet under a server-side rate limit (BenchmarkFleet)"
 if (cd "$REPO" && NIXCACHE_VERSITYGW=$VERSITYGW go test -count=1 -run '^$' -bench '^BenchmarkFleet$' -benchtime 1x ./cache/s3/) >"$WORK/fleet.txt" 2>&1; then
-  fleet() { awk -v n="BenchmarkFleet/$1" -v u="$2" '$1 ~ "^"n"(-[0-9]+)?$" {for (i = 3; i < NF; i++) if ($(i+1) == u) print $i}' "$WORK/fleet.txt"; }
+  fleet() { awk -v n="BenchmarkFleet/$1" -v u="$2" '$1 ~ "^"n"(-[0-9]+)?$" {for (i = 3; i < NF; i++) if ($(i+1) == u) printf "%g\n", $i}' "$WORK/fleet.txt"; }
   FREE=$(fleet unlimited uploads/s)
   LU=$(fleet rate40-limiter uploads/s) LR=$(fleet rate40-limiter refused-%) LF=$(fleet rate40-limiter failed)
   NU=$(fleet rate40-nolimiter uploads/s) NR=$(fleet rate40-nolimiter refused-%) NF=$(fleet rate40-nolimiter failed)
