@@ -14,7 +14,10 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
-// S3 is a real S3 server (versitygw) listening on loopback for one test.
+// S3 is a real S3 server listening on loopback for one test: versitygw
+// (StartS3), a single-node MinIO (StartMinIO), or a loopback entrance to a
+// distributed MinIO whose processes the cluster manages (MinIOCluster.S3;
+// Start and Stop do nothing there).
 type S3 struct {
 	Endpoint  string // http://127.0.0.1:PORT
 	Host      string // 127.0.0.1:PORT
@@ -22,9 +25,11 @@ type S3 struct {
 	SecretKey string
 	DataDir   string
 
-	mu  sync.Mutex
-	bin string
-	cmd *exec.Cmd
+	mu    sync.Mutex
+	argv  []string                // the server's command line; nil: not ours to run
+	env   []string                // added to its environment
+	ready func(host string) error // nil: the port accepts connections
+	cmd   *exec.Cmd
 }
 
 // VersitygwPath finds the versitygw binary: $NIXCACHE_VERSITYGW, then PATH,
@@ -58,15 +63,11 @@ func StartS3(t TB) *S3 {
 		AccessKey: "nixcacheaccess",
 		SecretKey: "nixcachesecret123",
 		DataDir:   t.TempDir(),
-		bin:       bin,
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	s.Host = l.Addr().String()
-	l.Close()
+	s.Host = freePort(t)
 	s.Endpoint = "http://" + s.Host
+	s.argv = []string{bin, "--port", s.Host, "--quiet", "posix", s.DataDir}
+	s.env = []string{"ROOT_ACCESS_KEY=" + s.AccessKey, "ROOT_SECRET_KEY=" + s.SecretKey}
 	if err := s.Start(); err != nil {
 		t.Fatalf("%v", err)
 	}
@@ -74,29 +75,48 @@ func StartS3(t TB) *S3 {
 	return s
 }
 
+// freePort returns a loopback address with a port free a moment ago.
+func freePort(t TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
 // Start (re)starts the server on its port and waits until it answers.
 func (s *S3) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd != nil {
+	if s.cmd != nil || s.argv == nil {
 		return nil
 	}
-	cmd := exec.Command(s.bin, "--port", s.Host, "--quiet", "posix", s.DataDir)
-	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+s.AccessKey, "ROOT_SECRET_KEY="+s.SecretKey)
+	name := filepath.Base(s.argv[0])
+	cmd := exec.Command(s.argv[0], s.argv[1:]...)
+	cmd.Env = append(os.Environ(), s.env...)
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start versitygw: %w", err)
+		return fmt.Errorf("start %s: %w", name, err)
 	}
 	s.cmd = cmd
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", s.Host, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
+	ready := s.ready
+	if ready == nil {
+		ready = func(host string) error {
+			c, err := net.DialTimeout("tcp", host, 200*time.Millisecond)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}
+	}
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if err = ready(s.Host); err == nil {
 			return nil
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("versitygw did not answer on %s", s.Host)
+	return fmt.Errorf("%s did not answer on %s: %w", name, s.Host, err)
 }
 
 // Stop kills the server; Start brings it back with the same data.

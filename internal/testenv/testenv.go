@@ -2,7 +2,7 @@
 // tools they are judged against and one skip policy for all of them.
 //
 // Skip policy: a test that needs a tool calls a Require function
-// (RequireNix, RequireTool, RequireRoot, StartS3): when the tool is missing
+// (RequireNix, RequireTool, RequireRoot, StartS3, StartMinIOCluster): when the tool is missing
 // the test skips, except under CI=true, where it fails, because CI must
 // never pass by skipping. A test that only cross-checks with an optional
 // tool asks HaveNix or HaveTool, which follow the same rule. Slow tests call
@@ -15,7 +15,10 @@
 //     derivations for a test that runs nix-build itself, with a hook);
 //     NixKeyPair makes a key pair; NixStoreVerify is Nix's judgement of a
 //     cache.
-//   - S3: StartS3 runs versitygw on loopback for one test.
+//   - S3: StartS3 runs versitygw on loopback for one test; StartMinIO a
+//     single-node MinIO (the second judge); StartMinIOCluster a distributed
+//     MinIO (4 processes x 2 drives, each in a network namespace of the
+//     test's own) whose nodes a test can SIGKILL and restart.
 //   - Go: GoBuild builds the commands once per test binary run; GoListDeps
 //     gives a package's import graph; GOROOT locates a large real tree.
 //   - Processes: StartSelf and Announce run this test binary as a helper
