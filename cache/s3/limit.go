@@ -187,6 +187,7 @@ func (l *limiter) release(t ticket, outcome int, retryAfter time.Duration) {
 			}
 			l.limit = max(l.limit/2, minLimit)
 			l.probe = 0
+			l.grown = now
 			l.epoch++
 			l.decreases.Add(1)
 		}
@@ -206,8 +207,8 @@ func (l *limiter) release(t ticket, outcome int, retryAfter time.Duration) {
 				l.limit++
 			case l.limit < l.wmax:
 				// Close an eighth of the gap a round (a little at least).
-				gap := (l.wmax - l.limit) * math.Pow(7.0/8, min(round, 64))
-				l.limit = max(l.wmax-gap, l.limit*(1+min(round, 64)/64))
+				gap := (l.wmax - l.limit) * math.Pow(7.0/8, round)
+				l.limit = max(l.wmax-gap, l.limit*(1+round/64))
 			default:
 				l.probe += round
 				l.limit *= 1 + min(round, 1)*min(1, (1+l.probe)/64)

@@ -225,12 +225,15 @@ func TestLimiterRecovers(t *testing.T) {
 		wg.Wait()
 	}
 	p.Set(faultproxy.Faults{SlowDownRate: 0.5})
-	put(40)
-	low := b.LimitStats()
-	if low.Limit > 2 || low.Throttled == 0 {
-		t.Fatalf("after throttling: %+v, want a limit <= 2", low)
+	for round := 0; b.LimitStats().Limit > 1; round++ {
+		if round == 10 {
+			t.Fatalf("limit %.2f after %d uploads, half of them throttled, want <= 1", b.LimitStats().Limit, round*16)
+		}
+		put(16)
 	}
+	low := b.LimitStats()
 	p.Set(faultproxy.Faults{})
+	start := time.Now()
 	for round := 0; b.LimitStats().Limit < 16; round++ {
 		if round == 20 {
 			t.Fatalf("limit %.2f after %d uploads without throttling, want 16", b.LimitStats().Limit, round*100)
@@ -238,7 +241,7 @@ func TestLimiterRecovers(t *testing.T) {
 		put(100)
 	}
 	st := b.LimitStats()
-	t.Logf("throttled: %+v; recovered: %+v", low, st)
+	t.Logf("throttled: %+v; recovered in %v, %d requests: %+v", low, time.Since(start).Round(time.Millisecond), st.Requests-low.Requests, st)
 	if st.Throttled != low.Throttled {
 		t.Errorf("throttled %d times after the throttling stopped", st.Throttled-low.Throttled)
 	}
@@ -287,5 +290,41 @@ func BenchmarkFleet(b *testing.B) {
 			b.ReportMetric(100*float64(r.limited)/float64(r.requests), "refused-%")
 			b.ReportMetric(float64(r.failed), "failed")
 		})
+	}
+}
+
+// TestLimitCoversParts: the parts of a multipart upload, its HEADs and
+// retries are requests like any other: with MaxRequests 2 and 4 parts
+// uploading at once, the server never sees more than 2 requests at once.
+func TestLimitCoversParts(t *testing.T) {
+	srv, bucket, p := behindProxy(t)
+	b := open(t, srv, bucket, func(o *s3.Options) {
+		o.Endpoint = p.URL
+		o.MaxRequests = 2
+		o.Threads = 4
+		o.PartSize = s3.MinPartSize
+	})
+	data := cachetest.Data(9, 4*s3.MinPartSize+1)
+	before := b.LimitStats().Requests
+	p.MaxForwarding.Store(0)
+	if err := b.Put(context.Background(), "nar/parts.nar", bytes.NewReader(data), int64(len(data)), "application/x-nix-nar"); err != nil {
+		t.Fatal(err)
+	}
+	if got := cachetest.Read(t, b, "nar/parts.nar"); !bytes.Equal(got, data) {
+		t.Fatal("object differs")
+	}
+	st := b.LimitStats()
+	parts := 0
+	for _, r := range p.Log() {
+		if strings.Contains(r.Query, "partNumber=") {
+			parts++
+		}
+	}
+	t.Logf("%d requests through the limiter (%d parts), at most %d at once at the server", st.Requests-before, parts, p.MaxForwarding.Load())
+	if parts < 5 || st.Requests-before < int64(parts)+2 {
+		t.Errorf("%d requests counted for %d parts, want the parts, the initiation and the completion", st.Requests-before, parts)
+	}
+	if m := p.MaxForwarding.Load(); m > 2 {
+		t.Errorf("%d requests at once at the server, want <= 2 (MaxRequests)", m)
 	}
 }
