@@ -12,7 +12,8 @@
 // the moment wait(2) returns ("exit"). Other binaries (such as /bin/true,
 // the cost of any process) show only their total. The .drv files are
 // written to a directory named like a store (DIR/store/<hash>-<name>.drv);
-// their outputs need not exist for an enqueue. GC roots go to Nix's
+// their outputs need not exist for an enqueue. All binaries share one queue
+// directory, so that each creates its entries in the same place. GC roots go to Nix's
 // gcroots/auto as in production (run as root), and hooktrace removes the
 // roots it caused at the end.
 package main
@@ -75,7 +76,7 @@ func run(n int, work string, bins []string) error {
 			if err := os.WriteFile(drv, []byte(text), 0o444); err != nil {
 				return err
 			}
-			if err := call(&all[j], bin, drv, filepath.Join(work, fmt.Sprintf("q%d", j))); err != nil {
+			if err := call(&all[j], bin, drv, filepath.Join(work, "q")); err != nil {
 				return err
 			}
 		}
