@@ -98,3 +98,31 @@ func TestEnqueueReplacesMalformed(t *testing.T) {
 		}
 	}
 }
+
+// TestEnqueueFailureLeavesNoRoots: the GC roots are made while the entries
+// are; when an entry cannot be made (here a directory with a file in it
+// holds its name), Enqueue fails and leaves no root for the paths it did
+// not queue, while an entry that was made keeps its root.
+func TestEnqueueFailureLeavesNoRoots(t *testing.T) {
+	roots := t.TempDir()
+	q, err := queue.OpenOptions(t.TempDir(), queue.Options{GCRootsDir: roots})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := storepath.Path("/nix/store/0hhb51h788j6gmjd8j9c6jrk34fji2cq-y")
+	bad := storepath.Path("/nix/store/4wqibzk3zylscs1br3xn7xcn8x3xywab-z")
+	blocker := filepath.Join(q.EntriesDir(), bad.Base())
+	if err := os.MkdirAll(filepath.Join(blocker, "sub"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Enqueue(good, bad); err == nil {
+		t.Fatal("Enqueue succeeded with a directory in the way of an entry")
+	}
+	links, err := os.ReadDir(roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(links) != 1 || !strings.HasSuffix(links[0].Name(), good.Base()) {
+		t.Fatalf("GC roots after the failed Enqueue: %v, want only the one of %s", links, good.Base())
+	}
+}

@@ -18,10 +18,11 @@
 //	DIR/daemon.lock             flock(2)ed by the running daemon (mode 0600)
 //
 // An entry is created with one symlink(2), which is atomic; its GC root
-// (below) is created next, and only then are the two directories fsync'ed,
-// once each, before Enqueue returns: after a crash an entry is either
-// complete or absent, and enqueueing the same path twice merges into one
-// entry (the existing link is kept). Entries are removed only after the
+// (below) is created alongside (the entries and the roots are made and
+// their directories fsync'ed concurrently, each directory once), before
+// Enqueue returns: after a crash an entry is either complete or absent,
+// and enqueueing the same path twice merges into one entry (the existing
+// link is kept). Entries are removed only after the
 // path's narinfo is in the cache (see [Drainer]).
 //
 // Nix's post-build hook runs before anything holds a GC root to the new
@@ -258,9 +259,25 @@ func (q *Queue) Enqueue(paths ...storepath.Path) error {
 	err := q.putEntries(paths, names)
 	<-rootsDone
 	if err != nil {
+		q.dropOrphanRoots(names)
 		return err
 	}
 	return rootErr
+}
+
+// dropOrphanRoots removes the GC roots of names that have no well-formed
+// entry, after a failed Enqueue: a stale root under gcroots/auto is
+// removed by Nix's collector anyway, but not one in another
+// Options.GCRootsDir.
+func (q *Queue) dropOrphanRoots(names []string) {
+	if q.roots == "" {
+		return
+	}
+	for _, n := range names {
+		if _, err := q.entry(n); err != nil {
+			_ = os.Remove(filepath.Join(q.roots, q.rootName(n)))
+		}
+	}
 }
 
 // putEntries creates the entries and fsyncs the entries directory.
