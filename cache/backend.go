@@ -81,3 +81,30 @@ type Mover interface {
 	// missing from is an error wrapping ErrNotFound.
 	Move(ctx context.Context, from, to string) error
 }
+
+// Stager is implemented by backends that can write an object before its key
+// is known and then store it under a key without copying it (cache/file: a
+// temporary file in the key's directory, renamed into place). Push writes
+// NAR files this way, straight from the dump and compressor, since their
+// key is the hash of what is written.
+type Stager interface {
+	// Stage begins an object to be stored under a key in directory dir
+	// ("" for the root, "nar" for NAR files).
+	Stage(ctx context.Context, dir string) (Staged, error)
+}
+
+// Staged is an object begun by Stager.Stage. Nothing is visible under any
+// key before Commit, and nothing at all after Abort.
+type Staged interface {
+	io.Writer
+	// Sync makes the bytes written so far durable ahead of Commit, which
+	// then has less to wait for; calling it is optional. No Write may
+	// follow.
+	Sync() error
+	// Commit stores the bytes written under key, which must be in the
+	// directory given to Stage, replacing any object there, atomically and
+	// durably as Put does: once it returns, the object survives a power cut.
+	Commit(ctx context.Context, key string) error
+	// Abort discards the bytes; it does nothing after Commit.
+	Abort()
+}

@@ -1,19 +1,14 @@
 package cache
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"sort"
 	"sync"
 	"time"
 
-	"github.com/nixcache/nixcache/cache/compress"
-	"github.com/nixcache/nixcache/nar"
 	"github.com/nixcache/nixcache/narinfo"
 	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
@@ -78,11 +73,13 @@ type PushOptions struct {
 	// CheckJobs is how many "<hash>.narinfo exists?" checks run at once
 	// (default 16).
 	CheckJobs int
-	// TempDir holds the compressed NARs between compression and upload
-	// (default os.TempDir()); NARs up to 1 MiB are kept in memory instead.
-	// Each file is unlinked as soon as it is created and lives only as an
-	// open descriptor, so nothing is left behind even if the process is
-	// killed.
+	// TempDir holds compressed NARs between compression and upload
+	// (default os.TempDir()) on backends that cannot stage an object
+	// (S3); NARs up to 1 MiB are kept in memory instead. Each file is
+	// unlinked as soon as it is created and lives only as an open
+	// descriptor, so nothing is left behind even if the process is killed.
+	// Uncompressed NARs stream straight into the upload, and a Stager
+	// backend (file://) takes the compressor's output directly.
 	TempDir string
 	// Progress, if set, receives events from several goroutines.
 	Progress func(Event)
@@ -224,10 +221,15 @@ type pushItem struct {
 //   - paths whose "<hashpart>.narinfo" exists are skipped, and so are
 //     paths an upstream cache serves (PushOptions.SkipSignedBy, Upstream);
 //   - each missing path is dumped as a NAR in one streaming pass, hashed
-//     (NarHash/NarSize), compressed and hashed again (FileHash/FileSize)
-//     into a temporary file, never held in memory whole (NARs up to 1 MiB
-//     are compressed into memory);
-//   - a NAR whose hash or size differs from the store database is refused;
+//     (NarHash/NarSize), compressed and hashed again (FileHash/FileSize),
+//     never held in memory whole: with compression=none straight into the
+//     upload of "nar/<NarHash nix32>.nar" (FileHash is NarHash, known from
+//     the store database), on file:// straight into the file that becomes
+//     the NAR, otherwise (S3, compressed) into a temporary file first
+//     (NARs up to 1 MiB into memory);
+//   - a NAR whose hash or size differs from the store database is refused,
+//     and its upload fails before its last byte, so no NAR file of it is
+//     stored either;
 //   - the NAR goes to "nar/<FileHash nix32>.nar<ext>" (skipped when an
 //     object of that size is there), then the optional "<hashpart>.ls";
 //   - the narinfo, signed with every secret key and keeping the store's own
@@ -479,176 +481,23 @@ func NarInfoKey(p storepath.Path) string { return p.HashPart() + ".narinfo" }
 // ListingKey is the cache key of a path's NAR listing: "<hashpart>.ls".
 func ListingKey(p storepath.Path) string { return p.HashPart() + ".ls" }
 
-// uploaded is the result of the NAR half of a path's upload.
-type uploaded struct {
-	url         string
-	compression string
-	fileHash    nixhash.Hash
-	fileSize    uint64
-	narHash     nixhash.Hash
-	narSize     uint64
-	narAt       time.Time // when the NAR file was last written (its Put began) or touched
-	narTouched  bool      // narAt is a touch of a NAR file already there
-}
-
-// smallNARSize is the largest NAR (by the store database's NarSize) that
-// Push compresses into memory instead of a temporary file. With the default
-// 4 jobs that is at most 4 MiB of buffers.
-const smallNARSize = 1 << 20
-
-// ctxWriter fails writes once ctx is done, so a long dump stops promptly.
-type ctxWriter struct {
-	ctx context.Context
-	w   io.Writer
-}
-
-func (c ctxWriter) Write(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.w.Write(p)
-}
-
-// uploadNAR dumps, hashes, compresses and stores one path's NAR (and .ls).
-func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, emit func(Event), reused *reuse) (*uploaded, error) {
-	method := c.opts.Compression.Method
-	if method == "" {
-		method = compress.Default
-	}
-	copts := c.opts.Compression
-	copts.Method = method
-	ext := narinfo.CompressionExtension(method)
-
-	// Small NARs (most store paths) are compressed into memory: a temporary
-	// file costs more system calls than the NAR itself. Larger ones go to an
-	// unlinked temporary file, so memory stays bounded whatever the size.
-	var (
-		out   io.Writer
-		flush = func() error { return nil }
-		body  func(size int64) io.Reader
-		name  = "memory"
-	)
-	if it.info.NarSize <= smallNARSize {
-		buf := bytes.NewBuffer(make([]byte, 0, it.info.NarSize+512))
-		out = buf
-		body = func(int64) io.Reader { return bytes.NewReader(buf.Bytes()) }
-	} else {
-		tmp, err := os.CreateTemp(opts.TempDir, "nixcache-*.nar"+ext)
-		if err != nil {
-			return nil, fmt.Errorf("temporary file: %w", err)
-		}
-		// Unlink at once (as Nix's anonymous temp file): the open descriptor
-		// keeps the data, and even a killed process leaves nothing behind.
-		// Where an open file cannot be removed, the deferred Remove cleans up.
-		removed := os.Remove(tmp.Name()) == nil
-		defer func() {
-			tmp.Close()
-			if !removed {
-				os.Remove(tmp.Name())
-			}
-		}()
-		bw := bufio.NewWriterSize(tmp, 256<<10)
-		out, flush, name = bw, bw.Flush, tmp.Name()
-		body = func(size int64) io.Reader { return io.NewSectionReader(tmp, 0, size) }
-	}
-
-	// Without compression the file is the NAR: FileHash is NarHash, so the
-	// bytes are hashed once, not twice.
-	var fileHasher *nixhash.Hasher
-	if method != compress.None {
-		fileHasher = nixhash.NewHasher(nixhash.SHA256)
-		out = io.MultiWriter(out, fileHasher)
-	}
-	comp, err := compress.NewWriter(out, copts)
-	if err != nil {
-		return nil, err
-	}
-	narHasher := nixhash.NewHasher(nixhash.SHA256)
-	prog := &progressWriter{step: 4 << 20, report: func(n uint64) {
-		emit(Event{Kind: EventBytes, Path: it.path, NarSize: it.info.NarSize, Bytes: n})
-	}}
-	sinks := []io.Writer{narHasher, comp, prog}
-
-	// The .ls listing is built by the NAR writer from the same pass.
-	nw := nar.NewWriter(ctxWriter{ctx, io.MultiWriter(sinks...)})
-	nw.SetCaseHack(opts.caseHack)
-	if c.opts.WriteNARListing || c.opts.IndexDebugInfo {
-		nw.EnableListing()
-	}
-	dumpErr := nw.AddTree("", string(it.path))
-	if dumpErr == nil {
-		dumpErr = nw.Close()
-	}
-	closeErr := comp.Close()
-	var lsJSON []byte
-	if dumpErr == nil && c.opts.WriteNARListing {
-		// Not json.Marshal: it would escape <, > and & unlike Nix.
-		if lsJSON, err = nw.Listing().MarshalJSON(); err != nil {
-			return nil, fmt.Errorf("NAR listing: %w", err)
-		}
-	}
-	if dumpErr != nil {
-		return nil, fmt.Errorf("dump NAR: %w", dumpErr)
-	}
-	if closeErr != nil {
-		return nil, fmt.Errorf("compress NAR (%s): %w", method, closeErr)
-	}
-	if err := flush(); err != nil {
-		return nil, fmt.Errorf("write %s: %w", name, err)
-	}
-
-	up := &uploaded{
-		compression: method,
-		narHash:     narHasher.SumHash(),
-		narSize:     uint64(narHasher.Len()),
-	}
-	if fileHasher != nil {
-		up.fileHash, up.fileSize = fileHasher.SumHash(), uint64(fileHasher.Len())
-	} else {
-		up.fileHash, up.fileSize = up.narHash, up.narSize
-	}
-	if up.narHash != it.info.NarHash || up.narSize != it.info.NarSize {
-		return nil, fmt.Errorf("%w: dumped NarHash %s NarSize %d, database NarHash %s NarSize %d",
-			ErrNarMismatch, up.narHash, up.narSize, it.info.NarHash, it.info.NarSize)
-	}
-	up.url = "nar/" + up.fileHash.RawBase32() + ".nar" + ext
-
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if oi, err := c.Backend.Stat(ctx, up.url); err == nil && oi.Size == int64(up.fileSize) &&
-		(!opts.replace[it.path] || c.hashesTo(ctx, up.url, up.fileHash)) {
-		// Same content already there (NAR files are named by their hash):
-		// reuse it, touched so that a concurrent collector keeps it.
-		if up.narAt, err = reused.touchNAR(ctx, up.url, int64(up.fileSize)); err != nil {
-			return nil, err
-		}
-		up.narTouched = true
-	} else if err != nil && !errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("stat %s: %w", up.url, err)
-	} else {
-		start := time.Now()
-		if err := c.Backend.Put(ctx, up.url, body(int64(up.fileSize)), int64(up.fileSize), nar.MIMEType); err != nil {
-			return nil, fmt.Errorf("upload %s: %w", up.url, err)
-		}
-		up.narAt = start
-	}
-	if lsJSON != nil {
-		if err := c.Backend.Put(ctx, ListingKey(it.path), bytes.NewReader(lsJSON), int64(len(lsJSON)), "application/json"); err != nil {
-			return nil, fmt.Errorf("upload %s: %w", ListingKey(it.path), err)
-		}
-	}
-	if c.opts.IndexDebugInfo {
-		if err := c.putDebugInfo(ctx, nw.Listing(), up.url); err != nil {
-			return nil, err
-		}
-	}
-	return up, nil
-}
-
 // publishNarInfo waits for the narinfos of it's references, then signs and
 // stores it's narinfo.
 func (c *Cache) publishNarInfo(ctx context.Context, it *pushItem, up *uploaded, items map[storepath.Path]*pushItem, sem chan struct{}, reused *reuse) error {
+	text, err := c.narInfoText(it, up)
+	if err != nil {
+		return err
+	}
+	// On a Stager (cache/file) the narinfo is written and synced while its
+	// references are still being published, leaving only its rename and
+	// a (shared) directory fsync for after them.
+	var staged Staged
+	if st, ok := c.Backend.(Stager); ok {
+		if staged, err = stageNarInfo(ctx, st, text, sem); err != nil {
+			return err
+		}
+		defer staged.Abort()
+	}
 	if err := reused.freshNAR(ctx, up); err != nil {
 		return err
 	}
@@ -688,6 +537,30 @@ func (c *Cache) publishNarInfo(ctx context.Context, it *pushItem, up *uploaded, 
 			return err
 		}
 	}
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-sem }()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	key := NarInfoKey(it.path)
+	if staged != nil {
+		if err := staged.Commit(ctx, key); err != nil {
+			return fmt.Errorf("upload %s: %w", key, err)
+		}
+		return nil
+	}
+	if err := c.Backend.Put(ctx, key, bytes.NewReader(text), int64(len(text)), narinfo.MIMEType); err != nil {
+		return fmt.Errorf("upload %s: %w", key, err)
+	}
+	return nil
+}
+
+// narInfoText is the signed narinfo of an uploaded path.
+func (c *Cache) narInfoText(it *pushItem, up *uploaded) ([]byte, error) {
 	ni := &narinfo.NarInfo{
 		StorePath:   it.path,
 		URL:         up.url,
@@ -703,25 +576,36 @@ func (c *Cache) publishNarInfo(ctx context.Context, it *pushItem, up *uploaded, 
 	}
 	for _, k := range c.opts.SecretKeys {
 		if err := ni.Sign(k); err != nil {
-			return fmt.Errorf("sign with %s: %w", k.Name(), err)
+			return nil, fmt.Errorf("sign with %s: %w", k.Name(), err)
 		}
 	}
 	text, err := ni.MarshalText()
 	if err != nil {
-		return fmt.Errorf("narinfo: %w", err)
+		return nil, fmt.Errorf("narinfo: %w", err)
 	}
+	return text, nil
+}
+
+// stageNarInfo writes and syncs a narinfo's text as a staged object in the
+// cache's root, at most cap(sem) at once.
+func stageNarInfo(ctx context.Context, st Stager, text []byte, sem chan struct{}) (Staged, error) {
 	select {
 	case sem <- struct{}{}:
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
 	defer func() { <-sem }()
-	if err := ctx.Err(); err != nil {
-		return err
+	s, err := st.Stage(ctx, "")
+	if err != nil {
+		return nil, fmt.Errorf("stage narinfo: %w", err)
 	}
-	key := NarInfoKey(it.path)
-	if err := c.Backend.Put(ctx, key, bytes.NewReader(text), int64(len(text)), narinfo.MIMEType); err != nil {
-		return fmt.Errorf("upload %s: %w", key, err)
+	if _, err := s.Write(text); err != nil {
+		s.Abort()
+		return nil, fmt.Errorf("stage narinfo: %w", err)
 	}
-	return nil
+	if err := s.Sync(); err != nil {
+		s.Abort()
+		return nil, fmt.Errorf("stage narinfo: %w", err)
+	}
+	return s, nil
 }

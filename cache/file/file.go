@@ -83,13 +83,15 @@ func (l Location) String() string { return "file://" + cache.EscapePath(l.Dir) }
 // writer killed mid-Put leaves its temporary file; List never reports it,
 // and New removes it once stale.
 type Backend struct {
-	root string
+	root  string
+	syncs dirSyncs
 }
 
 var (
 	_ cache.Backend = (*Backend)(nil)
 	_ cache.Toucher = (*Backend)(nil)
 	_ cache.Mover   = (*Backend)(nil)
+	_ cache.Stager  = (*Backend)(nil)
 )
 
 // New returns a backend rooted at dir, creating it (and parents) if needed.
@@ -337,7 +339,7 @@ func (b *Backend) Put(ctx context.Context, key string, r io.Reader, size int64, 
 	if err := os.Rename(tmp, p); err != nil {
 		return fmt.Errorf("file: put %q: %w", key, err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := b.syncs.sync(dir); err != nil {
 		return fmt.Errorf("file: put %q: sync directory: %w", key, err)
 	}
 	return nil

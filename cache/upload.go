@@ -1,0 +1,407 @@
+package cache
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/nixcache/nixcache/cache/compress"
+	"github.com/nixcache/nixcache/nar"
+	"github.com/nixcache/nixcache/narinfo"
+	"github.com/nixcache/nixcache/storepath/nixhash"
+)
+
+// uploaded is the result of the NAR half of a path's upload.
+type uploaded struct {
+	url         string
+	compression string
+	fileHash    nixhash.Hash
+	fileSize    uint64
+	narHash     nixhash.Hash
+	narSize     uint64
+	narAt       time.Time // when the NAR file was last written (its Put began) or touched
+	narTouched  bool      // narAt is a touch of a NAR file already there
+}
+
+// smallNARSize is the largest NAR (by the store database's NarSize) that
+// Push compresses into memory instead of a temporary file when the backend
+// cannot stage objects (S3). With the default 4 jobs that is at most 4 MiB
+// of buffers.
+const smallNARSize = 1 << 20
+
+// ctxWriter fails writes once ctx is done, so a long dump stops promptly.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
+}
+
+// uploadNAR dumps, hashes, compresses and stores one path's NAR (and .ls),
+// in one pass over the path whatever the backend:
+//
+//   - compression=none: the NAR file is the NAR, so its key
+//     "nar/<NarHash>.nar" is known from the store database before the dump;
+//     the dump streams straight into Backend.Put (or a staged object) and
+//     is hashed on the way. The upload's last byte is held back until the
+//     dump has ended and matched the database's NarHash and NarSize, so a
+//     mismatch fails the upload before the object exists (see holdLast).
+//   - other methods on a Stager backend (cache/file): compressed straight
+//     into the staged object, committed under "nar/<FileHash>.nar<ext>"
+//     once the hashes are known and checked.
+//   - other methods on other backends (S3): the key is the hash of the
+//     compressed bytes, known only at the end, so they are staged first
+//     (in memory up to smallNARSize, else in an unlinked temporary file)
+//     and then uploaded. A key derived from NarHash would let pushers with
+//     different compression settings overwrite each other's NAR files
+//     under one name while narinfos name the FileHash of their own bytes.
+func (c *Cache) uploadNAR(ctx context.Context, it *pushItem, opts PushOptions, emit func(Event), reused *reuse) (*uploaded, error) {
+	method := c.opts.Compression.Method
+	if method == "" {
+		method = compress.Default
+	}
+	copts := c.opts.Compression
+	copts.Method = method
+	up := &uploaded{compression: method}
+	stager, _ := c.Backend.(Stager)
+	var (
+		nw  *nar.Writer
+		err error
+	)
+	switch {
+	case method == compress.None && it.info.NarHash.Algorithm() == nixhash.SHA256:
+		nw, err = c.uploadPlain(ctx, it, opts, emit, reused, up, stager)
+	case stager != nil:
+		nw, err = c.uploadStaged(ctx, it, opts, emit, reused, up, copts, stager)
+	default:
+		nw, err = c.uploadSpooled(ctx, it, opts, emit, reused, up, copts)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c.opts.WriteNARListing {
+		// Not json.Marshal: it would escape <, > and & unlike Nix.
+		lsJSON, err := nw.Listing().MarshalJSON()
+		if err != nil {
+			return nil, fmt.Errorf("NAR listing: %w", err)
+		}
+		if err := c.Backend.Put(ctx, ListingKey(it.path), bytes.NewReader(lsJSON), int64(len(lsJSON)), "application/json"); err != nil {
+			return nil, fmt.Errorf("upload %s: %w", ListingKey(it.path), err)
+		}
+	}
+	if c.opts.IndexDebugInfo {
+		if err := c.putDebugInfo(ctx, nw.Listing(), up.url); err != nil {
+			return nil, err
+		}
+	}
+	return up, nil
+}
+
+// dumpNAR writes the NAR of it.path to w in one pass, hashing it, and
+// checks NarHash and NarSize against the store database (ErrNarMismatch).
+// It returns the NAR writer (for its listing) and a time before the last
+// write to w.
+func (c *Cache) dumpNAR(ctx context.Context, it *pushItem, opts PushOptions, emit func(Event), w io.Writer) (*nar.Writer, time.Time, error) {
+	narHasher := nixhash.NewHasher(nixhash.SHA256)
+	prog := &progressWriter{step: 4 << 20, report: func(n uint64) {
+		emit(Event{Kind: EventBytes, Path: it.path, NarSize: it.info.NarSize, Bytes: n})
+	}}
+	// The .ls listing is built by the NAR writer from the same pass.
+	nw := nar.NewWriter(ctxWriter{ctx, io.MultiWriter(narHasher, w, prog)})
+	nw.SetCaseHack(opts.caseHack)
+	if c.opts.WriteNARListing || c.opts.IndexDebugInfo {
+		nw.EnableListing()
+	}
+	err := nw.AddTree("", string(it.path))
+	last := time.Now()
+	if err == nil {
+		err = nw.Close() // writes the archive's last bytes
+	}
+	if err != nil {
+		return nil, last, fmt.Errorf("dump NAR: %w", err)
+	}
+	if h, n := narHasher.SumHash(), uint64(narHasher.Len()); h != it.info.NarHash || n != it.info.NarSize {
+		return nil, last, fmt.Errorf("%w: dumped NarHash %s NarSize %d, database NarHash %s NarSize %d",
+			ErrNarMismatch, h, n, it.info.NarHash, it.info.NarSize)
+	}
+	return nw, last, nil
+}
+
+// compressNAR dumps the NAR of it.path through the compressor into out and
+// fills up's hashes and sizes (FileHash is NarHash without compression).
+func (c *Cache) compressNAR(ctx context.Context, it *pushItem, opts PushOptions, emit func(Event), copts compress.Options, out io.Writer, up *uploaded) (*nar.Writer, time.Time, error) {
+	var fileHasher *nixhash.Hasher
+	if copts.Method != compress.None {
+		fileHasher = nixhash.NewHasher(nixhash.SHA256)
+		out = io.MultiWriter(out, fileHasher)
+	}
+	// The NAR writer and the parallel compressors write blocks of 64 KiB or
+	// more, which go straight through; the buffer is for single-stream
+	// compressors that write in small pieces.
+	bw := bufio.NewWriterSize(out, 64<<10)
+	comp, err := compress.NewWriter(bw, copts)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	nw, last, dumpErr := c.dumpNAR(ctx, it, opts, emit, comp)
+	closeErr := comp.Close() // also when the dump failed: stops its goroutines
+	if closeErr == nil {
+		closeErr = bw.Flush()
+	}
+	if dumpErr != nil {
+		return nil, last, dumpErr
+	}
+	if closeErr != nil {
+		return nil, last, fmt.Errorf("compress NAR (%s): %w", copts.Method, closeErr)
+	}
+	up.narHash, up.narSize = it.info.NarHash, it.info.NarSize
+	if fileHasher != nil {
+		up.fileHash, up.fileSize = fileHasher.SumHash(), uint64(fileHasher.Len())
+	} else {
+		up.fileHash, up.fileSize = up.narHash, up.narSize
+	}
+	up.url = "nar/" + up.fileHash.RawBase32() + ".nar" + narinfo.CompressionExtension(copts.Method)
+	return nw, last, nil
+}
+
+// narThere reports whether up.url already holds the NAR file (NAR files are
+// named by their hash, so one of the right size is the same content; with
+// PushOptions.replace it is read back and checked).
+func (c *Cache) narThere(ctx context.Context, it *pushItem, opts PushOptions, up *uploaded) (bool, error) {
+	oi, err := c.Backend.Stat(ctx, up.url)
+	switch {
+	case err == nil:
+		return oi.Size == int64(up.fileSize) && (!opts.replace[it.path] || c.hashesTo(ctx, up.url, up.fileHash)), nil
+	case errors.Is(err, ErrNotFound):
+		return false, nil
+	default:
+		return false, fmt.Errorf("stat %s: %w", up.url, err)
+	}
+}
+
+// reuseNAR touches the NAR file already there, so that a concurrent
+// collector keeps it.
+func reuseNAR(ctx context.Context, reused *reuse, up *uploaded) error {
+	at, err := reused.touchNAR(ctx, up.url, int64(up.fileSize))
+	if err != nil {
+		return err
+	}
+	up.narAt, up.narTouched = at, true
+	return nil
+}
+
+// uploadPlain stores an uncompressed NAR, whose key is known up front,
+// while dumping it.
+func (c *Cache) uploadPlain(ctx context.Context, it *pushItem, opts PushOptions, emit func(Event), reused *reuse, up *uploaded, stager Stager) (*nar.Writer, error) {
+	up.narHash, up.narSize = it.info.NarHash, it.info.NarSize
+	up.fileHash, up.fileSize = up.narHash, up.narSize
+	up.url = "nar/" + up.fileHash.RawBase32() + ".nar"
+	there, err := c.narThere(ctx, it, opts, up)
+	if err != nil {
+		return nil, err
+	}
+	if there {
+		// Still dumped: a path that does not match its database entry is
+		// never published, and the listing comes from the dump.
+		nw, _, err := c.dumpNAR(ctx, it, opts, emit, io.Discard)
+		if err != nil {
+			return nil, err
+		}
+		return nw, reuseNAR(ctx, reused, up)
+	}
+	if stager != nil {
+		return c.uploadStaged(ctx, it, opts, emit, reused, up, compress.Options{Method: compress.None}, stager)
+	}
+	pr, pw := io.Pipe()
+	type result struct {
+		nw  *nar.Writer
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		nw, _, err := c.dumpNAR(ctx, it, opts, emit, pw)
+		// Only a dump that matched the database ends the stream cleanly
+		// (io.EOF), which is what lets holdLast give out the last byte.
+		pw.CloseWithError(err)
+		done <- result{nw, err}
+	}()
+	start := time.Now()
+	putErr := c.Backend.Put(ctx, up.url, &holdLast{r: pr, left: int64(up.narSize)}, int64(up.narSize), nar.MIMEType)
+	pr.CloseWithError(errUploadEnded) // unblocks a dump the upload stopped reading
+	res := <-done
+	switch {
+	case res.err != nil && !errors.Is(res.err, errUploadEnded):
+		if putErr == nil {
+			// Cannot happen with a backend that reads to the end, as Put
+			// must; never leave a wrong NAR file behind all the same.
+			_ = c.Backend.Delete(context.WithoutCancel(ctx), up.url)
+		}
+		return nil, res.err
+	case putErr != nil:
+		return nil, fmt.Errorf("upload %s: %w", up.url, putErr)
+	case res.err != nil:
+		_ = c.Backend.Delete(context.WithoutCancel(ctx), up.url)
+		return nil, fmt.Errorf("upload %s: the backend stored the NAR without reading all of it", up.url)
+	}
+	up.narAt = start
+	return res.nw, nil
+}
+
+// errUploadEnded stops a dump whose upload ended before reading it all.
+var errUploadEnded = errors.New("cache: upload ended before the NAR did")
+
+// holdLast yields the left bytes of a NAR being dumped into the pipe r, but
+// holds back the last one until r has ended cleanly: the dump closes the
+// pipe without error only after the NAR matched the store database. A
+// mismatch (or an excess byte) is then an error before the last byte, so
+// no backend ever completes the object, whatever its Put does with a
+// short read: a single PUT is not sent, a multipart upload is not
+// completed, a file is not renamed into place.
+type holdLast struct {
+	r    io.Reader
+	left int64
+	err  error
+}
+
+func (h *holdLast) Read(p []byte) (int, error) {
+	if h.err != nil {
+		return 0, h.err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if h.left > 1 {
+		if int64(len(p)) > h.left-1 {
+			p = p[:h.left-1]
+		}
+		n, err := h.r.Read(p)
+		h.left -= int64(n)
+		if err == io.EOF {
+			err = fmt.Errorf("%w: NAR ended %d bytes short of NarSize", ErrNarMismatch, h.left)
+		}
+		if err != nil {
+			h.err = err
+		}
+		return n, err
+	}
+	if h.left == 0 {
+		h.err = io.EOF
+		return 0, io.EOF
+	}
+	var last, probe [1]byte
+	if _, err := io.ReadFull(h.r, last[:]); err != nil {
+		if err == io.EOF {
+			err = fmt.Errorf("%w: NAR ended 1 byte short of NarSize", ErrNarMismatch)
+		}
+		h.err = err
+		return 0, err
+	}
+	for {
+		n, err := h.r.Read(probe[:])
+		if n > 0 {
+			h.err = fmt.Errorf("%w: NAR longer than NarSize", ErrNarMismatch)
+			return 0, h.err
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			h.err = err
+			return 0, err
+		}
+	}
+	p[0] = last[0]
+	h.left = 0
+	h.err = io.EOF
+	return 1, nil
+}
+
+// uploadStaged compresses straight into a staged object and commits it
+// under its hash, or drops it when that NAR file is already there.
+func (c *Cache) uploadStaged(ctx context.Context, it *pushItem, opts PushOptions, emit func(Event), reused *reuse, up *uploaded, copts compress.Options, stager Stager) (*nar.Writer, error) {
+	s, err := stager.Stage(ctx, "nar")
+	if err != nil {
+		return nil, fmt.Errorf("stage NAR: %w", err)
+	}
+	defer s.Abort() // nothing after Commit
+	return c.compressAndStore(ctx, it, opts, emit, reused, up, copts, s, func(last time.Time) error {
+		if err := s.Commit(ctx, up.url); err != nil {
+			return fmt.Errorf("upload %s: %w", up.url, err)
+		}
+		up.narAt = last
+		return nil
+	})
+}
+
+// compressAndStore compresses the NAR into out, then calls store unless
+// that NAR file is already there (store gets a time before the last write
+// to out).
+func (c *Cache) compressAndStore(ctx context.Context, it *pushItem, opts PushOptions, emit func(Event), reused *reuse, up *uploaded, copts compress.Options, out io.Writer, store func(last time.Time) error) (*nar.Writer, error) {
+	nw, last, err := c.compressNAR(ctx, it, opts, emit, copts, out, up)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	there, err := c.narThere(ctx, it, opts, up)
+	if err != nil {
+		return nil, err
+	}
+	if there {
+		return nw, reuseNAR(ctx, reused, up)
+	}
+	return nw, store(last)
+}
+
+// uploadSpooled compresses into memory or an unlinked temporary file, then
+// uploads.
+func (c *Cache) uploadSpooled(ctx context.Context, it *pushItem, opts PushOptions, emit func(Event), reused *reuse, up *uploaded, copts compress.Options) (*nar.Writer, error) {
+	// Small NARs (most store paths) are compressed into memory: a temporary
+	// file costs more system calls than the NAR itself. Larger ones go to an
+	// unlinked temporary file, so memory stays bounded whatever the size.
+	var (
+		out  io.Writer
+		body func(size int64) io.Reader
+	)
+	if it.info.NarSize <= smallNARSize {
+		buf := bytes.NewBuffer(make([]byte, 0, it.info.NarSize+512))
+		out = buf
+		body = func(int64) io.Reader { return bytes.NewReader(buf.Bytes()) }
+	} else {
+		tmp, err := os.CreateTemp(opts.TempDir, "nixcache-*.nar"+narinfo.CompressionExtension(copts.Method))
+		if err != nil {
+			return nil, fmt.Errorf("temporary file: %w", err)
+		}
+		// Unlink at once (as Nix's anonymous temp file): the open descriptor
+		// keeps the data, and even a killed process leaves nothing behind.
+		// Where an open file cannot be removed, the deferred Remove cleans up.
+		removed := os.Remove(tmp.Name()) == nil
+		defer func() {
+			tmp.Close()
+			if !removed {
+				os.Remove(tmp.Name())
+			}
+		}()
+		out = tmp
+		body = func(size int64) io.Reader { return io.NewSectionReader(tmp, 0, size) }
+	}
+	return c.compressAndStore(ctx, it, opts, emit, reused, up, copts, out, func(time.Time) error {
+		start := time.Now()
+		if err := c.Backend.Put(ctx, up.url, body(int64(up.fileSize)), int64(up.fileSize), nar.MIMEType); err != nil {
+			return fmt.Errorf("upload %s: %w", up.url, err)
+		}
+		up.narAt = start
+		return nil
+	})
+}
