@@ -6,9 +6,11 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/nixcache/nixcache/cache"
+	"github.com/nixcache/nixcache/internal/testenv"
 	"github.com/nixcache/nixcache/storepath"
 )
 
@@ -84,4 +86,44 @@ func benchData(n int) []byte {
 	b := bytes.Repeat([]byte("nix-archive-1 (type regular) "), n/29+1)[:n]
 	rand.Read(b[:n/2])
 	return b
+}
+
+// BenchmarkPushS3StorePath pushes the store path NIXCACHE_BENCH_PATH to a
+// fresh bucket of a local S3 server (versitygw) per iteration, with
+// NIXCACHE_BENCH_PARAMS (default compression=none: the one-pass upload).
+func BenchmarkPushS3StorePath(b *testing.B) {
+	raw := os.Getenv("NIXCACHE_BENCH_PATH")
+	if raw == "" {
+		b.Skip("NIXCACHE_BENCH_PATH not set")
+	}
+	params := os.Getenv("NIXCACHE_BENCH_PARAMS")
+	if params == "" {
+		params = "compression=none"
+	}
+	p := mustPath(b, raw)
+	store := openStore(b)
+	info, err := store.PathInfo(context.Background(), p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := testenv.StartS3(b)
+	for _, e := range srv.Env() {
+		k, v, _ := strings.Cut(e, "=")
+		b.Setenv(k, v)
+	}
+	b.SetBytes(int64(info.NarSize))
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		bucket := fmt.Sprintf("bench%d", i)
+		srv.MakeBucket(b, bucket, false)
+		c, err := cache.Open(context.Background(), srv.URL(bucket, params))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if _, err := c.Push(context.Background(), store, []storepath.Path{p}, cache.PushOptions{NoClosure: true}); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
