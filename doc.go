@@ -18,7 +18,10 @@
 //     to what Nix writes, their fingerprint, signing, and nix-cache-info.
 //   - [github.com/nixcache/nixcache/cache]: a narrow storage Backend
 //     interface with a local directory backend (cache/file), an S3 backend
-//     (cache/s3) and a read-only HTTP(S) backend (cache/http); store URLs
+//     (cache/s3, which keeps its requests under an adaptive limit that backs
+//     off on 503 SlowDown, 429 and Retry-After, so that a fleet of builders
+//     shares a bucket's request rate) and a read-only HTTP(S) backend
+//     (cache/http); store URLs
 //     written as Nix users write them; the upload pipeline that pushes
 //     closures (NAR dump, hash, compress, upload, sign, publish the narinfo
 //     last; paths an upstream cache serves are skipped:
