@@ -25,7 +25,7 @@ const (
 	MaxRetryAfter = time.Minute
 
 	initialLimit = 4        // the window a Backend starts with (slow start from here)
-	minLimit     = 1.0 / 64 // below 1: one request at a time, spaced
+	minLimit     = 1.0 / 16 // below 1: one request at a time, spaced
 	defaultRTT   = 10 * time.Millisecond
 	minRound     = 100 * time.Millisecond // the shortest round of growth
 )
