@@ -42,18 +42,12 @@ const Default = Zstd
 
 // xzBlockSize is the size of the NAR slices compressed as independent xz
 // streams when parallel compression is on. Nix 2.8 reads concatenated xz
-// streams as one NAR. The dictionary of each stream is capped at
-// xzParallelDictCap.
+// streams as one NAR. Each stream's dictionary is its block, so a larger
+// block compresses better (liblzma preset 6, 8 MiB dictionary, on the Go
+// toolchain's NAR: 2 MiB blocks cost 3% more bytes than one stream) but
+// holds more memory: the encoder's match finder takes 4 bytes per block
+// byte plus 1.3 MiB of hash tables per goroutine.
 const xzBlockSize = 2 << 20
-
-// xzParallelDictCap caps the dictionary of each parallel xz stream. The
-// encoder's match finder allocates about 9 bytes per dictionary byte and
-// cannot be reused between streams, so this bounds the garbage each block
-// makes. Measured on the Go toolchain's binaries (64 MiB NAR, 2 cores):
-// 4 MiB blocks with a 4 MiB dictionary peak at 190 MiB RSS; 2 MiB blocks with
-// a 256 KiB dictionary at 52 MiB, with 0.3% smaller output and 30% less CPU
-// (ulikunitz/xz's match finder gains little from a larger window).
-const xzParallelDictCap = 256 << 10
 
 // zstdWindow bounds the zstd window (and so the encoder's memory) whatever
 // the NAR size. Nix's decoder accepts windows up to 128 MiB by default.
@@ -78,11 +72,13 @@ type Options struct {
 	Level int
 	// Parallel is Nix's parallel-compression setting. zstd always uses all
 	// cores (2 MiB blocks as concatenated frames); for xz it compresses
-	// 2 MiB blocks as separate concatenated streams (256 KiB dictionary) on
-	// all cores.
+	// 2 MiB blocks as separate concatenated streams on all cores, with this
+	// package's LZMA2 encoder (liblzma's fast parser and hash chains).
 	Parallel bool
 	// BlockSize is the input size of each independent xz stream of parallel
-	// xz (default 2 MiB). At most Concurrency+2 blocks are in memory.
+	// xz (default 2 MiB). At most Concurrency+2 blocks and their outputs
+	// are in memory, and each goroutine's match finder takes 4 bytes per
+	// block byte.
 	BlockSize int
 	// Concurrency overrides the number of compressing goroutines
 	// (default runtime.GOMAXPROCS(0)).
@@ -157,18 +153,22 @@ func NewWriter(w io.Writer, o Options) (io.WriteCloser, error) {
 			if bs <= 0 {
 				bs = xzBlockSize
 			}
-			cfg.DictCap = max(min(cfg.DictCap, bs, xzParallelDictCap), 4096)
+			depth, nice := xzSearch(o.Level)
+			// One match finder per goroutine, reused from block to block.
+			free := make(chan *lzmaEncoder, o.concurrency()+1)
 			encode := func(dst, src []byte) ([]byte, error) {
-				out := outBuf{dst}
-				xw, err := cfg.NewWriter(&out)
-				if err != nil {
-					return dst, err
+				var e *lzmaEncoder
+				select {
+				case e = <-free:
+				default:
+					e = newLZMAEncoder(depth, nice, xzHashBits)
 				}
-				_, err = xw.Write(src)
-				if cerr := xw.Close(); err == nil {
-					err = cerr
+				dst = appendXZStream(dst, src, e)
+				select {
+				case free <- e:
+				default:
 				}
-				return out.b, err
+				return dst, nil
 			}
 			return newParallelWriter(w, "xz", encode, o.concurrency(), bs), nil
 		}
@@ -189,6 +189,29 @@ func xzConfig(level int) (xz.WriterConfig, error) {
 		return cfg, fmt.Errorf("compress: xz level %d: %w", level, err)
 	}
 	return cfg, nil
+}
+
+// xzHashBits sizes the parallel xz match finder's 4-byte hash table
+// (4 bytes per entry).
+const xzHashBits = 18
+
+// xzSearch maps an xz preset to the parallel encoder's hash chain depth
+// and nice match length: presets 0-3 search less, 7-9 more; 4-6 (and the
+// default) are between liblzma's presets 2 and 3, which use the same
+// parser.
+func xzSearch(level int) (depth, nice int) {
+	switch {
+	case level < 0:
+		return 24, 128
+	case level <= 1:
+		return 4, 32
+	case level <= 3:
+		return 12, 64
+	case level <= 6:
+		return 24, 128
+	default:
+		return 48, 273
+	}
 }
 
 // xzDictCap maps an xz preset (as liblzma's) to a dictionary size, capped
@@ -332,10 +355,6 @@ type parBlock struct {
 	err error
 	ok  chan struct{}
 }
-
-type outBuf struct{ b []byte }
-
-func (o *outBuf) Write(p []byte) (int, error) { o.b = append(o.b, p...); return len(p), nil }
 
 func newParallelWriter(w io.Writer, name string, encode func(dst, src []byte) ([]byte, error), workers, blockSize int) *parallelWriter {
 	return &parallelWriter{w: w, name: name, encode: encode, n: workers, size: blockSize,
