@@ -217,7 +217,9 @@ func entryName(p storepath.Path) (string, error) {
 func (q *Queue) rootName(name string) string {
 	h := fnv.New64a()
 	h.Write([]byte(q.entries))
-	return fmt.Sprintf("%s%016x-%s", rootPrefix, h.Sum64(), name)
+	// strconv, not fmt: the hook then runs no fmt code when all goes well.
+	hex := strconv.FormatUint(h.Sum64(), 16)
+	return rootPrefix + "0000000000000000"[len(hex):] + hex + "-" + name
 }
 
 // Enqueue durably adds paths to the queue: when it returns nil, every path has

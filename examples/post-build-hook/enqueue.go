@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -13,7 +12,7 @@ import (
 )
 
 // enqueue queues the outputs; it logs every problem and never fails.
-func enqueue(ctx context.Context, log *slog.Logger, dir string, start time.Time) {
+func enqueue(ctx context.Context, log hookLog, dir string, start time.Time) {
 	paths, err := cli.HookOutputs(ctx, os.Getenv)
 	mark("outputs")
 	if err != nil {

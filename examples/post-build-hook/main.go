@@ -34,7 +34,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -71,7 +70,7 @@ func main() {
 func run(ctx context.Context, _ []string) (err error) {
 	start := time.Now()
 	signal.Ignore(syscall.SIGPIPE) // a closed build log must not kill the hook
-	log := cli.NewLogger(&logs, "nixcache-hook", false)
+	log := hookLog{&logs}
 	watchdog := time.AfterFunc(timeout, func() {
 		log.Error("nothing queued: gave up so the build can go on (configuration or queue unresponsive)", "after", timeout)
 		logs.flush()
@@ -93,7 +92,7 @@ func run(ctx context.Context, _ []string) (err error) {
 	})
 }
 
-func hook(ctx context.Context, log *slog.Logger, start time.Time, syncMode func()) error {
+func hook(ctx context.Context, log hookLog, start time.Time, syncMode func()) error {
 	cfg, cfgErr := config.Load(os.Getenv)
 	mark("config")
 	if cfg.Queue != "" {
