@@ -170,14 +170,15 @@ func (c *Counts) add(o Counts) {
 
 // Harness runs trials. Create it with New; it is not safe for concurrent use.
 type Harness struct {
-	cfg     Config
-	proxy   *faultproxy.Proxy
-	keySec  string
-	keyPub  string // "name:base64"
-	big     string // store path of the random-data path
-	mu      sync.Mutex
-	built   []string
-	trialNo int
+	cfg      Config
+	proxy    *faultproxy.Proxy
+	keySec   string
+	keyPub   string // "name:base64"
+	big      string // store path of the random-data path
+	mu       sync.Mutex
+	built    []string
+	builtSet map[string]bool // of built, for the fleet's overlapping closures
+	trialNo  int
 }
 
 // New prepares a harness: a signing key pair made by real Nix, a fault proxy
@@ -202,7 +203,7 @@ func New(ctx context.Context, cfg Config) (*Harness, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	h := &Harness{cfg: cfg}
+	h := &Harness{cfg: cfg, builtSet: map[string]bool{}}
 	h.keySec = filepath.Join(cfg.WorkDir, "key.sec")
 	pub := filepath.Join(cfg.WorkDir, "key.pub")
 	if _, err := testenv.NixCmd("nix-store", "--generate-binary-cache-key", "faults-1", h.keySec, pub); err != nil {

@@ -55,12 +55,15 @@ func TestFaults(t *testing.T) {
 	t.Logf("\n%s", buf.String())
 }
 
-// newHarness starts the S3 server, builds the hook and the daemon, and
-// returns a harness with cfg's sizes.
-func newHarness(t *testing.T, cfg Config) *Harness {
+// newHarness starts the S3 server (versitygw, unless cfg.S3 is set), builds
+// the hook and the daemon, and returns a harness with cfg's sizes.
+func newHarness(t testing.TB, cfg Config) *Harness {
 	t.Helper()
 	testenv.RequireNix(t)
-	s3 := testenv.StartS3(t)
+	s3 := cfg.S3
+	if s3 == nil {
+		s3 = testenv.StartS3(t)
+	}
 	s3.SetEnv(t)
 	bin := testenv.GoBuild(t, "github.com/nixcache/nixcache/examples/post-build-hook", "github.com/nixcache/nixcache/examples/upload-daemon")
 	cfg.S3, cfg.TB, cfg.WorkDir = s3, t, t.TempDir()

@@ -152,7 +152,10 @@ func (s *S3) MakeBucket(t TB, name string, public bool) {
 	t.Helper()
 	ctx := context.Background()
 	c := s.Client(t)
-	if err := c.MakeBucket(ctx, name, minio.MakeBucketOptions{Region: "us-east-1"}); err != nil {
+	if err := c.MakeBucket(ctx, name, minio.MakeBucketOptions{Region: "us-east-1"}); err != nil &&
+		// minio-go retried a request the server had carried out (a MinIO
+		// cluster settling): the bucket is ours.
+		minio.ToErrorResponse(err).Code != "BucketAlreadyOwnedByYou" {
 		t.Fatalf("make bucket %s: %v", name, err)
 	}
 	if public {
