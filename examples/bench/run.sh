@@ -12,7 +12,8 @@
 # of a 31-path closure; push of a 1 GiB path (BIG_MIB) with zstd; push to a
 # local S3 server (versitygw) against one minio-go PutObject of the same NAR;
 # a fleet of 4 S3 backends under a server-side rate limit, with and without
-# the adaptive limiter (aimd);
+# the adaptive limiter (aimd); 4 upload-daemons draining into a distributed
+# MinIO (4 nodes x 2 drives), with and without a server-side limit (fleet);
 # narinfo parse/write against the published figures of the other Go
 # libraries; the post-build hook (hook-overhead.sh). The table goes to stdout
 # at the end; progress to stderr. Needs root, Nix, Go; leaves nothing behind.
@@ -27,7 +28,7 @@ N=${RUNS:-$([ "$QUICK" = 1 ] && echo 3 || echo 5)}
 SRC=${SRC:-/usr/local/go}
 BIG_MIB=${BIG_MIB:-1024}
 XZ_RUNS=${XZ_RUNS:-$([ "$QUICK" = 1 ] && echo 1 || echo "$N")}
-SECTIONS=${SECTIONS:-"nar push closure big s3 aimd narinfo hook"}
+SECTIONS=${SECTIONS:-"nar push closure big s3 aimd fleet narinfo hook"}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 VERSITYGW=${VERSITYGW:-/root/.cache/nixcache-bin/versitygw}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -291,6 +292,31 @@ if (cd "$REPO" && NIXCACHE_VERSITYGW=$VERSITYGW go test -count=1 -run '^$' -benc
 else
   cat "$WORK/fleet.txt" >&2
   addrow "fleet under a server limit" failed "" - - FAIL
+fi
+fi
+
+# --- fleet of upload-daemons on a distributed MinIO ---------------------------------------
+# internal/faults BenchmarkFleet: 4 upload-daemons (real processes, own queues)
+# drain 400 small paths (a tenth queued by all four) into one bucket of a MinIO
+# cluster (4 processes x 2 drives in network namespaces; testenv) through the
+# fault proxy: no server limit, then 40 requests/s. Every path is then checked
+# with nix store verify over HTTP through another node. Needs the minio binary
+# (~/.cache/nixcache-bin/minio, built by .ci/run) and ip.
+if want fleet; then
+log "fleet of upload-daemons on distributed MinIO (internal/faults BenchmarkFleet)"
+FLEETN=$([ "$QUICK" = 1 ] && echo 200 || echo 400)
+if (cd "$REPO" && NIXCACHE_FLEET_PATHS=$FLEETN go test -count=1 -run '^$' -bench '^BenchmarkFleet$' -benchtime 1x ./internal/faults/) >"$WORK/dfleet.txt" 2>&1; then
+  dfleet() { awk -v n="BenchmarkFleet/$1" -v u="$2" '$1 ~ "^"n"(-[0-9]+)?$" {for (i = 3; i < NF; i++) if ($(i+1) == u) printf "%g\n", $i}' "$WORK/dfleet.txt"; }
+  FP=$(dfleet unlimited paths/s) FQ=$(dfleet unlimited fwd-req/s) FD=$(dfleet unlimited dup-nars) FN=$(dfleet unlimited nars)
+  LP=$(dfleet rate40 paths/s) LQ=$(dfleet rate40 fwd-req/s) LR=$(dfleet rate40 refused) LO=$(dfleet rate40 of-limit) LD=$(dfleet rate40 dup-nars)
+  addrow "4 daemons -> MinIO 4x2, $FLEETN paths, no limit (info)" "$FP paths/s, $FQ req/s" "" - info -
+  addrow "  duplicate NAR uploads (a tenth in all 4 queues)" "$FD + $LD of $FN + $FN" "" - "<= 10% of NARs" \
+    "$(awk -v d="$((FD + LD))" -v n="$((FN + FN))" 'BEGIN {print (d * 10 <= n ? "PASS" : "MISS")}')"
+  addrow "4 daemons under 40 req/s: forwarded vs limit" "$LQ req/s, $LP paths/s" "40 req/s, $LR refused" "$(awk -v a="$LO" 'BEGIN {printf "%.2f", a}')" ">= 0.70 of limit" \
+    "$(awk -v r="$LO" 'BEGIN {print (r >= 0.7 ? "PASS" : "MISS")}')"
+else
+  tail -30 "$WORK/dfleet.txt" >&2
+  addrow "fleet of daemons on MinIO" failed "" - - FAIL
 fi
 fi
 

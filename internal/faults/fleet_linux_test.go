@@ -23,6 +23,7 @@ var fleetBenchCases = []struct {
 	rate   float64
 }{
 	{"unlimited", faultproxy.Faults{}, 0},
+	{"rate40", faultproxy.Faults{Limit: faultproxy.Limit{Rate: 40}}, 40},
 }
 
 // envInt reads a positive integer from the environment, else def.
@@ -86,8 +87,11 @@ func TestFleet(t *testing.T) {
 		if r.SlowDowns == 0 {
 			t.Errorf("trial %d: no SlowDown answered", i)
 		}
-		// Rare: at most one NAR in ten stored twice without a failure.
-		if r.NARDuplicates*10 > r.NARs {
+		// Rare: 7 of the ~31 paths are pushed by every daemon (0 of 31
+		// NAR files stored twice in the runs measured; 6 of 400 in
+		// BenchmarkFleet); one in five would mean the stat before each
+		// upload no longer works.
+		if r.NARDuplicates*5 > r.NARs {
 			t.Errorf("trial %d: %d of %d NAR files uploaded again without need (%d bytes)", i, r.NARDuplicates, r.NARs, r.DupBytes)
 		}
 		total.add(r)
