@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"time"
 )
 
@@ -15,20 +13,7 @@ import (
 
 // MinIOPath finds the minio binary: $NIXCACHE_MINIO, then PATH, then
 // ~/.cache/nixcache-bin/minio (where .ci/run installs it).
-func MinIOPath() string {
-	if p := os.Getenv("NIXCACHE_MINIO"); p != "" {
-		return p
-	}
-	if p, err := exec.LookPath("minio"); err == nil {
-		return p
-	}
-	home, _ := os.UserHomeDir()
-	p := filepath.Join(home, ".cache", "nixcache-bin", "minio")
-	if _, err := os.Stat(p); err == nil {
-		return p
-	}
-	return ""
-}
+func MinIOPath() string { return serverPath("NIXCACHE_MINIO", "minio") }
 
 // requireMinIO returns the minio binary, or skips the test (fails it under
 // CI=true) when there is none.

@@ -34,15 +34,19 @@ type S3 struct {
 
 // VersitygwPath finds the versitygw binary: $NIXCACHE_VERSITYGW, then PATH,
 // then ~/.cache/nixcache-bin/versitygw (where .ci/run installs it).
-func VersitygwPath() string {
-	if p := os.Getenv("NIXCACHE_VERSITYGW"); p != "" {
+func VersitygwPath() string { return serverPath("NIXCACHE_VERSITYGW", "versitygw") }
+
+// serverPath finds a server binary: $env, then name on PATH, then
+// ~/.cache/nixcache-bin/name (where .ci/run installs it); "" if none.
+func serverPath(env, name string) string {
+	if p := os.Getenv(env); p != "" {
 		return p
 	}
-	if p, err := exec.LookPath("versitygw"); err == nil {
+	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
 	home, _ := os.UserHomeDir()
-	p := filepath.Join(home, ".cache", "nixcache-bin", "versitygw")
+	p := filepath.Join(home, ".cache", "nixcache-bin", name)
 	if _, err := os.Stat(p); err == nil {
 		return p
 	}
