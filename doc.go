@@ -24,7 +24,8 @@
 //     (cache/http); store URLs
 //     written as Nix users write them; the upload pipeline that pushes
 //     closures (NAR dump, hash, compress, upload, sign, publish the narinfo
-//     last; paths an upstream cache serves are skipped:
+//     last; which paths are present is asked by listing for large
+//     closures, by HEADs for small ones; paths an upstream cache serves are skipped:
 //     PushOptions.SkipSignedBy, Upstream; build logs, realisations of
 //     content-addressed derivations and debuginfo links go with them),
 //     verifies them, repairs damaged

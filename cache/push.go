@@ -180,13 +180,16 @@ type Summary struct {
 	// Realisations is the number of realisations of content-addressed
 	// derivations published.
 	Realisations int
+	// Presence counts the requests made to find which paths of the
+	// closure are already in the cache (see Cache.Present).
+	Presence PresenceStats
 }
 
 // String is a one-line summary, as the push command prints it.
 func (s *Summary) String() string {
-	return fmt.Sprintf("uploaded %d, skipped %d, upstream %d, failed %d of %d paths; NAR %s, compressed %s; %s",
+	return fmt.Sprintf("uploaded %d, skipped %d, upstream %d, failed %d of %d paths; NAR %s, compressed %s; %s; %d requests to check presence (%s)",
 		s.Uploaded, s.Skipped, s.SkippedUpstream, s.Failed, s.Closure, humanBytes(s.NarBytes), humanBytes(s.FileBytes),
-		s.Duration.Round(time.Millisecond))
+		s.Duration.Round(time.Millisecond), s.Presence.Requests(), s.Presence.Strategy)
 }
 
 func humanBytes(n uint64) string {
@@ -301,21 +304,22 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 	// signed by an upstream key in the store database costs no request.
 	if skip != nil {
 		prefetch(ctx, src, list)
+		if err := forEach(ctx, list, opts.checkJobs(), func(it *pushItem) error {
+			if opts.replace[it.path] {
+				return nil
+			}
+			ok, err := skip.local(ctx, it)
+			it.upstream = ok
+			return err
+		}); err != nil {
+			return sum, err
+		}
+	}
+	if err := c.markPresent(ctx, list, opts, sum); err != nil {
+		return sum, err
 	}
 	if err := forEach(ctx, list, opts.checkJobs(), func(it *pushItem) error {
-		if skip != nil && !opts.replace[it.path] {
-			ok, err := skip.local(ctx, it)
-			if err != nil || ok {
-				it.upstream = ok
-				return err
-			}
-		}
-		ok, err := c.hasNarInfo(ctx, it.path)
-		if err != nil {
-			return &PathError{it.path, err}
-		}
-		if ok && !opts.replace[it.path] {
-			it.present = true
+		if it.present || it.upstream {
 			return nil
 		}
 		if it.info == nil {
@@ -325,6 +329,7 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 			}
 			it.info = info
 		}
+		var err error
 		if skip != nil && !opts.replace[it.path] {
 			it.upstream, err = skip.remote(ctx, it.info)
 		}

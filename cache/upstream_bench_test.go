@@ -56,7 +56,7 @@ func (m *memSource) Closure(context.Context, []storepath.Path) ([]storepath.Path
 
 // syntheticClosure makes n path infos, each referring to up to 3 earlier
 // ones.
-func syntheticClosure(b *testing.B, n int) *memSource {
+func syntheticClosure(b testing.TB, n int) *memSource {
 	m := &memSource{infos: map[storepath.Path]*cache.PathInfo{}}
 	for i := range n {
 		var h [20]byte
@@ -84,7 +84,7 @@ func syntheticClosure(b *testing.B, n int) *memSource {
 }
 
 // s3Backend opens a bucket of the server with a request counter.
-func s3Backend(b *testing.B, srv *testenv.S3, bucket string) (cache.Backend, *countingTransport) {
+func s3Backend(b testing.TB, srv *testenv.S3, bucket string) (cache.Backend, *countingTransport) {
 	u, err := cache.ParseURL(srv.URL(bucket))
 	if err != nil {
 		b.Fatal(err)

@@ -755,21 +755,7 @@ func (b *Backend) Move(ctx context.Context, from, to string) error {
 
 // List calls fn for every object whose key starts with prefix.
 func (b *Backend) List(ctx context.Context, prefix string, fn func(cache.ObjectInfo) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // stops minio-go's listing goroutine when fn fails
-	for oi := range b.client.ListObjects(ctx, b.bucket, minio.ListObjectsOptions{Prefix: b.prefix + prefix, Recursive: true}) {
-		if oi.Err != nil {
-			return b.wrap("list", prefix, oi.Err)
-		}
-		key := strings.TrimPrefix(oi.Key, b.prefix)
-		if strings.HasSuffix(key, "/") {
-			continue // directory marker
-		}
-		if err := fn(cache.ObjectInfo{Key: key, Size: oi.Size, ModTime: oi.LastModified}); err != nil {
-			return err
-		}
-	}
-	return ctx.Err()
+	return b.list(ctx, prefix, true, fn)
 }
 
 // AbortIncomplete aborts every unfinished multipart upload under the prefix

@@ -14,6 +14,7 @@
 # a fleet of 4 S3 backends under a server-side rate limit, with and without
 # the adaptive limiter (aimd); 4 upload-daemons draining into a distributed
 # MinIO (4 nodes x 2 drives), with and without a server-side limit (fleet);
+# the presence check of a 10,000-path closure on S3 (BenchmarkPresent10k);
 # narinfo parse/write against the published figures of the other Go
 # libraries; the post-build hook (hook-overhead.sh). The table goes to stdout
 # at the end; progress to stderr. Needs root, Nix, Go; leaves nothing behind.
@@ -28,7 +29,7 @@ N=${RUNS:-$([ "$QUICK" = 1 ] && echo 3 || echo 5)}
 SRC=${SRC:-/usr/local/go}
 BIG_MIB=${BIG_MIB:-1024}
 XZ_RUNS=${XZ_RUNS:-$([ "$QUICK" = 1 ] && echo 1 || echo "$N")}
-SECTIONS=${SECTIONS:-"nar push closure big s3 aimd fleet narinfo hook"}
+SECTIONS=${SECTIONS:-"nar push closure big s3 aimd fleet presence narinfo hook"}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 VERSITYGW=${VERSITYGW:-/root/.cache/nixcache-bin/versitygw}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -318,6 +319,28 @@ else
   tail -30 "$WORK/dfleet.txt" >&2
   addrow "fleet of daemons on MinIO" failed "" - - FAIL
 fi
+fi
+
+# --- presence check of a 10,000-path closure on S3 ---------------------------------------
+# BenchmarkPresent10k fills a versitygw bucket with 10,000 narinfos and their NAR files, then
+# checks a 10,000-path closure that is all present: Cache.Present (what Push does) against
+# one HEAD per path (what Push did before). Target: <= 2 s. versitygw is built when missing.
+if want presence; then
+  if [ ! -x "$VERSITYGW" ]; then
+    log "building versitygw into $(dirname "$VERSITYGW")"
+    GOBIN=$(dirname "$VERSITYGW") go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
+  fi
+  log "presence check: filling a bucket with 10,000 narinfos (about a minute)"
+  if (cd "$REPO" && CI=true NIXCACHE_VERSITYGW=$VERSITYGW go test -run '^$' -bench '^BenchmarkPresent10k$/^(auto|head)$' \
+    -benchtime "${N}x" -timeout 30m ./cache/) >"$WORK/presence.txt" 2>&1; then
+    pres() { awk -v k="$1" -v f="$2" '$1 ~ "^BenchmarkPresent10k/" k "(-[0-9]+)?$" {for (i = 2; i < NF; i++) if ($(i + 1) == f) print $i}' "$WORK/presence.txt"; }
+    PT=$(pres auto ns/op) PR=$(pres auto requests/op) HT=$(pres head ns/op) HR=$(pres head requests/op)
+    addrow "presence check, 10,000 present paths, S3 (vs HEADs)" "$(sec $((PT / 1000))), ${PR%.*} req" "$(sec $((HT / 1000))), ${HR%.*} req" \
+      "$(awk -v a="$PT" -v b="$HT" 'BEGIN {printf "%.2f", a / b}')" "<= 2 s" "$(awk -v a="$PT" 'BEGIN {print (a <= 2e9 ? "PASS" : "MISS")}')"
+  else
+    cat "$WORK/presence.txt" >&2
+    addrow "presence check, 10,000 present paths, S3" failed "" - "<= 2 s" FAIL
+  fi
 fi
 
 # --- narinfo micro-benchmarks -----------------------------------------------------------
