@@ -406,21 +406,32 @@ func put(free chan []byte, b []byte) {
 	}
 }
 
+// getOut returns an output buffer; a new one has room for an incompressible
+// block (block plus an eighth), so that appending never reallocates it and
+// leaves the smaller copy as garbage.
 func (p *parallelWriter) getOut() []byte {
 	select {
 	case b := <-p.freeOut:
 		return b
 	default:
-		return make([]byte, 0, p.size/2)
+		return make([]byte, 0, p.size+p.size/8+1024)
 	}
 }
 
-func (p *parallelWriter) newBuf() []byte {
+// newBuf returns an input buffer for a block whose first write is n bytes:
+// a reused one, a full-size one once the input has filled a block, or for
+// the first block one of about n bytes that Write grows by appending, so
+// that a small NAR (most store paths) costs no block-sized allocation and
+// clearing.
+func (p *parallelWriter) newBuf(n int) []byte {
 	select {
 	case b := <-p.freeIn:
 		return b
 	default:
-		return make([]byte, 0, p.size)
+		if p.started {
+			return make([]byte, 0, p.size)
+		}
+		return make([]byte, 0, min(p.size, max(n, 64<<10)))
 	}
 }
 
@@ -458,7 +469,7 @@ func (p *parallelWriter) Write(b []byte) (int, error) {
 			p.flushBlock()
 		}
 		if p.buf == nil {
-			p.buf = p.newBuf()
+			p.buf = p.newBuf(len(b))
 		}
 		k := min(len(b), p.size-len(p.buf))
 		p.buf = append(p.buf, b[:k]...)
