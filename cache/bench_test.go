@@ -49,6 +49,33 @@ func BenchmarkPush(b *testing.B) {
 	}
 }
 
+// BenchmarkPushSmallPaths pushes a chain of 31 small paths (each referring
+// to the one before, a few hundred bytes of NAR) to a fresh file:// cache
+// per iteration with zstd: per-path costs (allocations, fsyncs, the
+// reference-ordered narinfo commits).
+func BenchmarkPushSmallPaths(b *testing.B) {
+	src := newFakeSource(b)
+	var top storepath.Path
+	for i := range 31 {
+		var refs []storepath.Path
+		if top != "" {
+			refs = []storepath.Path{top}
+		}
+		top = src.add(b, fmt.Sprintf("small%d", i), refs, nil)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		c, err := cache.Open(context.Background(), "file://"+b.TempDir()+"?compression=zstd")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Push(context.Background(), src, []storepath.Path{top}, cache.PushOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkPushStorePath pushes a real store path named by
 // NIXCACHE_BENCH_PATH (e.g. the result of nix-store --add /usr/local/go)
 // with NIXCACHE_BENCH_PARAMS (default compression=zstd).
@@ -86,6 +113,29 @@ func benchData(n int) []byte {
 	b := bytes.Repeat([]byte("nix-archive-1 (type regular) "), n/29+1)[:n]
 	rand.Read(b[:n/2])
 	return b
+}
+
+// BenchmarkPushClosureFile pushes the closure of NIXCACHE_BENCH_PATH (the
+// bench's 31-path chain, say) to a fresh file:// cache per iteration, zstd,
+// signed: the small-push row, durable (every object fsynced).
+func BenchmarkPushClosureFile(b *testing.B) {
+	raw := os.Getenv("NIXCACHE_BENCH_PATH")
+	if raw == "" {
+		b.Skip("NIXCACHE_BENCH_PATH not set")
+	}
+	p := mustPath(b, raw)
+	store := openStore(b)
+	sec, _ := nixKey(b, "bench-1")
+	b.ResetTimer()
+	for range b.N {
+		c, err := cache.Open(context.Background(), "file://"+b.TempDir()+"?compression=zstd&secret-key="+sec)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Push(context.Background(), store, []storepath.Path{p}, cache.PushOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // BenchmarkPushS3StorePath pushes the store path NIXCACHE_BENCH_PATH to a

@@ -2,6 +2,36 @@
 // writes and reads for a file:///dir binary cache (nix-cache-info,
 // <hash>.narinfo, nar/<filehash>.nar.<ext>).
 //
+// # Durability
+//
+// What a push publishes survives a power cut: a narinfo is never durable
+// before its NAR file and the narinfos of its references. Nix does not
+// fsync at all; the argument here does not rely on the file system keeping
+// the order of renames either (ext4 and xfs do, POSIX does not promise it):
+//
+//   - Put writes a temporary file in the key's directory, fsyncs it, renames
+//     it over the key and fsyncs the directory, and returns only then. A
+//     rename is durable once an fsync of its directory that began after it
+//     has returned. Stage and Commit are the same steps, split so that the
+//     bytes can be written (and Staged.Sync'ed) before the key is known.
+//   - cache.Push commits a NAR file (data fsynced, renamed, nar/ fsynced)
+//     before it renames the path's narinfo, and renames the narinfo only
+//     after the Commits of its references' narinfos have returned (their
+//     directory fsyncs included). So when a narinfo's rename reaches the
+//     disk, in whatever order the file system writes back what is not yet
+//     synced, its NAR file and its references' narinfos are already there.
+//   - A narinfo's text is written and fsynced under a temporary name while
+//     its references are still being published; what is left after them
+//     is its rename and a directory fsync.
+//
+// Directory fsyncs are group-committed: a caller waits for the first fsync
+// of the directory that begins after its rename, and everyone whose rename
+// came before that fsync began shares it. Files' fsyncs run in parallel
+// (one per upload job and per waiting narinfo). The critical path of a
+// push is then one fsync of the root per level of references (a chain of
+// 31 paths: 31 in sequence), the least a guarantee that does not rely on
+// rename order allows.
+//
 // Importing the package registers the "file" store URL scheme with
 // cache.Register.
 package file
