@@ -300,6 +300,50 @@ func TestGCRootWithNix(t *testing.T) {
 	}
 }
 
+// A queue under Nix's gcroots directory (the recommended place: one
+// symlink and one fsync per enqueued path) needs no indirect roots: its
+// entries are direct GC roots, judged by real Nix.
+func TestQueueUnderGCRootsWithNix(t *testing.T) {
+	testenv.RequireNix(t)
+	testenv.RequireRoot(t)
+	src := filepath.Join(t.TempDir(), "gcroot-test")
+	if err := os.WriteFile(src, []byte("queue under gcroots "+testenv.Nonce()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := storepath.Path(strings.TrimSpace(string(testenv.Nix(t, "nix-store", "--add", src))))
+	dir := filepath.Join(queue.StateDir(), "gcroots", "nixcache-test-"+testenv.Nonce())
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	q, err := queue.Open(filepath.Join(dir, "queue"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Enqueue(p); err != nil {
+		t.Fatal(err)
+	}
+	links, _ := filepath.Glob(filepath.Join(queue.StateDir(), "gcroots", "auto", "nixcache-queue-*"))
+	for _, l := range links {
+		if tgt, _ := os.Readlink(l); strings.HasPrefix(tgt, dir) {
+			t.Errorf("indirect root %s made for a queue under gcroots", l)
+		}
+	}
+	if out, err := testenv.NixCmd("nix-store", "--delete", string(p)); err == nil {
+		t.Fatalf("nix-store --delete of a queued path succeeded: %s", out)
+	} else if !strings.Contains(err.Error(), "still alive") {
+		t.Fatalf("unexpected refusal: %v", err)
+	}
+	roots := testenv.Nix(t, "nix-store", "--query", "--roots", string(p))
+	if !strings.Contains(string(roots), filepath.Join(q.Dir(), "entries", p.Base())) {
+		t.Fatalf("nix-store --query --roots does not show the queue entry:\n%s", roots)
+	}
+	if err := q.Done(p); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Nix(t, "nix-store", "--delete", string(p))
+	if _, err := os.Lstat(string(p)); err == nil {
+		t.Fatal("path still present after Done and delete")
+	}
+}
+
 // --- Drainer ---
 
 type fakePusher struct {

@@ -9,8 +9,9 @@
 #    root and fsyncs them, every call. Rounds of N_CALLS (default 200)
 #    calls alternate with the same number of /bin/true calls (what any
 #    process costs); medians of ROUNDS (default 5). Target: <= 3 ms per call.
-#    The queue lives under QUEUE_PARENT (default /var/lib, where the
-#    documentation puts it: /var/lib/nixcache/queue).
+#    The queue lives under QUEUE_PARENT (default /nix/var/nix/gcroots, where
+#    examples/README.md puts it: its entries are GC roots themselves;
+#    QUEUE_PARENT=/var/lib measures a queue that needs indirect roots).
 # 2. A build of 31 small derivations (fresh each time, with references)
 #    without a hook, with /bin/true as the hook (what Nix itself pays to run
 #    any hook), with the hook in queue mode, and with the hook in sync mode
@@ -29,7 +30,8 @@ N=${1:-200}
 ROUNDS=${ROUNDS:-5}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 WORK=$(mktemp -d /tmp/nixcache-bench.XXXXXX)
-QWORK=$(mktemp -d "${QUEUE_PARENT:-/var/lib}/nixcache-bench.XXXXXX")
+QWORK=$(mktemp -d "${QUEUE_PARENT:-/nix/var/nix/gcroots}/nixcache-bench.XXXXXX")
+trap 'rm -rf "$QWORK"' EXIT # under gcroots, a queue left behind would keep its paths alive
 if [ -n "${BENCH_BIN:-}" ]; then
   BIN=$(cd "$BENCH_BIN" && pwd)
 else
@@ -59,7 +61,7 @@ for round in $(seq "$ROUNDS"); do
 done
 base=$(median "${C[true]}"); hook=$(median "${C[hook]}")
 echo "queue-mode hook: $(ms "$hook") ms per call (process spawn alone: $(ms "$base") ms; hook adds $(ms $((hook - base))) ms)"
-echo "  per call, ns [${C[hook]} ], /bin/true [${C[true]} ]; new entry + GC root each call, queue in $QWORK"
+echo "  per call, ns [${C[hook]} ], /bin/true [${C[true]} ]; a new entry (and GC root) each call, queue in $QWORK"
 echo "per call: target <= 3 ms: $(awk -v a="$hook" 'BEGIN {print (a <= 3000000 ? "PASS" : "MISS")}')"
 
 # --- 2. 31 derivations --------------------------------------------------------
