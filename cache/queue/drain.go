@@ -28,6 +28,10 @@ type PushResult struct {
 	SkippedUpstream int
 	// Bytes is the number of NAR bytes uploaded (uncompressed).
 	Bytes int64
+	// CheckRequests is the number of requests made to find which closure
+	// paths were already in the cache (cache.Summary.Presence), also when
+	// the push failed after the check.
+	CheckRequests int
 }
 
 // Pusher uploads the closures of store paths to a binary cache. Push must
@@ -403,6 +407,7 @@ func (d *Drainer) push(ctx context.Context, batch []*item, main bool) result {
 func (d *Drainer) finish(r result) {
 	d.mu.Lock()
 	d.stats.InFlight -= len(r.batch)
+	d.stats.Checks += int64(r.res.CheckRequests)
 	d.mu.Unlock()
 	if r.err == nil {
 		var doneErr error
@@ -423,7 +428,7 @@ func (d *Drainer) finish(r result) {
 		for _, it := range r.batch {
 			d.log.Info("uploaded", "path", string(it.path), "attempt", it.attempts+1)
 		}
-		d.log.Debug("push finished", "paths", len(r.batch), "narinfos", r.res.Uploaded, "bytes", r.res.Bytes, "took", r.took)
+		d.log.Debug("push finished", "paths", len(r.batch), "narinfos", r.res.Uploaded, "bytes", r.res.Bytes, "check_requests", r.res.CheckRequests, "took", r.took)
 		if doneErr != nil {
 			d.log.Error("cannot remove queue entries", "err", doneErr)
 		}
@@ -549,6 +554,7 @@ func (d *Drainer) WriteMetrics(w io.Writer) error {
 		{"nixcache_queue_uploaded_paths_total", "counter", "Queued store paths confirmed in the cache.", float64(s.Uploaded)},
 		{"nixcache_queue_narinfos_total", "counter", "Narinfos written, closures included.", float64(s.Narinfos)},
 		{"nixcache_queue_skipped_upstream_paths_total", "counter", "Closure paths not uploaded because an upstream cache serves them.", float64(s.Upstream)},
+		{"nixcache_queue_presence_requests_total", "counter", "Requests made to find which closure paths were already in the cache.", float64(s.Checks)},
 		{"nixcache_queue_failures_total", "counter", "Failed upload attempts.", float64(s.Failures)},
 		{"nixcache_queue_dropped_paths_total", "counter", "Queued paths dropped because they left the store.", float64(s.Dropped)},
 		{"nixcache_queue_uploaded_bytes_total", "counter", "NAR bytes uploaded.", float64(s.Bytes)},

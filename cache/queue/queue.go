@@ -609,6 +609,10 @@ type Stats struct {
 	Upstream     int64         `json:"upstream"`  // closure paths not uploaded since start: an upstream cache serves them
 	Stopping     bool          `json:"stopping,omitempty"`
 	FailingPaths []FailingPath `json:"failing_paths,omitempty"`
+
+	// Checks counts the requests made since start to find which closure
+	// paths were already in the cache (HEADs, listing pages).
+	Checks int64 `json:"check_requests"`
 }
 
 // FailingPath describes a path in backoff.

@@ -588,21 +588,23 @@ func TestMetricsUpstream(t *testing.T) {
 	q := openNoRoots(t)
 	_ = q.Enqueue(fakePath(1))
 	push := queue.PushFunc(func(_ context.Context, paths []storepath.Path) (queue.PushResult, error) {
-		return queue.PushResult{Uploaded: len(paths), SkippedUpstream: 7}, nil
+		return queue.PushResult{Uploaded: len(paths), SkippedUpstream: 7, CheckRequests: 33}, nil
 	})
 	d := queue.NewDrainer(q, push, fastOpts())
 	if err := d.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if st := d.Stats(); st.Upstream != 7 || st.Narinfos != 1 {
-		t.Fatalf("stats %+v, want 7 upstream, 1 narinfo", st)
+	if st := d.Stats(); st.Upstream != 7 || st.Narinfos != 1 || st.Checks != 33 {
+		t.Fatalf("stats %+v, want 7 upstream, 1 narinfo, 33 check requests", st)
 	}
 	var b strings.Builder
 	if err := d.WriteMetrics(&b); err != nil {
 		t.Fatal(err)
 	}
-	if want := "nixcache_queue_skipped_upstream_paths_total 7\n"; !strings.Contains(b.String(), want) {
-		t.Errorf("metrics lack %q:\n%s", want, b.String())
+	for _, want := range []string{"nixcache_queue_skipped_upstream_paths_total 7\n", "nixcache_queue_presence_requests_total 33\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("metrics lack %q:\n%s", want, b.String())
+		}
 	}
 }
 

@@ -30,7 +30,8 @@ func New(c *cache.Cache, src cache.Source, opts cache.PushOptions) queue.Pusher 
 		sum, err := c.Push(ctx, src, paths, opts)
 		var r queue.PushResult
 		if sum != nil {
-			r = queue.PushResult{Uploaded: sum.Uploaded, SkippedUpstream: sum.SkippedUpstream, Bytes: int64(sum.NarBytes)}
+			r = queue.PushResult{Uploaded: sum.Uploaded, SkippedUpstream: sum.SkippedUpstream, Bytes: int64(sum.NarBytes),
+				CheckRequests: sum.Presence.Requests()}
 		}
 		var pe *cache.PathError
 		if err != nil && !errors.As(err, &pe) {
