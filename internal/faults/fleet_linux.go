@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,6 +76,10 @@ type FleetResult struct {
 	// the first of each file: after a failed request (Retried) or without
 	// one (Duplicates: daemons uploading the same NAR at once).
 	NARs, NARStores, NARRetried, NARDuplicates int
+	// Parts is the number of multipart parts stored, PartsResent those
+	// stored again for the same NAR file and part number (by a retry, or by
+	// a second daemon resuming the same unfinished upload).
+	Parts, PartsResent int
 	// NARBytes is the bytes of the NAR files stored once each; DupBytes
 	// the bytes sent again by Duplicates.
 	NARBytes, DupBytes int64
@@ -222,6 +227,7 @@ func (h *Harness) Fleet(ctx context.Context, opts FleetOptions) (FleetResult, er
 			narLog = append(narLog, r)
 		}
 	}
+	res.Parts, res.PartsResent = countParts(narLog)
 	nu := AnalyzeLog(narLog, bucket)
 	res.NARs, res.NARStores, res.NARRetried, res.NARDuplicates = nu.Keys, nu.Stored, nu.Needed, len(nu.Needless)
 
@@ -263,14 +269,40 @@ func (o FleetOptions) withDefaults() FleetOptions {
 // String is the trial's one-line summary.
 func (r FleetResult) String() string {
 	return fmt.Sprintf("%d daemons, %d builds, %d paths, lost %d, broken %d; node %d killed during %q; %d SlowDown; %d requests; "+
-		"%d stored, %d failed, %d retried, %d needless; NARs %d (%d B) stored %d times: %d after a failure, %d duplicates (%d B); %v",
+		"%d stored, %d failed, %d retried, %d needless; NARs %d (%d B) stored %d times: %d after a failure, %d duplicates (%d B); "+
+		"%d parts, %d sent again; %v",
 		r.Daemons, r.Builds, r.Paths, len(r.Lost), len(r.Broken), r.Killed, r.KilledDuring, r.SlowDowns, r.Requests,
 		r.Stored, r.Failed, r.Retried, r.Needless, r.NARs, r.NARBytes, r.NARStores, r.NARRetried, r.NARDuplicates, r.DupBytes,
+		r.Parts, r.PartsResent,
 		r.Duration.Round(100*time.Millisecond))
 }
 
 // narBytes sums the sizes of the NAR files in bucket, and of the keys
 // uploaded again without need.
+// countParts counts the multipart parts stored in log (PUTs with a
+// partNumber answered 2xx) and those stored again for the same key and
+// part number.
+func countParts(log []faultproxy.Request) (parts, resent int) {
+	seen := map[string]bool{}
+	for _, r := range log {
+		if r.Method != "PUT" || r.Failed() {
+			continue
+		}
+		q, _ := url.ParseQuery(r.Query)
+		n := q.Get("partNumber")
+		if n == "" {
+			continue
+		}
+		parts++
+		if k := r.Path + "#" + n; seen[k] {
+			resent++
+		} else {
+			seen[k] = true
+		}
+	}
+	return parts, resent
+}
+
 var listNAR = minio.ListObjectsOptions{Prefix: "nar/", Recursive: true}
 
 func narBytes(ctx context.Context, h *Harness, s3 *testenv.S3, bucket string, dups []string) (all, dup int64) {
