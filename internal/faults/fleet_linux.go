@@ -279,6 +279,37 @@ func (r FleetResult) String() string {
 
 // narBytes sums the sizes of the NAR files in bucket, and of the keys
 // uploaded again without need.
+// requestKind names a request by method and object kind, such as
+// "HEAD narinfo" or "PUT nar part", for a breakdown of what a fleet asks.
+func requestKind(r faultproxy.Request, bucket string) string {
+	key := strings.TrimPrefix(r.Path, "/"+bucket+"/")
+	kind := "other"
+	switch {
+	case key == "" || key == "/"+bucket:
+		kind = "bucket"
+	case strings.HasSuffix(key, ".narinfo"):
+		kind = "narinfo"
+	case strings.HasPrefix(key, "nar/"):
+		kind = "nar"
+	case strings.HasSuffix(key, ".ls"):
+		kind = "ls"
+	}
+	switch q := r.Query; {
+	case strings.Contains(q, "partNumber="):
+		kind += " part"
+	case strings.Contains(q, "uploads"):
+		kind += " uploads"
+	case strings.Contains(q, "uploadId="):
+		kind += " upload"
+	case q != "":
+		kind += "?" + strings.SplitN(q, "=", 2)[0]
+	}
+	if r.Failed() {
+		kind += " failed"
+	}
+	return r.Method + " " + kind
+}
+
 // countParts counts the multipart parts stored in log (PUTs with a
 // partNumber answered 2xx) and those stored again for the same key and
 // part number.
@@ -515,13 +546,16 @@ func (h *Harness) FleetDrain(ctx context.Context, cluster *testenv.MinIOCluster,
 	res.Requests = int(h.proxy.Requests.Load() - req0)
 	res.Refused = int(h.proxy.Injected.Load() - inj0)
 	var narLog []faultproxy.Request
+	kinds := map[string]int{}
 	for _, r := range h.proxy.Log() {
 		if strings.HasPrefix(r.Path, "/"+bucket+"/nar/") {
 			narLog = append(narLog, r)
 		}
+		kinds[requestKind(r, bucket)]++
 	}
 	nu := AnalyzeLog(narLog, bucket)
 	res.NARs, res.NARDuplicates = nu.Keys, len(nu.Needless)
+	h.cfg.Logf("drain: %d paths in %v, %d requests: %v", len(all), res.Duration.Round(time.Millisecond), res.Requests, kinds)
 	read := cluster.S3(h.cfg.TB, readNode)
 	cr, err := check(ctx, h.cfg.TB, read.Client(h.cfg.TB), read.Endpoint, bucket, h.keyPub, all)
 	if err != nil {
