@@ -151,7 +151,7 @@ func (b *Backend) putMultipart(ctx context.Context, key string, sec *io.SectionR
 			// answered 200 although the object was never assembled (seen
 			// with versitygw), and a narinfo must never point at a missing
 			// NAR.
-			err = b.checkStored(ctx, key, size)
+			err = b.waitStored(ctx, key, size)
 			if err == nil {
 				return nil
 			}
@@ -174,6 +174,31 @@ func (b *Backend) putMultipart(ctx context.Context, key string, sec *io.SectionR
 			return b.wrap("put", key, fmt.Errorf("%w (%v)", ctx.Err(), err))
 		}
 		return b.wrap("put", key, err)
+	}
+}
+
+// waitStored checks that key is stored with size bytes after the server
+// answered a CompleteMultipartUpload with success, waiting while it is not
+// found yet: versitygw answers a Complete repeated while the first one is
+// still assembling the object (a retry after the stall timeout) with
+// success at once, and the object appears only when the first one is done
+// (about a minute for 4 GiB on a loaded machine). The wait is bounded by
+// 30 s plus one second per 16 MiB; an object still missing then is
+// reported missing.
+func (b *Backend) waitStored(ctx context.Context, key string, size int64) error {
+	deadline := time.Now().Add(30*time.Second + time.Duration(size>>24)*time.Second)
+	pause := 100 * time.Millisecond
+	for {
+		err := b.checkStored(ctx, key, size)
+		if err == nil || !errors.Is(err, cache.ErrNotFound) || time.Now().Add(pause).After(deadline) {
+			return err
+		}
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return err
+		}
+		pause = min(2*pause, 2*time.Second)
 	}
 }
 
@@ -509,7 +534,7 @@ func (m *multipart) complete(ctx context.Context) error {
 		return err
 	}
 	got := strings.Trim(info.ETag, `"`)
-	if want, ok := m.wholeETag(); ok && strings.Contains(got, "-") && !strings.EqualFold(got, want) {
+	if want, ok := m.wholeETag(); ok && strings.HasSuffix(got, want[32:]) && !strings.EqualFold(got, want) {
 		return fmt.Errorf("completed object's ETag %s is not %s, the ETag of the parts sent: the server assembled other bytes", got, want)
 	}
 	return nil

@@ -591,7 +591,8 @@ func (o *object) Close() error { return o.obj.Close() }
 // upload resumes the unfinished upload of the same key that a killed or
 // failed Put left, sending only the parts the server lacks (see
 // multipart.go). A reader with fewer or more than size bytes fails with
-// cache.ErrSizeMismatch and its upload is aborted, so nothing is stored.
+// cache.ErrSizeMismatch (and the upload it began is aborted): nothing is
+// stored.
 func (b *Backend) Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) error {
 	if err := cache.ValidateKey(key); err != nil {
 		return fmt.Errorf("s3: %w", err)

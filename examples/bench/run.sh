@@ -16,7 +16,11 @@
 # MinIO (4 nodes x 2 drives), with and without a server-side limit (fleet);
 # the presence check of a 10,000-path closure on S3 (BenchmarkPresent10k);
 # narinfo parse/write against the published figures of the other Go
-# libraries; the post-build hook (hook-overhead.sh). The table goes to stdout
+# libraries; the post-build hook (hook-overhead.sh); resume: a RESUME_MIB
+# (4096; 512 with --quick) path pushed to S3, killed at ~70% of its bytes and
+# pushed again, against the same push with nothing to resume (bytes counted
+# by examples/bench/partcount). versitygw is built when missing, as .ci/run
+# does. The table goes to stdout
 # at the end; progress to stderr. Needs root, Nix, Go; leaves nothing behind.
 set -euo pipefail
 QUICK=0
@@ -29,7 +33,8 @@ N=${RUNS:-$([ "$QUICK" = 1 ] && echo 3 || echo 5)}
 SRC=${SRC:-/usr/local/go}
 BIG_MIB=${BIG_MIB:-1024}
 XZ_RUNS=${XZ_RUNS:-$([ "$QUICK" = 1 ] && echo 1 || echo "$N")}
-SECTIONS=${SECTIONS:-"nar push closure big s3 aimd fleet presence narinfo hook"}
+SECTIONS=${SECTIONS:-"nar push closure big s3 aimd fleet presence resume narinfo hook"}
+RESUME_MIB=${RESUME_MIB:-$([ "$QUICK" = 1 ] && echo 512 || echo 4096)}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 VERSITYGW=${VERSITYGW:-/root/.cache/nixcache-bin/versitygw}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -38,7 +43,9 @@ SUBST=(--option substituters '')
 
 WORK=$(mktemp -d /tmp/nixcache-bench.XXXXXX)
 BIG="" S3PID=""
+KILL_AT_EXIT=""
 cleanup() {
+  for p in $KILL_AT_EXIT; do kill "$p" 2>/dev/null || true; done
   if [ -n "$S3PID" ]; then kill "$S3PID" 2>/dev/null || true; wait "$S3PID" 2>/dev/null || true; fi
   if [ -n "$BIG" ]; then nix-store --delete "$BIG" >/dev/null 2>&1 || true; fi
   rm -rf "$WORK"
@@ -56,7 +63,7 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "building (load average $LOAD_START)"
 BIN=$WORK/bin
 mkdir -p "$BIN"
-(cd "$REPO" && go build -o "$BIN" ./examples/nar ./examples/push ./examples/bench/s3helper)
+(cd "$REPO" && go build -o "$BIN" ./examples/nar ./examples/push ./examples/bench/s3helper ./examples/bench/partcount)
 nix-store --generate-binary-cache-key bench-1 "$WORK/key.sec" "$WORK/key.pub"
 KEY=$WORK/key.sec
 PUB=$(cat "$WORK/key.pub")
@@ -239,24 +246,33 @@ if want big && [ "$BIG_MIB" -gt 0 ]; then
   nix-store --delete "$BIG" >/dev/null 2>&1 && BIG=""
 fi
 
-# --- S3 -----------------------------------------------------------------------------
-if want s3 && [ ! -x "$VERSITYGW" ]; then
-  # As .ci/run does: the S3 row always runs.
+# ensure_versitygw: builds versitygw as $VERSITYGW when missing (as .ci/run does).
+# The S3 rows always run.
+ensure_versitygw() {
+  [ -x "$VERSITYGW" ] && return 0
   log "building versitygw into $(dirname "$VERSITYGW")"
-  mkdir -p "$(dirname "$VERSITYGW")"
-  (cd "$REPO" && GOBIN="$WORK/gobin" go install github.com/versity/versitygw/cmd/versitygw@v1.8.0) >&2
+  mkdir -p "$(dirname "$VERSITYGW")" "$WORK/gobin" || return 1
+  (cd "$REPO" && GOBIN="$WORK/gobin" go install github.com/versity/versitygw/cmd/versitygw@v1.8.0) >&2 || return 1
   mv "$WORK/gobin/versitygw" "$VERSITYGW"
-fi
-if ! want s3; then :
-elif [ -x "$VERSITYGW" ]; then
+}
+# start_s3 DIR: starts versitygw on a free loopback port with data in DIR;
+# sets S3PID and EP.
+start_s3() {
+  local port
   export AWS_ACCESS_KEY_ID=benchaccess AWS_SECRET_ACCESS_KEY=benchsecret123
-  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 39517)
-  mkdir "$WORK/s3"
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 39517)
+  mkdir -p "$1"
   ROOT_ACCESS_KEY=$AWS_ACCESS_KEY_ID ROOT_SECRET_KEY=$AWS_SECRET_ACCESS_KEY \
-    "$VERSITYGW" --port "127.0.0.1:$PORT" --quiet posix "$WORK/s3" >"$WORK/s3.log" 2>&1 &
+    "$VERSITYGW" --port "127.0.0.1:$port" --quiet posix "$1" >"$WORK/s3.log" 2>&1 &
   S3PID=$!
-  EP=http://127.0.0.1:$PORT
-  for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+  EP=http://127.0.0.1:$port
+  for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+}
+
+# --- S3 -----------------------------------------------------------------------------
+if ! want s3; then :
+elif ensure_versitygw; then
+  start_s3 "$WORK/s3"
   nix-store --dump "$P" >"$WORK/go.nar"
   S3="$BIN/s3helper -endpoint $EP"
   cmd_s3() {
@@ -341,6 +357,66 @@ if want presence; then
     cat "$WORK/presence.txt" >&2
     addrow "presence check, 10,000 present paths, S3" failed "" - "<= 2 s" FAIL
   fi
+fi
+
+# --- resume: a large NAR upload killed at ~70%, then pushed again -----------------------
+if ! want resume; then :
+elif ensure_versitygw; then
+  log "resume: generating a $RESUME_MIB MiB path"
+  mkdir "$WORK/rbig"
+  head -c "${RESUME_MIB}M" /dev/urandom >"$WORK/rbig/random.bin"
+  BIG=$(nix-store --add "$WORK/rbig")
+  rm -rf "$WORK/rbig"
+  RSIZE=$(nix-store --query --size "$BIG")
+  start_s3 "$WORK/s3r"
+  "$BIN/partcount" -target "$EP" -addr-file "$WORK/pc.addr" 2>"$WORK/pc.log" &
+  PCPID=$!
+  KILL_AT_EXIT="$KILL_AT_EXIT $PCPID"
+  for _ in $(seq 100); do [ -s "$WORK/pc.addr" ] && break; sleep 0.1; done
+  PC=$(cat "$WORK/pc.addr")
+  "$BIN/s3helper" -endpoint "$EP" -public mkbucket resumed
+  "$BIN/s3helper" -endpoint "$EP" -public mkbucket full
+  rpush_args() { echo "-q --secret-key $KEY --to s3://$1?endpoint=$PC&region=us-east-1&addressing-style=path&compression=none $BIG"; }
+  sent() { curl -fsS "$PC/-/stats" | awk '{print $4}'; }
+  # 1. push, SIGKILLed once ~70% of the NAR went up in parts.
+  KILLAT=$((RSIZE * 70 / 100))
+  # shellcheck disable=SC2046
+  "$BIN/push" $(rpush_args resumed) &
+  PUSHPID=$!
+  while kill -0 "$PUSHPID" 2>/dev/null && [ "$(sent)" -lt "$KILLAT" ]; do sleep 0.05; done
+  if kill -9 "$PUSHPID" 2>/dev/null; then
+    wait "$PUSHPID" 2>/dev/null || true
+    BEFORE=$(sent)
+    log "resume: push killed after $BEFORE of $RSIZE bytes sent in parts"
+    # 2. the same push again: it resumes the killed upload.
+    curl -fsS -X POST "$PC/-/reset"
+    # shellcheck disable=SC2046
+    measure resume.ours "$BIN/push" $(rpush_args resumed)
+    AGAIN=$(sent)
+    # 3. the same push with no upload to resume: what a restart sent before.
+    curl -fsS -X POST "$PC/-/reset"
+    # shellcheck disable=SC2046
+    measure resume.base "$BIN/push" $(rpush_args full)
+    FULL=$(sent)
+    log "resume: re-sent $AGAIN bytes after the kill, $FULL for a whole push"
+    R=$(awk -v a="$AGAIN" -v b="$FULL" 'BEGIN {printf "%.2f", a / b}')
+    addrow "resume $RESUME_MIB MiB S3 push killed at $((BEFORE * 100 / RSIZE))%: bytes sent" "$(mib $((AGAIN / 1024)))" "$(mib $((FULL / 1024)))" "$R" "<= 0.35x" "$(verdict "$R" 0.35)"
+    # Time is shown, not judged: both pushes dump and hash the whole NAR
+    # first, and one run of each under this load is noise.
+    RT=$(median "$WORK/resume.ours.t"); FT=$(median "$WORK/resume.base.t")
+    addrow "  resumed push vs whole push (time, info)" "$(sec "$RT"), $(mib "$(median "$WORK/resume.ours.m")")" \
+      "$(sec "$FT"), $(mib "$(median "$WORK/resume.base.m")")" "$(awk -v a="$RT" -v b="$FT" 'BEGIN {printf "%.2f", a / b}')" info -
+    verify_row "  resumed upload: nix store verify over HTTP" "$EP/resumed" "$BIG"
+  else
+    wait "$PUSHPID" 2>/dev/null || true
+    addrow "resume: push ended before 70% was sent" "$(sent) bytes" "" - - FAIL
+  fi
+  kill "$PCPID" 2>/dev/null || true
+  kill "$S3PID"; wait "$S3PID" 2>/dev/null || true; S3PID=""
+  rm -rf "$WORK/s3r"
+  nix-store --delete "$BIG" >/dev/null 2>&1 && BIG=""
+else
+  addrow "resume (S3)" "versitygw missing" "" - - FAIL
 fi
 
 # --- narinfo micro-benchmarks -----------------------------------------------------------
