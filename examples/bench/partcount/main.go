@@ -6,8 +6,12 @@
 //	partcount -target http://127.0.0.1:PORT -addr-file FILE
 //
 // It listens on a free loopback port, writes its base URL to FILE, and
-// answers GET /-/stats with "parts N bytes M" and POST /-/reset by zeroing
-// the counters; everything else goes to the target unchanged.
+// answers GET /-/stats with "parts N bytes M first F", where F counts the
+// bytes of the first upload (upload ID) seen since the last reset, and POST
+// /-/reset by zeroing the counters; everything else goes to the target
+// unchanged. (A push to a server that cannot renew modification times,
+// such as versitygw, may upload a NAR a second time to refresh it before
+// publishing its narinfo: F is the NAR's own upload.)
 package main
 
 import (
@@ -22,15 +26,17 @@ import (
 	"sync/atomic"
 )
 
-// counted counts the bytes read from a request body.
+// counted adds the bytes read from a request body to counters.
 type counted struct {
 	io.ReadCloser
-	n *atomic.Int64
+	n []*atomic.Int64
 }
 
 func (c counted) Read(p []byte) (int, error) {
 	n, err := c.ReadCloser.Read(p)
-	c.n.Add(int64(n))
+	for _, x := range c.n {
+		x.Add(int64(n))
+	}
 	return n, err
 }
 
@@ -48,7 +54,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "partcount:", err)
 		os.Exit(1)
 	}
-	var parts, bytes atomic.Int64
+	var parts, bytes, first atomic.Int64
+	var firstID atomic.Pointer[string]
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.Out.URL.Scheme, r.Out.URL.Host = u.Scheme, u.Host
@@ -59,16 +66,24 @@ func main() {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/-/stats":
-			fmt.Fprintf(w, "parts %d bytes %d\n", parts.Load(), bytes.Load())
+			fmt.Fprintf(w, "parts %d bytes %d first %d\n", parts.Load(), bytes.Load(), first.Load())
 			return
 		case "/-/reset":
 			parts.Store(0)
 			bytes.Store(0)
+			first.Store(0)
+			firstID.Store(nil)
 			return
 		}
-		if r.Method == http.MethodPut && r.URL.Query().Has("partNumber") {
+		if q := r.URL.Query(); r.Method == http.MethodPut && q.Has("partNumber") {
 			parts.Add(1)
-			r.Body = counted{r.Body, &bytes}
+			id := q.Get("uploadId")
+			firstID.CompareAndSwap(nil, &id)
+			counters := []*atomic.Int64{&bytes}
+			if p := firstID.Load(); p != nil && *p == id {
+				counters = append(counters, &first)
+			}
+			r.Body = counted{r.Body, counters}
 		}
 		rp.ServeHTTP(w, r)
 	})
