@@ -115,7 +115,7 @@ func (s PresenceStats) String() string {
 // cache, which also settles those paths), and lists the keys under each
 // first character of the hash part when that costs fewer requests than
 // the HEADs would: a 10,000-path closure in a cache of 10,000 paths takes
-// 34 requests instead of 10,000. A listing stops as soon as every wanted
+// 33 requests instead of 10,000. A listing stops as soon as every wanted
 // path under its prefix is found. On a ShallowLister (cache/s3) the
 // listings leave out nar/, log/ and other folders; otherwise a prefix
 // where such objects outweigh what narrower prefixes would cost is split
