@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nixcache/nixcache/cache"
@@ -284,5 +286,40 @@ func TestPresentHTTP(t *testing.T) {
 		if stats.Heads != len(pc.wanted)-1 { // two paths share a hash part
 			t.Errorf("%s: %s, want %d HEADs", s, stats, len(pc.wanted)-1)
 		}
+	}
+}
+
+// failingLister fails the listings of the prefixes starting with one of
+// fail, after showing their first keys.
+type failingLister struct {
+	cache.Backend
+	fail string
+}
+
+func (f failingLister) List(ctx context.Context, prefix string, fn func(cache.ObjectInfo) error) error {
+	n := 0
+	err := f.Backend.List(ctx, prefix, func(oi cache.ObjectInfo) error {
+		if n++; prefix != "" && strings.ContainsRune(f.fail, rune(prefix[0])) && n > 5 {
+			return errors.New("injected listing failure")
+		}
+		return fn(oi)
+	})
+	return err
+}
+
+// TestPresentListFails: prefixes whose listing fails midway are settled
+// by HEADs, the others by their listing, with the same answers.
+func TestPresentListFails(t *testing.T) {
+	be, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := fillPresence(t, be, 1000, 200, 10)
+	pc.c = cache.New(failingLister{be, "0123"}, cache.Options{})
+	_, stats := pc.check(t, pc.wanted, cache.PresenceList)
+	t.Logf("%s", stats)
+	// About 4/32 of the 1,200 paths, less those the first 5 keys settled.
+	if stats.Heads < 50 || stats.Heads > 300 {
+		t.Errorf("%s: want HEADs for the paths of the 4 failed prefixes only", stats)
 	}
 }
