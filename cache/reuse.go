@@ -142,6 +142,26 @@ func (r *reuse) settle(ctx context.Context, at time.Time, key string, size int64
 // it young.
 const freshWindow = 3 * time.Second
 
+// written returns when the object key that a Put begun at start has just
+// stored was last modified, for freshNAR: start itself (no later than the
+// object's ModTime on any server), or, for an upload that took a good part
+// of freshWindow (a large NAR streamed while dumped), the ModTime the
+// backend reports when that is later: most servers date an object by the
+// end of its upload, and a NAR file is then not written or touched again
+// needlessly (where a server cannot renew modification times, a touch
+// means reading the whole file back and writing it again). AWS dates a
+// multipart object by the start of its upload, so it keeps start.
+func (r *reuse) written(ctx context.Context, key string, start time.Time) time.Time {
+	if r.toucher == nil || time.Since(start) < freshWindow/2 {
+		return start
+	}
+	oi, err := r.c.Backend.Stat(ctx, key)
+	if err != nil || !oi.ModTime.After(start) || oi.ModTime.After(time.Now()) {
+		return start
+	}
+	return oi.ModTime
+}
+
 // freshNAR makes the NAR file of up safe to publish a narinfo on: touched
 // within freshWindow (or written since), and, when touched, still there
 // ReuseSettle after the touch.

@@ -253,7 +253,7 @@ func (c *Cache) uploadPlain(ctx context.Context, it *pushItem, opts PushOptions,
 		_ = c.Backend.Delete(context.WithoutCancel(ctx), up.url)
 		return nil, fmt.Errorf("upload %s: the backend stored the NAR without reading all of it", up.url)
 	}
-	up.narAt = start
+	up.narAt = reused.written(ctx, up.url, start)
 	return res.nw, nil
 }
 
@@ -401,7 +401,7 @@ func (c *Cache) uploadSpooled(ctx context.Context, it *pushItem, opts PushOption
 		if err := c.Backend.Put(ctx, up.url, body(int64(up.fileSize)), int64(up.fileSize), nar.MIMEType); err != nil {
 			return fmt.Errorf("upload %s: %w", up.url, err)
 		}
-		up.narAt = start
+		up.narAt = reused.written(ctx, up.url, start)
 		return nil
 	})
 }

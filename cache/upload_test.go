@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nixcache/nixcache/cache"
 	"github.com/nixcache/nixcache/cache/file"
@@ -230,4 +232,47 @@ func TestPushFileStagedNoTemp(t *testing.T) {
 			}
 		})
 	}
+}
+
+// slowBackend takes delay before each NAR Put (as a slow upload would) and
+// counts touches: an object is dated by the end of its Put, like on most
+// S3 servers and files.
+type slowBackend struct {
+	cache.Backend
+	delay   time.Duration
+	touches atomic.Int32
+}
+
+func (b *slowBackend) Put(ctx context.Context, key string, r io.Reader, size int64, ct string) error {
+	if strings.HasPrefix(key, "nar/") {
+		time.Sleep(b.delay)
+	}
+	return b.Backend.Put(ctx, key, r, size, ct)
+}
+
+func (b *slowBackend) Touch(ctx context.Context, key string) error {
+	b.touches.Add(1)
+	return b.Backend.(cache.Toucher).Touch(ctx, key)
+}
+
+// TestPushSlowUploadNotTouched: a NAR whose upload took longer than the
+// freshness window is dated by the object's ModTime, not by when its
+// upload began, so it is not touched again before its narinfo (a touch
+// costs a whole rewrite on servers that cannot renew modification times:
+// it made a streamed S3 push under load twice as long).
+func TestPushSlowUploadNotTouched(t *testing.T) {
+	src := newFakeSource(t)
+	p := src.add(t, "slow", nil, nil)
+	c, err := cache.Open(context.Background(), "file://"+t.TempDir()+"?compression=none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &slowBackend{Backend: c.Backend, delay: 3500 * time.Millisecond}
+	if _, err := cache.New(b, c.Options()).Push(context.Background(), src, []storepath.Path{p}, cache.PushOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.touches.Load(); n != 0 {
+		t.Errorf("%d touches of the NAR just written, want 0", n)
+	}
+	checkConsistent(t, c)
 }
