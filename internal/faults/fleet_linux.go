@@ -198,6 +198,13 @@ func (h *Harness) Fleet(ctx context.Context, opts FleetOptions) (FleetResult, er
 		})
 	}
 	drains.Wait()
+	for k, d := range daemons {
+		for _, l := range strings.Split(d.log.String(), "\n") {
+			if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+				h.cfg.Logf("daemon %d: %s", k, l)
+			}
+		}
+	}
 	daemons = nil
 	if err := errors.Join(derrs...); err != nil {
 		return res, fmt.Errorf("%w: fleet: %w", ErrTrial, err)
