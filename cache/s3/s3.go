@@ -722,7 +722,7 @@ func (b *Backend) Touch(ctx context.Context, key string) error {
 	start := time.Now()
 	dst := minio.CopyDestOptions{Bucket: b.bucket, Object: b.prefix + key, ReplaceMetadata: true, ContentType: oi.ContentType}
 	src := minio.CopySrcOptions{Bucket: b.bucket, Object: b.prefix + key}
-	if _, err := b.client.CopyObject(ctx, dst, src); err != nil {
+	if err := b.copyObject(ctx, dst, src, oi); err != nil {
 		return b.wrap("touch", key, err)
 	}
 	after, err := b.client.StatObject(ctx, b.bucket, b.prefix+key, minio.StatObjectOptions{})
@@ -735,17 +735,35 @@ func (b *Backend) Touch(ctx context.Context, key string) error {
 	return nil
 }
 
+// copyObject copies src (described by oi) to dst on the server: one
+// CopyObject up to maxCopySize, a multipart copy (UploadPartCopy, pinned to
+// oi's ETag) beyond, since S3 copies at most 5 GiB in one request.
+func (b *Backend) copyObject(ctx context.Context, dst minio.CopyDestOptions, src minio.CopySrcOptions, oi minio.ObjectInfo) error {
+	if oi.Size > maxCopySize {
+		src.MatchETag = oi.ETag
+		_, err := b.client.ComposeObject(ctx, dst, src)
+		return err
+	}
+	_, err := b.client.CopyObject(ctx, dst, src)
+	return err
+}
+
+// maxCopySize is the largest object one CopyObject request copies (S3's
+// limit); a variable so that tests can lower it.
+var maxCopySize int64 = 5 << 30
+
 // Move copies the object to to on the server, then deletes from.
 func (b *Backend) Move(ctx context.Context, from, to string) error {
 	if err := cache.ValidateKey(to); err != nil {
 		return fmt.Errorf("s3: %w", err)
 	}
-	if _, err := b.Stat(ctx, from); err != nil {
-		return err
+	oi, err := b.client.StatObject(ctx, b.bucket, b.prefix+from, minio.StatObjectOptions{})
+	if err != nil {
+		return b.wrap("move", from, err)
 	}
 	dst := minio.CopyDestOptions{Bucket: b.bucket, Object: b.prefix + to}
 	src := minio.CopySrcOptions{Bucket: b.bucket, Object: b.prefix + from}
-	if _, err := b.client.CopyObject(ctx, dst, src); err != nil {
+	if err := b.copyObject(ctx, dst, src, oi); err != nil {
 		return b.wrap("move", from, err)
 	}
 	if err := b.client.RemoveObject(ctx, b.bucket, b.prefix+from, minio.RemoveObjectOptions{}); err != nil {
