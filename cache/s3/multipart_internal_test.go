@@ -2,6 +2,7 @@ package s3
 
 import (
 	"context"
+	"encoding/hex"
 	"io"
 	"strings"
 	"testing"
@@ -92,4 +93,24 @@ func TestPutOverMaxObjectSize(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "5 TiB") {
 		t.Fatalf("Put of 5 TiB + 1 byte: %v, want the 5 TiB limit", err)
 	}
+}
+
+// FuzzETagMD5: an ETag is read as an MD5 exactly when it is 32 hex digits,
+// quoted or not, and the digest read is those digits.
+func FuzzETagMD5(f *testing.F) {
+	for _, s := range []string{`"9e107d9d372bb6826bd81d3542a419d6"`, "9E107D9D372BB6826BD81D3542A419D6",
+		`"8ea800b13f838c3f5a5d4ea8843ad7cf-257"`, `""`, "", `"zz107d9d372bb6826bd81d3542a419d6"`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, etag string) {
+		sum, ok := etagMD5(etag)
+		s := strings.Trim(etag, `"`)
+		_, err := hex.DecodeString(s)
+		if want := len(s) == 32 && err == nil; ok != want {
+			t.Fatalf("etagMD5(%q) ok = %v, want %v", etag, ok, want)
+		}
+		if ok && hex.EncodeToString(sum[:]) != strings.ToLower(s) {
+			t.Fatalf("etagMD5(%q) = %x", etag, sum)
+		}
+	})
 }
