@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -239,6 +241,9 @@ func (h *Harness) Fleet(ctx context.Context, opts FleetOptions) (FleetResult, er
 	res.NARs, res.NARStores, res.NARRetried, res.NARDuplicates = nu.Keys, nu.Stored, nu.Needed, len(nu.Needless)
 
 	read := opts.Cluster.S3(h.cfg.TB, opts.ReadNode)
+	if err := waitReadable(ctx, read.Endpoint, bucket); err != nil {
+		h.cfg.Logf("fleet: the cache is not readable anonymously through node %d: %v", opts.ReadNode, err)
+	}
 	mc := read.Client(h.cfg.TB)
 	cr, err := check(ctx, h.cfg.TB, mc, read.Endpoint, bucket, h.keyPub, want.want)
 	if err != nil {
@@ -286,6 +291,34 @@ func (r FleetResult) String() string {
 
 // narBytes sums the sizes of the NAR files in bucket, and of the keys
 // uploaded again without need.
+// waitReadable waits until an anonymous GET of nix-cache-info through
+// endpoint answers 200, as Nix's first request does, for at most a minute;
+// it returns what the last answer was when it never does. A MinIO node may
+// apply a new bucket policy late (Nix then gets 403 and calls the bucket
+// "not a binary cache").
+func waitReadable(ctx context.Context, endpoint, bucket string) error {
+	url := endpoint + "/" + bucket + "/nix-cache-info"
+	var last string
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			return nil
+		}
+		last = resp.Status + ": " + string(body)
+	}
+	return fmt.Errorf("GET %s: %s", url, last)
+}
+
 // requestKind names a request by method and object kind, such as
 // "HEAD narinfo" or "PUT nar part", for a breakdown of what a fleet asks.
 func requestKind(r faultproxy.Request, bucket string) string {
@@ -564,6 +597,9 @@ func (h *Harness) FleetDrain(ctx context.Context, cluster *testenv.MinIOCluster,
 	res.NARs, res.NARDuplicates = nu.Keys, len(nu.Needless)
 	h.cfg.Logf("drain: %d paths in %v, %d requests: %v", len(all), res.Duration.Round(time.Millisecond), res.Requests, kinds)
 	read := cluster.S3(h.cfg.TB, readNode)
+	if err := waitReadable(ctx, read.Endpoint, bucket); err != nil {
+		h.cfg.Logf("drain: the cache is not readable anonymously through node %d: %v", readNode, err)
+	}
 	cr, err := check(ctx, h.cfg.TB, read.Client(h.cfg.TB), read.Endpoint, bucket, h.keyPub, all)
 	if err != nil {
 		return res, fmt.Errorf("%w: %w", ErrTrial, err)

@@ -162,6 +162,9 @@ func TestNodeLost(t *testing.T) {
 	h.proxy.WaitIdle(5 * time.Second)
 	up := AnalyzeLog(h.proxy.Log(), ts.bucket)
 	read := c.S3(t, 2)
+	if err := waitReadable(context.Background(), read.Endpoint, ts.bucket); err != nil {
+		t.Logf("the cache is not readable anonymously through node 2: %v", err)
+	}
 	res, err := check(context.Background(), t, read.Client(t), read.Endpoint, ts.bucket, h.keyPub, ts.want)
 	if err != nil {
 		t.Fatal(err)
