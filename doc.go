@@ -20,7 +20,9 @@
 //     interface with a local directory backend (cache/file), an S3 backend
 //     (cache/s3, which keeps its requests under an adaptive limit that backs
 //     off on 503 SlowDown, 429 and Retry-After, so that a fleet of builders
-//     shares a bucket's request rate) and a read-only HTTP(S) backend
+//     shares a bucket's request rate, and whose multipart uploads of up to
+//     5 TiB resume after a crash, sending only the parts the server lacks)
+//     and a read-only HTTP(S) backend
 //     (cache/http); store URLs
 //     written as Nix users write them; the upload pipeline that pushes
 //     closures (NAR dump, hash, compress, upload, sign, publish the narinfo
