@@ -28,6 +28,11 @@ const (
 	minLimit     = 1.0 / 16 // below 1: one request at a time, spaced
 	defaultRTT   = 10 * time.Millisecond
 	minRound     = 100 * time.Millisecond // the shortest round of growth
+	// maxSpacing bounds the pause between requests below a window of 1:
+	// the round-trip average includes uploads' bodies (a part takes seconds
+	// on a loaded link), and rtt/limit could space requests tens of seconds
+	// apart, which stalls a daemon long after the server recovered.
+	maxSpacing = time.Second
 )
 
 // LimitStats are a Backend's request counters and its current limit.
@@ -37,7 +42,8 @@ type LimitStats struct {
 	Max int
 	// Limit is the current window: how many requests may be in flight. Below
 	// 1, one request at a time goes out, the next one after the last one's
-	// answer time divided by Limit (a rate below one request per round trip).
+	// answer time divided by Limit (a rate below one request per round
+	// trip), at most a second later.
 	Limit float64
 	// InFlight is how many requests are in flight now.
 	InFlight int
@@ -125,7 +131,7 @@ func (l *limiter) acquire(ctx context.Context) (ticket, error) {
 					if rtt == 0 {
 						rtt = defaultRTT
 					}
-					l.notBefore = now.Add(time.Duration(float64(rtt) / l.limit))
+					l.notBefore = now.Add(min(time.Duration(float64(rtt)/l.limit), maxSpacing))
 				}
 				l.mu.Unlock()
 				l.requests.Add(1)

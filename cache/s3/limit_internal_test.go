@@ -131,3 +131,23 @@ func BenchmarkLimiter(b *testing.B) {
 		}
 	})
 }
+
+// TestLimiterSpacingBounded: at the floor, with slow answers (uploads whose
+// parts take seconds), requests are spaced at most maxSpacing apart, not
+// round trip / limit (16 s for 1 s answers), which stalled throttled
+// daemons long after the server recovered.
+func TestLimiterSpacingBounded(t *testing.T) {
+	l := newLimiter(16)
+	l.limit, l.rtt = minLimit, time.Second
+	tk, err := l.acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	gap := time.Until(l.notBefore)
+	l.mu.Unlock()
+	l.release(tk, failed, 0)
+	if gap > maxSpacing || gap <= 0 {
+		t.Errorf("next request %v later, want at most %v", gap, maxSpacing)
+	}
+}
