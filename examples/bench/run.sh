@@ -455,6 +455,9 @@ if [ -n "$PERCALL" ]; then
   addrow "hook, queue mode: per call (vs /bin/true)" "$PERCALL ms" "$SPAWN ms" "$(awk -v a="$PERCALL" -v b="$SPAWN" 'BEGIN {printf "%.1f", a / b}')" "<= 3 ms" "$(awk -v a="$PERCALL" 'BEGIN {print (a <= 3 ? "PASS" : "MISS")}')"
   addrow "31-drv build: queue hook vs no hook" "$HMS ms" "$NONE ms" "$HRATIO" "<= 1.30x" "$(verdict "$HRATIO" 1.3)"
   addrow "  31-drv build: /bin/true hook vs no hook (info)" "$TRUEMS ms" "$NONE ms" "$(awk -v a="$TRUEMS" -v b="$NONE" 'BEGIN {printf "%.2f", a / b}')" info -
+  PBQ=$(sed -n 's/^per build: any hook costs \(-*[0-9]*\) ms in Nix; ours in queue mode \(-*[0-9]*\) ms.*/\2/p' "$WORK/hook.txt")
+  PBT=$(sed -n 's/^per build: any hook costs \(-*[0-9]*\) ms in Nix.*/\1/p' "$WORK/hook.txt")
+  addrow "  per build in Nix: queue hook vs /bin/true (info)" "$PBQ ms" "$PBT ms" - info -
 fi
 fi
 
