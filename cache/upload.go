@@ -229,7 +229,13 @@ func (c *Cache) uploadPlain(ctx context.Context, it *pushItem, opts PushOptions,
 	}
 	done := make(chan result, 1)
 	go func() {
-		nw, _, err := c.dumpNAR(ctx, it, opts, emit, pw)
+		// Hand the NAR over in large pieces: every write to the pipe waits
+		// for the reading goroutine to be scheduled.
+		bw := bufio.NewWriterSize(pw, pipeChunk)
+		nw, _, err := c.dumpNAR(ctx, it, opts, emit, bw)
+		if err == nil {
+			err = bw.Flush()
+		}
 		// Only a dump that matched the database ends the stream cleanly
 		// (io.EOF), which is what lets holdLast give out the last byte.
 		pw.CloseWithError(err)
@@ -256,6 +262,11 @@ func (c *Cache) uploadPlain(ctx context.Context, it *pushItem, opts PushOptions,
 	up.narAt = reused.written(ctx, up.url, start)
 	return res.nw, nil
 }
+
+// pipeChunk is the size of the pieces a streamed NAR is handed to the
+// upload in (measured: 64 KiB pieces, the NAR writer's, cost about 10% of
+// the streamed push's speed, BenchmarkPush/none-streamed).
+const pipeChunk = 1 << 20
 
 // errUploadEnded stops a dump whose upload ended before reading it all.
 var errUploadEnded = errors.New("cache: upload ended before the NAR did")
