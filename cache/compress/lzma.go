@@ -217,6 +217,8 @@ type lzmaEncoder struct {
 	next    int // positions inserted into the match finder so far
 	matches []match
 
+	opt *optimizer // the normal parser; nil for the fast one
+
 	probs lzmaProbs
 	state uint32
 	reps  [4]uint32
@@ -506,6 +508,15 @@ func (e *lzmaEncoder) rep(p int, i uint32, n int) {
 	r.bit(&e.probs.isRep[e.state], 1)
 	if i == 0 {
 		r.bit(&e.probs.isRepG0[e.state], 0)
+		if n == 1 { // short rep: one byte at rep0
+			r.bit(&e.probs.isRep0Long[e.state][posState], 0)
+			if e.state < 7 {
+				e.state = 9
+			} else {
+				e.state = 11
+			}
+			return
+		}
 		r.bit(&e.probs.isRep0Long[e.state][posState], 1)
 	} else {
 		r.bit(&e.probs.isRepG0[e.state], 1)
@@ -527,6 +538,27 @@ func (e *lzmaEncoder) rep(p int, i uint32, n int) {
 	}
 }
 
+// emit codes op at p: a match at one of the repeat distances as a repeat
+// (the parse may have been planned before a state reset).
+func (e *lzmaEncoder) emit(p int, op lzOp) {
+	o := e.opt
+	o.lenCount++
+	if !op.lit {
+		for i, r := range e.reps {
+			if r == op.dist && (op.len > 1 || i == 0) && p-int(r)-1 >= 0 {
+				e.rep(p, uint32(i), int(op.len))
+				return
+			}
+		}
+		if op.len > 1 {
+			o.distCount++
+			e.match(p, op.dist, int(op.len))
+			return
+		}
+	}
+	e.literal(p)
+}
+
 // encodeBlock appends src as LZMA2 chunks (ending with the end marker) to
 // dst.
 func (e *lzmaEncoder) encodeBlock(dst, src []byte) []byte {
@@ -540,6 +572,9 @@ func (e *lzmaEncoder) encodeBlock(dst, src []byte) []byte {
 	}
 	e.chain = e.chain[:len(src)]
 	var ahead []match
+	if e.opt != nil {
+		e.opt.ops, e.opt.next = e.opt.ops[:0], 0
+	}
 	needDict, needProps, needState := true, true, true
 	for p := 0; p < len(src); {
 		start := p
@@ -554,9 +589,22 @@ func (e *lzmaEncoder) encodeBlock(dst, src []byte) []byte {
 		}
 		if reset > 0 {
 			e.resetState()
+			if e.opt != nil {
+				e.opt.refresh(e, true)
+			}
 		}
 		e.rc.reset(e.chunk[:0])
 		for p < len(src) && p-start <= lzma2MaxUnpacked-lzmaMaxMatch && e.rc.size() <= lzma2MaxPacked-64 {
+			if o := e.opt; o != nil {
+				if o.next == len(o.ops) {
+					e.optimumNormal(o, p)
+				}
+				op := o.ops[o.next]
+				o.next++
+				e.emit(p, op)
+				p += int(op.len)
+				continue
+			}
 			back, n := e.optimumFast(p, &ahead)
 			switch {
 			case back == lzmaLiteral:
