@@ -159,7 +159,6 @@ func NewWriter(w io.Writer, o Options) (io.WriteCloser, error) {
 			if bs <= 0 {
 				bs = xzBlockSize
 			}
-			depth, nice := xzSearch(o.Level)
 			// One match finder per goroutine, reused from block to block.
 			free := make(chan *lzmaEncoder, o.concurrency()+1)
 			encode := func(dst, src []byte) ([]byte, error) {
@@ -167,7 +166,7 @@ func NewWriter(w io.Writer, o Options) (io.WriteCloser, error) {
 				select {
 				case e = <-free:
 				default:
-					e = newLZMAEncoder(depth, nice, xzHashBits)
+					e = newXZEncoder(o.Level)
 				}
 				dst = appendXZStream(dst, src, e)
 				select {
@@ -201,22 +200,23 @@ func xzConfig(level int) (xz.WriterConfig, error) {
 // (4 bytes per entry).
 const xzHashBits = 18
 
-// xzSearch maps an xz preset to the parallel encoder's hash chain depth
-// and nice match length: presets 0-3 search less, 7-9 more; 4-6 (and the
-// default) are between liblzma's presets 2 and 3, which use the same
-// parser.
-func xzSearch(level int) (depth, nice int) {
+// newXZEncoder returns the parallel xz encoder for an xz preset (-1 is
+// the default, 6). Presets 0-3 use liblzma's fast parser (as liblzma does
+// for them), the others the normal one, with shallower hash chains than
+// liblzma's binary trees: on the Go toolchain's NAR (2 cores), the default
+// writes XXX the bytes of liblzma's preset 6 in YYY of its time.
+func newXZEncoder(level int) *lzmaEncoder {
 	switch {
 	case level < 0:
-		return 24, 128
+		return newLZMAEncoderNormal(4, 48, xzHashBits)
 	case level <= 1:
-		return 4, 32
+		return newLZMAEncoder(4, 32, xzHashBits)
 	case level <= 3:
-		return 12, 64
+		return newLZMAEncoder(24, 128, xzHashBits)
 	case level <= 6:
-		return 24, 128
+		return newLZMAEncoderNormal(4, 48, xzHashBits)
 	default:
-		return 48, 273
+		return newLZMAEncoderNormal(16, 64, xzHashBits)
 	}
 }
 

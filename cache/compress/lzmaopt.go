@@ -318,13 +318,13 @@ func (e *lzmaEncoder) optimumNormal(o *optimizer, p int) int {
 		grow(cur + 1)
 		lit := base + price0(*isMatch) + e.literalPrice(q, state, reps[0])
 		if nx := &o.opt[cur+1]; lit < nx.price {
-			*nx = optNode{price: lit, prev: int32(cur), back: lzmaLiteral, len: 1}
+			nx.price, nx.prev, nx.back, nx.len = lit, int32(cur), lzmaLiteral, 1
 		}
 		r0 := q - int(reps[0]) - 1
 		if r0 >= 0 && data[r0] == data[q] {
 			sr := base + price1(*isMatch) + price1(e.probs.isRep[state]) + price0(e.probs.isRepG0[state]) + price0(e.probs.isRep0Long[state][posState])
 			if nx := &o.opt[cur+1]; sr < nx.price {
-				*nx = optNode{price: sr, prev: int32(cur), back: 0, len: 1}
+				nx.price, nx.prev, nx.back, nx.len = sr, int32(cur), 0, 1
 			}
 		}
 		if qavail < 2 {
@@ -345,7 +345,7 @@ func (e *lzmaEncoder) optimumNormal(o *optimizer, p int) int {
 			for ; l >= 2; l-- {
 				pr := rp + o.repPrice[posState][l-2]
 				if nx := &o.opt[cur+l]; pr < nx.price {
-					*nx = optNode{price: pr, prev: int32(cur), back: uint32(i), len: uint32(l)}
+					nx.price, nx.prev, nx.back, nx.len = pr, int32(cur), uint32(i), uint32(l)
 				}
 			}
 		}
@@ -364,7 +364,7 @@ func (e *lzmaEncoder) optimumNormal(o *optimizer, p int) int {
 			for ; l <= int(m.len); l++ {
 				pr := dp[min(l-2, 3)] + lp[l-2]
 				if nx := &o.opt[cur+l]; pr < nx.price {
-					*nx = optNode{price: pr, prev: int32(cur), back: m.dist + 4, len: uint32(l)}
+					nx.price, nx.prev, nx.back, nx.len = pr, int32(cur), m.dist + 4, uint32(l)
 				}
 			}
 		}
