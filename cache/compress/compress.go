@@ -75,7 +75,7 @@ type Options struct {
 	// Parallel is Nix's parallel-compression setting. zstd always uses all
 	// cores (1 MiB blocks as concatenated frames); for xz it compresses
 	// 2 MiB blocks as separate concatenated streams on all cores, with this
-	// package's LZMA2 encoder (liblzma's fast parser and hash chains).
+	// package's LZMA2 encoder (liblzma's parsers over hash chains).
 	Parallel bool
 	// BlockSize is the input size of each independent xz stream of parallel
 	// xz (default 2 MiB). At most Concurrency+2 blocks and their outputs

@@ -8,11 +8,12 @@ import (
 // An LZMA2 encoder for parallel xz: each block of a NAR is held whole in
 // memory and becomes one xz stream, so the match finder indexes the block
 // itself (no sliding window) and its tables are reused from block to block.
-// The parser is liblzma's "fast" mode (lzma_encoder_optimum_fast.c: longest
-// match with repeat-distance and lazy-match heuristics) over a hash-chain
-// match finder with 2-, 3- and 4-byte hashes (liblzma's HC4). ulikunitz/xz's
-// encoder takes the longest match greedily and ignores repeat distances,
-// which costs about a third more bytes than liblzma on binaries.
+// Two parsers, as liblzma's: the "fast" one (lzma_encoder_optimum_fast.c:
+// longest match with repeat-distance and lazy-match heuristics) and the
+// "normal" one in lzmaopt.go (prices), over a hash-chain match finder with
+// 2-, 3- and 4-byte hashes (liblzma's HC4). ulikunitz/xz's encoder takes
+// the longest match greedily and ignores repeat distances, which cost 39%
+// more bytes than liblzma's preset 6 on the Go toolchain's NAR.
 
 const (
 	lzmaMinMatch = 2
