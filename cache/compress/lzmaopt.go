@@ -364,7 +364,7 @@ func (e *lzmaEncoder) optimumNormal(o *optimizer, p int) int {
 			for ; l <= int(m.len); l++ {
 				pr := dp[min(l-2, 3)] + lp[l-2]
 				if nx := &o.opt[cur+l]; pr < nx.price {
-					nx.price, nx.prev, nx.back, nx.len = pr, int32(cur), m.dist + 4, uint32(l)
+					nx.price, nx.prev, nx.back, nx.len = pr, int32(cur), m.dist+4, uint32(l)
 				}
 			}
 		}
