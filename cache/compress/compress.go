@@ -200,16 +200,16 @@ func xzConfig(level int) (xz.WriterConfig, error) {
 // (4 bytes per entry).
 const xzHashBits = 18
 
-// newXZEncoder returns the parallel xz encoder for an xz preset (-1 is
-// the default, 6). Presets 0-3 use liblzma's fast parser (as liblzma does
-// for them), the others the normal one, with shallower hash chains than
-// liblzma's binary trees. On the Go toolchain's NAR (236 MB) liblzma's
+// newXZEncoder returns the parallel xz encoder for an xz preset (-1 or 0
+// is the default, 6, as Options.Level says). Presets 1-3 use liblzma's
+// fast parser (as liblzma does for them), the others the normal one, with
+// shallower hash chains than liblzma's binary trees. On the Go toolchain's NAR (236 MB) liblzma's
 // preset 6 writes 43.2 MB; the default here 52.5 MB (1.22x) for about 0.3x
 // of its time on 2 cores, presets 2-3 54.4 MB (1.26x) for about 0.2x,
 // ulikunitz/xz (before) 60.1 MB (1.39x) for 0.13x.
 func newXZEncoder(level int) *lzmaEncoder {
 	switch {
-	case level < 0:
+	case level <= 0: // unset (as Options.Level documents)
 		return newLZMAEncoderNormal(4, 48, xzHashBits)
 	case level <= 1:
 		return newLZMAEncoder(4, 32, xzHashBits)
