@@ -14,9 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
-	"syscall"
 
 	"github.com/nixcache/nixcache/storepath"
 )
@@ -34,14 +32,12 @@ const maxATermString = 64 << 10
 // path (a .drv), without reading past its outputs list. See
 // ParseOutputs.
 func ReadOutputs(path string) (map[string]storepath.Path, error) {
-	// Raw system calls rather than os.Open: no poller registration, no
-	// finalizer; a post-build hook reads one .drv per build.
-	fd, err := openRead(path)
+	f, err := openDrv(path)
 	if err != nil {
-		return nil, fmt.Errorf("drv: read derivation: %w", &os.PathError{Op: "open", Path: path, Err: err})
+		return nil, fmt.Errorf("drv: read derivation: %w", err)
 	}
-	defer syscall.Close(fd)
-	outs, err := parse(bufio.NewReaderSize(fdReader(fd), 4096))
+	defer f.Close()
+	outs, err := parse(bufio.NewReaderSize(f, 4096))
 	if err != nil {
 		return nil, fmt.Errorf("drv: %s: %w", path, err)
 	}
@@ -243,32 +239,4 @@ func (p *atermParser) outputs() (map[string]storepath.Path, error) {
 		return nil, err
 	}
 	return outs, nil
-}
-
-// openRead opens path read-only, retrying on EINTR as os.Open does.
-func openRead(path string) (int, error) {
-	for {
-		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-		if err != syscall.EINTR {
-			return fd, err
-		}
-	}
-}
-
-// fdReader reads a file descriptor with read(2), retrying on EINTR.
-type fdReader int
-
-func (r fdReader) Read(p []byte) (int, error) {
-	for {
-		n, err := syscall.Read(int(r), p)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err != nil:
-			return 0, err
-		case n == 0 && len(p) > 0:
-			return 0, io.EOF
-		}
-		return n, nil
-	}
 }
