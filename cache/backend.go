@@ -103,8 +103,21 @@ type Staged interface {
 	Sync() error
 	// Commit stores the bytes written under key, which must be in the
 	// directory given to Stage, replacing any object there, atomically and
-	// durably as Put does: once it returns, the object survives a power cut.
+	// durably as Put does: once it returns, the object survives a power cut;
+	// on a Flusher it may instead be made durable by the next Flush, and
+	// never before an object committed earlier.
 	Commit(ctx context.Context, key string) error
 	// Abort discards the bytes; it does nothing after Commit.
 	Abort()
+}
+
+// Flusher is implemented by Stagers whose Commit may leave the object's
+// durability to a later Flush, where the storage makes commits durable in
+// the order they were made (cache/file on ext4, xfs, btrfs): an object
+// then never survives a crash that an object committed before it did not.
+// Push calls Flush once all its narinfos are committed, before it returns
+// and before it publishes realisations.
+type Flusher interface {
+	// Flush makes every object committed so far durable.
+	Flush(ctx context.Context) error
 }

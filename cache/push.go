@@ -433,6 +433,13 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 	close(queue)
 	workers.Wait()
 	publish.Wait()
+	if f, ok := c.Backend.(Flusher); ok {
+		if err := f.Flush(ctx); err != nil {
+			errs = append(errs, err)
+			sum.Failed += sum.Uploaded
+			sum.Uploaded = 0
+		}
+	}
 	if err := c.pushExtras(ctx, src, paths, list, opts, sum); err != nil {
 		errs = append(errs, err)
 	}
@@ -489,6 +496,20 @@ func ListingKey(p storepath.Path) string { return p.HashPart() + ".ls" }
 // publishNarInfo waits for the narinfos of it's references, then signs and
 // stores it's narinfo.
 func (c *Cache) publishNarInfo(ctx context.Context, it *pushItem, up *uploaded, items map[storepath.Path]*pushItem, sem chan struct{}, reused *reuse) error {
+	if up.commit != nil {
+		err := func() error {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return up.commit(ctx) // fails, and removes the staged file
+			}
+			defer func() { <-sem }()
+			return up.commit(ctx)
+		}()
+		if err != nil {
+			return err
+		}
+	}
 	text, err := c.narInfoText(it, up)
 	if err != nil {
 		return err

@@ -26,6 +26,9 @@ type uploaded struct {
 	narSize     uint64
 	narAt       time.Time // when the NAR file was last written (its Put began) or touched
 	narTouched  bool      // narAt is a touch of a NAR file already there
+	// commit, when set, stores the staged NAR file; the narinfo's
+	// publisher calls it before anything else (see uploadStaged).
+	commit func(context.Context) error
 }
 
 // smallNARSize is the largest NAR (by the store database's NarSize) that
@@ -344,13 +347,30 @@ func (c *Cache) uploadStaged(ctx context.Context, it *pushItem, opts PushOptions
 	if err != nil {
 		return nil, fmt.Errorf("stage NAR: %w", err)
 	}
-	defer s.Abort() // nothing after Commit
-	return c.compressAndStore(ctx, it, opts, emit, reused, up, copts, s, func(last time.Time) error {
-		if err := s.Commit(ctx, up.url); err != nil {
-			return fmt.Errorf("upload %s: %w", up.url, err)
+	handed := false
+	defer func() {
+		if !handed {
+			s.Abort() // nothing after Commit
 		}
+	}()
+	_, flusher := stager.(Flusher)
+	return c.compressAndStore(ctx, it, opts, emit, reused, up, copts, s, func(last time.Time) error {
 		up.narAt = last
-		return nil
+		commit := func(ctx context.Context) error {
+			if err := s.Commit(ctx, up.url); err != nil {
+				s.Abort()
+				return fmt.Errorf("upload %s: %w", up.url, err)
+			}
+			return nil
+		}
+		if flusher && !c.opts.IndexDebugInfo {
+			// Committed by the narinfo's publisher, first thing: the NAR
+			// files' fsyncs then run side by side instead of one per job
+			// at a time, and the job goes on to the next path.
+			up.commit, handed = commit, true
+			return nil
+		}
+		return commit(ctx)
 	})
 }
 

@@ -24,6 +24,19 @@
 //     its references are still being published; what is left after them
 //     is its rename and a directory fsync.
 //
+// Where the file system keeps the order of renames (ext4 and xfs: their
+// journal commits whole and in sequence; see keepsRenameOrder), the
+// per-level directory fsyncs are not needed: Commit renames without one
+// and Backend.Flush, which Push calls once all its narinfos are renamed,
+// fsyncs the directories (nar/ before the root). A NAR file's and a
+// narinfo's data are still fsynced before their renames (ext4 allocates
+// delayed blocks at writeback: a renamed, unsynced file can come back
+// empty), so whatever prefix of the renames survives a crash holds only
+// complete files, and a narinfo's rename comes after its NAR file's and its
+// references' narinfos' renames. Push commits each staged NAR file in the
+// narinfo's publisher, so those fsyncs run side by side. Put stays durable
+// on return everywhere.
+//
 // Directory fsyncs are group-committed: a caller waits for the first fsync
 // of the directory that begins after its rename, and everyone whose rename
 // came before that fsync began shares it. Files' fsyncs run in parallel
@@ -47,6 +60,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nixcache/nixcache/cache"
@@ -115,6 +129,11 @@ func (l Location) String() string { return "file://" + cache.EscapePath(l.Dir) }
 type Backend struct {
 	root  string
 	syncs dirSyncs
+	// ordered: the file system keeps the order of renames (see the package
+	// documentation); Commit then leaves the directory fsync to Flush.
+	ordered bool
+	mu      sync.Mutex
+	dirty   map[string]bool // directories renamed into since their last fsync
 }
 
 var (
@@ -144,7 +163,7 @@ func New(dir string) (*Backend, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("file: cache root %q is not a directory", dir)
 	}
-	b := &Backend{root: dir}
+	b := &Backend{root: dir, ordered: keepsRenameOrder(dir)}
 	if b.sweepDue() {
 		_, _ = b.RemoveStaleTemps(context.Background(), StaleTempAge)
 	}
