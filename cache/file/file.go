@@ -24,9 +24,9 @@
 //     its references are still being published; what is left after them
 //     is its rename and a directory fsync.
 //
-// Where the file system keeps the order of renames (ext4 and xfs: their
-// journal commits whole and in sequence; see keepsRenameOrder), the
-// per-level directory fsyncs are not needed: Commit renames without one
+// Where the file system keeps the order of renames (xfs, and ext4 with a
+// journal, not without one: their journal commits whole and in sequence;
+// see keepsRenameOrder), the per-level directory fsyncs are not needed: Commit renames without one
 // and Backend.Flush, which Push calls once all its narinfos are renamed,
 // fsyncs the directories (nar/ before the root). A NAR file's and a
 // narinfo's data are still fsynced before their renames (ext4 allocates
