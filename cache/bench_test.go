@@ -88,21 +88,7 @@ func BenchmarkPushSmallPaths(b *testing.B) {
 // NIXCACHE_BENCH_PATH (e.g. the result of nix-store --add /usr/local/go)
 // with NIXCACHE_BENCH_PARAMS (default compression=zstd).
 func BenchmarkPushStorePath(b *testing.B) {
-	raw := os.Getenv("NIXCACHE_BENCH_PATH")
-	if raw == "" {
-		b.Skip("NIXCACHE_BENCH_PATH not set")
-	}
-	params := os.Getenv("NIXCACHE_BENCH_PARAMS")
-	if params == "" {
-		params = "compression=zstd"
-	}
-	p := mustPath(b, raw)
-	store := openStore(b)
-	info, err := store.PathInfo(context.Background(), p)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(info.NarSize))
+	p, store, params := benchStorePath(b, "compression=zstd")
 	b.ResetTimer()
 	for range b.N {
 		c, err := cache.Open(context.Background(), "file://"+b.TempDir()+"?"+params)
@@ -113,6 +99,28 @@ func BenchmarkPushStorePath(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchStorePath is the store path NIXCACHE_BENCH_PATH names (the
+// benchmark skips without it), the local store, and the cache parameters
+// NIXCACHE_BENCH_PARAMS (default params); it sets the bytes per op to the
+// path's NarSize.
+func benchStorePath(b *testing.B, params string) (storepath.Path, cache.Source, string) {
+	raw := os.Getenv("NIXCACHE_BENCH_PATH")
+	if raw == "" {
+		b.Skip("NIXCACHE_BENCH_PATH not set")
+	}
+	if v := os.Getenv("NIXCACHE_BENCH_PARAMS"); v != "" {
+		params = v
+	}
+	p := mustPath(b, raw)
+	store := openStore(b)
+	info, err := store.PathInfo(context.Background(), p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(info.NarSize))
+	return p, store, params
 }
 
 // benchData returns n bytes, half random and half a repeating text, so that
@@ -150,26 +158,12 @@ func BenchmarkPushClosureFile(b *testing.B) {
 // fresh bucket of a local S3 server (versitygw) per iteration, with
 // NIXCACHE_BENCH_PARAMS (default compression=none: the one-pass upload).
 func BenchmarkPushS3StorePath(b *testing.B) {
-	raw := os.Getenv("NIXCACHE_BENCH_PATH")
-	if raw == "" {
-		b.Skip("NIXCACHE_BENCH_PATH not set")
-	}
-	params := os.Getenv("NIXCACHE_BENCH_PARAMS")
-	if params == "" {
-		params = "compression=none"
-	}
-	p := mustPath(b, raw)
-	store := openStore(b)
-	info, err := store.PathInfo(context.Background(), p)
-	if err != nil {
-		b.Fatal(err)
-	}
+	p, store, params := benchStorePath(b, "compression=none")
 	srv := testenv.StartS3(b)
 	for _, e := range srv.Env() {
 		k, v, _ := strings.Cut(e, "=")
 		b.Setenv(k, v)
 	}
-	b.SetBytes(int64(info.NarSize))
 	b.ResetTimer()
 	for i := range b.N {
 		b.StopTimer()
