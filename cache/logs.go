@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 
 	"github.com/nixcache/nixcache/storepath"
 )
@@ -50,17 +49,11 @@ func (c *Cache) PushLog(ctx context.Context, src LogSource, drv storepath.Path, 
 		return false, fmt.Errorf("cache: build log of %s: %w", drv, err)
 	}
 	defer rc.Close()
-	tmp, err := os.CreateTemp(tempDir, "nixcache-*.log")
+	tmp, done, err := anonymousTemp(tempDir, "nixcache-*.log")
 	if err != nil {
-		return false, fmt.Errorf("cache: temporary file: %w", err)
+		return false, fmt.Errorf("cache: %w", err)
 	}
-	removed := os.Remove(tmp.Name()) == nil
-	defer func() {
-		tmp.Close()
-		if !removed {
-			os.Remove(tmp.Name())
-		}
-	}()
+	defer done()
 	bw := bufio.NewWriterSize(tmp, 64<<10)
 	n, err := io.Copy(ctxWriter{ctx, bw}, rc)
 	if err == nil {

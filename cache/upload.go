@@ -410,20 +410,11 @@ func (c *Cache) uploadSpooled(ctx context.Context, it *pushItem, opts PushOption
 		out = buf
 		body = func(int64) io.Reader { return bytes.NewReader(buf.Bytes()) }
 	} else {
-		tmp, err := os.CreateTemp(opts.TempDir, "nixcache-*.nar"+narinfo.CompressionExtension(copts.Method))
+		tmp, done, err := anonymousTemp(opts.TempDir, "nixcache-*.nar"+narinfo.CompressionExtension(copts.Method))
 		if err != nil {
-			return nil, fmt.Errorf("temporary file: %w", err)
+			return nil, err
 		}
-		// Unlink at once (as Nix's anonymous temp file): the open descriptor
-		// keeps the data, and even a killed process leaves nothing behind.
-		// Where an open file cannot be removed, the deferred Remove cleans up.
-		removed := os.Remove(tmp.Name()) == nil
-		defer func() {
-			tmp.Close()
-			if !removed {
-				os.Remove(tmp.Name())
-			}
-		}()
+		defer done()
 		out = tmp
 		body = func(size int64) io.Reader { return io.NewSectionReader(tmp, 0, size) }
 	}
@@ -435,4 +426,23 @@ func (c *Cache) uploadSpooled(ctx context.Context, it *pushItem, opts PushOption
 		up.narAt = reused.written(ctx, up.url, start)
 		return nil
 	})
+}
+
+// anonymousTemp creates a temporary file in dir (pattern as for
+// os.CreateTemp) and unlinks it at once, as Nix does with its anonymous
+// temporary files: the open descriptor keeps the data, and even a killed
+// process leaves nothing behind. done closes it (and removes it where an
+// open file could not be removed).
+func anonymousTemp(dir, pattern string) (f *os.File, done func(), err error) {
+	f, err = os.CreateTemp(dir, pattern)
+	if err != nil {
+		return nil, nil, fmt.Errorf("temporary file: %w", err)
+	}
+	removed := os.Remove(f.Name()) == nil
+	return f, func() {
+		f.Close()
+		if !removed {
+			os.Remove(f.Name())
+		}
+	}, nil
 }

@@ -201,13 +201,7 @@ func TestStall(t *testing.T) {
 }
 
 func BenchmarkForward(b *testing.B) {
-	upstream := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
-	defer upstream.Close()
-	p, err := Start(upstream.URL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close()
+	p := emptyProxy(b)
 	for b.Loop() {
 		do(b, "PUT", p.URL+"/b/k")
 	}
@@ -230,13 +224,7 @@ func Example() {
 
 // A server-side copy (x-amz-copy-source) is logged as such.
 func TestLogCopy(t *testing.T) {
-	upstream := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
-	defer upstream.Close()
-	p, err := Start(upstream.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := emptyProxy(t)
 	for _, copySource := range []string{"", "/b/k"} {
 		req, _ := http.NewRequest("PUT", p.URL+"/b/k", nil)
 		if copySource != "" {
@@ -313,13 +301,7 @@ func TestLimitInFlight(t *testing.T) {
 // the refusals carry the asked-for Retry-After (rounded up to seconds) and
 // status.
 func TestLimitRate(t *testing.T) {
-	upstream := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
-	defer upstream.Close()
-	p, err := Start(upstream.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := emptyProxy(t)
 	// One token every 10 s: the five requests below all come before it.
 	p.Set(Faults{Limit: Limit{Rate: 0.1, Burst: 2, TooMany: true, RetryAfter: 1500 * time.Millisecond}})
 	var codes []int
@@ -339,4 +321,18 @@ func TestLimitRate(t *testing.T) {
 	if fmt.Sprint(codes) != "[200 200 429 429 429]" || retryAfter != "2" {
 		t.Errorf("codes %v, Retry-After %q; want [200 200 429 429 429] and 2", codes, retryAfter)
 	}
+}
+
+// emptyProxy is a proxy in front of a server that answers every request
+// with an empty 200, both closed when the test ends.
+func emptyProxy(tb testing.TB) *Proxy {
+	tb.Helper()
+	upstream := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	tb.Cleanup(upstream.Close)
+	p, err := Start(upstream.URL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { p.Close() })
+	return p
 }
