@@ -21,8 +21,15 @@ const (
 	// once, however long the server keeps up: above what the upload
 	// daemon's defaults use (jobs x threads x pushes = 32).
 	DefaultMaxRequests = 64
-	// MaxRetryAfter bounds the pause a Retry-After header imposes.
-	MaxRetryAfter = time.Minute
+	// MaxRetryAfter bounds the pause a Retry-After header imposes on every
+	// request of a Backend. Servers send it blindly: MinIO attaches
+	// "Retry-After: 60" to every 503, including a read or write quorum
+	// missed for a moment and a lock wait on one object after a node
+	// restarted; honoured whole, each such answer (and each retry that
+	// meets another) would hold a daemon for a minute, and a push for
+	// several, with nothing logged. The window's halving still slows the
+	// Backend down.
+	MaxRetryAfter = 5 * time.Second
 
 	initialLimit = 4        // the window a Backend starts with (slow start from here)
 	minLimit     = 1.0 / 16 // below 1: one request at a time, spaced

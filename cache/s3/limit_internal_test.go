@@ -15,13 +15,15 @@ func TestParseRetryAfter(t *testing.T) {
 	}{
 		{"0", 0},
 		{"1", time.Second},
-		{" 7 ", 7 * time.Second},
-		{"59", 59 * time.Second},
+		{" 3 ", 3 * time.Second},
+		{"5", 5 * time.Second},
+		{"60", MaxRetryAfter},
 		{"120", MaxRetryAfter},
 		{"99999999999999999999999", MaxRetryAfter},
 		{now.Add(3 * time.Second).Format(http.TimeFormat), 3 * time.Second},
-		{"Mon, 30 Nov 2026 12:00:10 GMT", 10 * time.Second},
-		{"Monday, 30-Nov-26 12:00:10 GMT", 10 * time.Second}, // RFC 850, still allowed
+		{"Mon, 30 Nov 2026 12:00:04 GMT", 4 * time.Second},
+		{"Monday, 30-Nov-26 12:00:04 GMT", 4 * time.Second}, // RFC 850, still allowed
+		{"Mon, 30 Nov 2026 12:00:10 GMT", MaxRetryAfter},
 		{now.Add(-time.Hour).Format(http.TimeFormat), 0},
 		{now.Add(time.Hour).Format(http.TimeFormat), MaxRetryAfter},
 		{"", 0},

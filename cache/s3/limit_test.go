@@ -205,6 +205,52 @@ func TestRetryAfterHonoured(t *testing.T) {
 	}
 }
 
+// TestRetryAfterBounded: MinIO sends "Retry-After: 60" with every 503 (a
+// quorum missed for a moment, a lock wait after a node restart). The pause
+// it imposes on the Backend is bounded by MaxRetryAfter: a Stat answered
+// twice so still succeeds well within a minute (a whole minute's pause per
+// answer held fleet daemons for minutes with nothing logged).
+func TestRetryAfterBounded(t *testing.T) {
+	var mu sync.Mutex
+	var times []time.Time
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		times = append(times, time.Now())
+		n := len(times)
+		mu.Unlock()
+		if n <= 2 {
+			w.Header().Set("Retry-After", "60")
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>XMinioWriteQuorum</Code><Message>Storage resources are insufficient for the write operation.</Message></Error>`)
+			return
+		}
+		w.Header().Set("Content-Length", "3")
+		w.Header().Set("Last-Modified", time.Now().UTC().Format(http.TimeFormat))
+	}))
+	defer srv.Close()
+	b, err := s3.New(context.Background(), s3.Options{Bucket: "bucket", Endpoint: srv.URL, AddressingStyle: "path",
+		Creds: staticCreds(), SkipBucketCheck: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := b.Stat(ctx, "k"); err != nil {
+		t.Fatalf("stat after two 503s with Retry-After: 60: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(times) != 3 {
+		t.Fatalf("%d requests, want 3", len(times))
+	}
+	for i := 1; i < len(times); i++ {
+		if gap := times[i].Sub(times[i-1]); gap < s3.MaxRetryAfter-10*time.Millisecond {
+			t.Errorf("request %d sent %v after a Retry-After: 60, want >= %v (honoured up to the bound)", i+1, gap, s3.MaxRetryAfter)
+		}
+	}
+}
+
 // TestLimiterRecovers: throttling (half the requests answered 503 SlowDown)
 // brings the limit down; once it stops, the limit climbs back to its
 // maximum.

@@ -146,6 +146,8 @@ type Request struct {
 	Limited bool
 	// Start is when the proxy received the request.
 	Start time.Time
+	// End is when the proxy finished answering it (or gave up).
+	End time.Time
 }
 
 // Failed reports whether the request did not succeed: a status outside
@@ -213,7 +215,7 @@ func Start(target string) (*Proxy, error) {
 		rec := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Start: time.Now(),
 			Copy: r.Header.Get("X-Amz-Copy-Source") != ""}
 		defer func() {
-			rec.Status = w.status
+			rec.Status, rec.End = w.status, time.Now()
 			if r.Context().Err() != nil && !rec.Injected {
 				// The client gave up (or was killed) before the answer
 				// reached it: whatever the server did, the client saw

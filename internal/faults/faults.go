@@ -670,8 +670,15 @@ func (d *daemon) wait(timeout time.Duration) error {
 		}
 		return nil
 	case <-time.After(timeout):
-		_ = d.cmd.Process.Kill()
-		<-d.done
+		// SIGQUIT first: the Go runtime prints every goroutine's stack,
+		// which says where a hung daemon waits.
+		_ = d.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-d.done:
+		case <-time.After(5 * time.Second):
+			_ = d.cmd.Process.Kill()
+			<-d.done
+		}
 		return fmt.Errorf("upload-daemon did not finish within %v\n%s", timeout, d.log.String())
 	}
 }

@@ -223,6 +223,7 @@ func (h *Harness) Fleet(ctx context.Context, opts FleetOptions) (FleetResult, er
 	}
 	h.proxy.WaitIdle(5 * time.Second)
 	log := h.proxy.Log()
+	logSlow(h.cfg.Logf, log, start, 10*time.Second)
 	res.Requests = int(h.proxy.Requests.Load() - req0)
 	res.SlowDowns = int(h.proxy.Injected.Load() - inj0)
 	up := AnalyzeLog(log, bucket)
@@ -606,4 +607,15 @@ func (h *Harness) FleetDrain(ctx context.Context, cluster *testenv.MinIOCluster,
 	}
 	res.Paths, res.Lost, res.Broken = cr.Checked, cr.Lost, cr.Broken
 	return res, nil
+}
+
+// logSlow logs the requests that took longer than d (when, from start, and
+// how long), which say where a trial waited: on the server, or on itself.
+func logSlow(logf func(string, ...any), log []faultproxy.Request, start time.Time, d time.Duration) {
+	for _, r := range log {
+		if took := r.End.Sub(r.Start); took > d {
+			logf("fleet: slow request at %v for %v: %s %s?%.40s -> %d", r.Start.Sub(start).Round(100*time.Millisecond),
+				took.Round(100*time.Millisecond), r.Method, r.Path, r.Query, r.Status)
+		}
+	}
 }
