@@ -482,16 +482,21 @@ func (c *Cache) readSmall(ctx context.Context, key string) ([]byte, error) {
 	return data, nil
 }
 
-// hashesTo reports whether the object under key has the given sha256.
-func (c *Cache) hashesTo(ctx context.Context, key string, want nixhash.Hash) bool {
+// hashesTo reports whether the object under key has the given sha256:
+// false when it is missing or differs, an error when it could not be read
+// (a transient failure must not pass for wrong contents, which would upload
+// the object again).
+func (c *Cache) hashesTo(ctx context.Context, key string, want nixhash.Hash) (bool, error) {
 	rc, err := c.Backend.Get(ctx, key)
-	if err != nil {
-		return false
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("read %s: %w", key, err)
 	}
 	defer rc.Close()
 	h := nixhash.NewHasher(want.Algorithm())
 	if _, err := io.Copy(ctxWriter{ctx, h}, rc); err != nil {
-		return false
+		return false, fmt.Errorf("read %s: %w", key, err)
 	}
-	return h.SumHash() == want
+	return h.SumHash() == want, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/nixcache/nixcache/cache"
 	"github.com/nixcache/nixcache/cache/cachetest"
+	"github.com/nixcache/nixcache/cache/file"
 	"github.com/nixcache/nixcache/internal/testenv"
 	"github.com/nixcache/nixcache/narinfo"
 	"github.com/nixcache/nixcache/signature"
@@ -331,5 +333,64 @@ func TestRepairWithUpstream(t *testing.T) {
 	}
 	if _, err := c.Verify(ctx, nil, vopts); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// narReadFails is a Backend whose reads of NAR files fail (a server
+// answering 500 for a while), counting the NAR files written.
+type narReadFails struct {
+	cache.Backend
+	mu   sync.Mutex
+	puts []string
+}
+
+var errNarRead = errors.New("read refused for the test")
+
+func (b *narReadFails) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	if strings.HasPrefix(key, "nar/") {
+		return nil, errNarRead
+	}
+	return b.Backend.Get(ctx, key)
+}
+
+func (b *narReadFails) Put(ctx context.Context, key string, r io.Reader, size int64, ct string) error {
+	if strings.HasPrefix(key, "nar/") {
+		b.mu.Lock()
+		b.puts = append(b.puts, key)
+		b.mu.Unlock()
+	}
+	return b.Backend.Put(ctx, key, r, size, ct)
+}
+
+// TestRepairReadErrorNoReupload: Repair reads a NAR file of the right name
+// and size back to compare its hash; when that read fails (not a missing
+// object, an error), the path is reported with that error and the NAR file
+// is not uploaded again as if its contents were wrong.
+func TestRepairReadErrorNoReupload(t *testing.T) {
+	ctx := context.Background()
+	b, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := newFakeSource(t)
+	p := src.add(t, "repair-read-error", nil, nil)
+	if _, err := cache.New(b, cache.Options{}).Push(ctx, src, []storepath.Path{p}, cache.PushOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bad := []byte("StorePath: garbage\n")
+	if err := b.Put(ctx, cache.NarInfoKey(p), bytes.NewReader(bad), int64(len(bad)), ""); err != nil {
+		t.Fatal(err)
+	}
+	fb := &narReadFails{Backend: b}
+	var results []cache.RepairResult
+	_, err = cache.New(fb, cache.Options{}).Repair(ctx, []storepath.Path{p}, cache.RepairOptions{
+		Source:   src,
+		Repaired: func(r cache.RepairResult) { results = append(results, r) },
+	})
+	if len(fb.puts) != 0 {
+		t.Errorf("NAR files uploaded again after a failed read: %v", fb.puts)
+	}
+	if len(results) != 1 || !errors.Is(results[0].Err, errNarRead) || !errors.Is(err, errNarRead) {
+		t.Errorf("repair: %v, results %v; want the read error reported", err, results)
 	}
 }

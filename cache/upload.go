@@ -184,7 +184,10 @@ func (c *Cache) narThere(ctx context.Context, it *pushItem, opts PushOptions, up
 	oi, err := c.Backend.Stat(ctx, up.url)
 	switch {
 	case err == nil:
-		return oi.Size == int64(up.fileSize) && (!opts.replace[it.path] || c.hashesTo(ctx, up.url, up.fileHash)), nil
+		if oi.Size != int64(up.fileSize) || !opts.replace[it.path] {
+			return oi.Size == int64(up.fileSize), nil
+		}
+		return c.hashesTo(ctx, up.url, up.fileHash)
 	case errors.Is(err, ErrNotFound):
 		return false, nil
 	default:
