@@ -59,14 +59,34 @@ func reversePrice(p []prob, n int, v uint32) uint32 {
 func (l *lenCoder) prices(posState uint32, dst []uint32) {
 	a0, a1 := price0(l.choice), price1(l.choice)
 	b0, b1 := a1+price0(l.choice2), a1+price1(l.choice2)
-	for n := range dst {
-		switch {
-		case n < 8:
-			dst[n] = a0 + treePrice(l.low[posState][:], 3, uint32(n))
-		case n < 16:
-			dst[n] = b0 + treePrice(l.mid[posState][:], 3, uint32(n-8))
-		default:
-			dst[n] = b1 + treePrice(l.high[:], 8, uint32(n-16))
+	treePrices(l.low[posState][:], 3, a0, dst[:min(len(dst), 8)])
+	if len(dst) > 8 {
+		treePrices(l.mid[posState][:], 3, b0, dst[8:min(len(dst), 16)])
+	}
+	if len(dst) > 16 {
+		treePrices(l.high[:], 8, b1, dst[16:])
+	}
+}
+
+// treePrices sets dst[v] to base plus the price of coding v (v <
+// len(dst) <= 1<<n) in the n-bit tree p, as treePrice, walking each node
+// once.
+func treePrices(p []prob, n int, base uint32, dst []uint32) {
+	var node [256]uint32 // price of reaching each inner node
+	node[1] = base
+	for d := range n {
+		lo := 1 << d
+		for m := lo; m < 2*lo && (m-lo)<<(n-d) < len(dst); m++ {
+			c0, c1 := node[m]+price0(p[m]), node[m]+price1(p[m])
+			if d < n-1 {
+				node[2*m], node[2*m+1] = c0, c1
+				continue
+			}
+			v := 2 * (m - lo)
+			dst[v] = c0
+			if v+1 < len(dst) {
+				dst[v+1] = c1
+			}
 		}
 	}
 }
@@ -115,12 +135,9 @@ func (o *optimizer) refresh(e *lzmaEncoder, force bool) {
 	if force || o.distCount >= 128 {
 		o.distCount = 0
 		for ls := range 4 {
-			for slot := range uint32(64) {
-				s := treePrice(p.posSlot[ls][:], 6, slot)
-				if slot >= 14 {
-					s += (slot>>1 - 1 - 4) << priceShift
-				}
-				o.slotPrice[ls][slot] = s
+			treePrices(p.posSlot[ls][:], 6, 0, o.slotPrice[ls][:])
+			for slot := uint32(14); slot < 64; slot++ {
+				o.slotPrice[ls][slot] += (slot>>1 - 1 - 4) << priceShift
 			}
 			for d := range uint32(128) {
 				slot := posSlot(d)
@@ -224,14 +241,15 @@ func nextState(s, back, n uint32) uint32 {
 }
 
 func nextReps(r [4]uint32, back uint32) [4]uint32 {
-	switch {
-	case back == lzmaLiteral || back == 0:
+	switch back {
+	case lzmaLiteral, 0:
 		return r
-	case back < 4:
-		d := r[back]
-		copy(r[1:back+1], r[:back])
-		r[0] = d
-		return r
+	case 1:
+		return [4]uint32{r[1], r[0], r[2], r[3]}
+	case 2:
+		return [4]uint32{r[2], r[0], r[1], r[3]}
+	case 3:
+		return [4]uint32{r[3], r[0], r[1], r[2]}
 	default:
 		return [4]uint32{back - 4, r[0], r[1], r[2]}
 	}
@@ -342,10 +360,11 @@ func (e *lzmaEncoder) optimumNormal(o *optimizer, p int) int {
 			maxRep = max(maxRep, l)
 			rp := repBase + e.repIndexPrice(i, state, posState)
 			grow(cur + l)
-			for ; l >= 2; l-- {
-				pr := rp + o.repPrice[posState][l-2]
-				if nx := &o.opt[cur+l]; pr < nx.price {
-					nx.price, nx.prev, nx.back, nx.len = pr, int32(cur), uint32(i), uint32(l)
+			nodes, rps := o.opt[cur+2:cur+l+1], o.repPrice[posState][:l-1]
+			rps = rps[:len(nodes)]
+			for j := range nodes {
+				if pr := rp + rps[j]; pr < nodes[j].price {
+					nodes[j].price, nodes[j].prev, nodes[j].back, nodes[j].len = pr, int32(cur), uint32(i), uint32(j+2)
 				}
 			}
 		}
@@ -357,16 +376,25 @@ func (e *lzmaEncoder) optimumNormal(o *optimizer, p int) int {
 		grow(cur + int(ms[len(ms)-1].len))
 		lp := &o.lenPrice[posState]
 		for _, m := range ms {
-			var dp [4]uint32 // by length state
-			for ls := range dp {
-				dp[ls] = normal + o.matchDistPrice(m.dist, ls+lzmaMinMatch)
-			}
-			for ; l <= int(m.len); l++ {
-				pr := dp[min(l-2, 3)] + lp[l-2]
+			ml := int(m.len)
+			for ; l <= ml && l < 5; l++ { // lengths 2-4 have their own distance prices
+				pr := normal + o.matchDistPrice(m.dist, l) + lp[l-2]
 				if nx := &o.opt[cur+l]; pr < nx.price {
 					nx.price, nx.prev, nx.back, nx.len = pr, int32(cur), m.dist+4, uint32(l)
 				}
 			}
+			if l > ml {
+				continue
+			}
+			dp := normal + o.matchDistPrice(m.dist, 5)
+			nodes, lps := o.opt[cur+l:cur+ml+1], lp[l-2:ml-1]
+			lps = lps[:len(nodes)]
+			for i := range nodes {
+				if pr := dp + lps[i]; pr < nodes[i].price {
+					nodes[i].price, nodes[i].prev, nodes[i].back, nodes[i].len = pr, int32(cur), m.dist+4, uint32(l+i)
+				}
+			}
+			l = ml + 1
 		}
 	}
 	// Walk back from the end.
