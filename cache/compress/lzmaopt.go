@@ -33,17 +33,6 @@ func priceBit(p prob, b uint32) uint32 {
 	return price1(p)
 }
 
-func treePrice(p []prob, n int, v uint32) uint32 {
-	var s uint32
-	m := uint32(1)
-	for i := n - 1; i >= 0; i-- {
-		b := (v >> uint(i)) & 1
-		s += priceBit(p[m], b)
-		m = m<<1 | b
-	}
-	return s
-}
-
 func reversePrice(p []prob, n int, v uint32) uint32 {
 	var s uint32
 	m := uint32(1)
