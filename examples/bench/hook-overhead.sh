@@ -19,7 +19,12 @@
 #    Medians of ROUNDS. Target: queue-mode build <= 1.30x of no hook.
 # 3. Where a call's time goes: the hook built with -tags hooktrace, run by
 #    examples/bench/hooktrace (spawn = fork, exec, Go runtime start and
-#    package initialisers up to main; exit = until wait(2) returns).
+#    package initialisers up to main; exit = until wait(2) returns), next
+#    to /bin/true and hooktrace's "floor" (a Go process that only reads the
+#    .drv, symlinks the entry and fsyncs the entries directory: the least
+#    a durable Go hook costs); then one 31-derivation build with the
+#    traced hook, and its phases as Nix ran it (the fsync of the entries
+#    directory costs more inside a build than on its own).
 # Needs root (local Nix store), Nix and Go. Leaves nothing but $WORK.
 # BENCH_BIN=DIR uses the post-build-hook and upload-daemon binaries in DIR
 # instead of building them (to compare two versions, run the script once
@@ -44,7 +49,7 @@ nix-store --generate-binary-cache-key bench-1 "$WORK/key.sec" "$WORK/key.pub"
 
 ms() { echo "scale=2; $1 / 1000000" | bc; }
 now() { date +%s%N; }
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | sed -n "$(( (ROUNDS + 1) / 2 ))p"; }
+median() { tr ' ' '\n' <<<"$1" | { grep . || true; } | sort -n | sed -n "$(( (ROUNDS + 1) / 2 ))p"; }
 
 # --- 1. per call ----------------------------------------------------------------
 drvs() { # $1 = seed; prints N fresh .drv paths (instantiated, not built)
@@ -111,7 +116,9 @@ echo "drained: $(ls "$WORK/cache2" | grep -c narinfo) narinfos"
 # --- 3. where the time goes -----------------------------------------------------
 if [ -x "$BIN/hooktrace" ] && [ -x "$BIN/post-build-hook-trace" ]; then
   mkdir -p "$QWORK/trace"
-  echo "trace: $("$BIN/hooktrace" -n "$N" -queue "$QWORK/trace" /bin/true "$BIN/post-build-hook-trace" | tr '\n' ' ')"
+  echo "trace: $("$BIN/hooktrace" -n "$N" -queue "$QWORK/trace" /bin/true floor "$BIN/post-build-hook-trace" | tr '\n' ' ')"
+  HOOK=$BIN/post-build-hook-trace build traced NIXCACHE_QUEUE="$QWORK/q3" >/dev/null
+  echo "in Nix: $("$BIN/hooktrace" -nixlog "$WORK/traced.log")"
 fi
 # The per-call queue q1 is never drained: drop its GC roots (and those
 # of q2's entries, if any is left) so the paths can be collected.

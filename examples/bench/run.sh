@@ -458,6 +458,11 @@ if [ -n "$PERCALL" ]; then
   PBQ=$(sed -n 's/^per build: any hook costs \(-*[0-9]*\) ms in Nix; ours in queue mode \(-*[0-9]*\) ms.*/\2/p' "$WORK/hook.txt")
   PBT=$(sed -n 's/^per build: any hook costs \(-*[0-9]*\) ms in Nix.*/\1/p' "$WORK/hook.txt")
   addrow "  per build in Nix: queue hook vs /bin/true (info)" "$PBQ ms" "$PBT ms" - info -
+  # The floor: a Go process that only symlinks the entry and fsyncs its directory (hooktrace "floor").
+  FLOOR=$(sed -n 's/.* floor: total \([0-9]*\) us per call.*/\1/p' "$WORK/hook.txt")
+  [ -n "$FLOOR" ] && addrow "  per call: floor, Go start + fsync'd entry (info)" "$(awk -v a="$FLOOR" 'BEGIN {printf "%.2f ms", a / 1000}')" "$SPAWN ms" - info -
+  NIXFSYNC=$(sed -n 's/^in Nix: .* enqueue \([0-9]*\) (p90 \([0-9]*\)).*/\1 \2/p' "$WORK/hook.txt")
+  [ -n "$NIXFSYNC" ] && addrow "  in Nix: enqueue (entry + fsync), p50 p90 (info)" "$(awk -v a="${NIXFSYNC% *}" -v b="${NIXFSYNC#* }" 'BEGIN {printf "%.2f %.2f ms", a / 1000, b / 1000}')" - - info -
 fi
 fi
 

@@ -1,4 +1,5 @@
 //go:debug updatemaxprocs=0
+//go:debug decoratemappings=0
 
 // Command post-build-hook is a Nix post-build hook that uploads what Nix just
 // built to a binary cache, either through a durable queue drained by
@@ -27,7 +28,12 @@
 // the closure and exits 1 on failure, making Nix stop further builds (Nix's
 // rule for failing hooks). So the hook links no cache, network or crypto
 // code, only packages queue, config, cli and the .drv parser, and queue
-// mode costs a few milliseconds (TestImportGraphIsSmall keeps it so).
+// mode costs a few milliseconds (TestImportGraphIsSmall keeps it so). The
+// //go:debug lines switch off runtime work a process this short never
+// needs: the periodic GOMAXPROCS update, and naming each memory mapping
+// (one prctl(2) per mapping on kernels with named anonymous mappings).
+// What a call costs beyond a Go process that only writes and fsyncs an
+// entry is measured by examples/bench/hooktrace ("floor").
 package main
 
 import (

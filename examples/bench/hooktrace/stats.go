@@ -28,19 +28,30 @@ func (s *stats) add(phase string, d time.Duration) {
 	s.us[phase] = append(s.us[phase], float64(d.Nanoseconds())/1e3)
 }
 
-func median(v []float64) float64 {
+func median(v []float64) float64 { return percentile(v, 50) }
+
+// percentile returns the p-th percentile of v (nearest rank below), 0 for no samples.
+func percentile(v []float64, p int) float64 {
 	v = slices.Clone(v)
 	slices.Sort(v)
 	if len(v) == 0 {
 		return 0
 	}
-	return v[len(v)/2]
+	return v[len(v)*p/100]
 }
 
 // call runs bin once and records its phases.
 func call(s *stats, bin, drv, queue string) error {
+	env := append(os.Environ(), "OUT_PATHS=", "DRV_PATH="+drv, "NIXCACHE_QUEUE="+queue)
+	if bin == "floor" {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		bin, env = self, append(env, floorEnv+"=1")
+	}
 	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), "OUT_PATHS=", "DRV_PATH="+drv, "NIXCACHE_QUEUE="+queue)
+	cmd.Env = env
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	t0 := time.Now()
@@ -50,27 +61,49 @@ func call(s *stats, bin, drv, queue string) error {
 		return fmt.Errorf("%s: %w\n%s", bin, err, stderr.String())
 	}
 	s.add("total", t1.Sub(t0))
-	prev, last := t0.UnixNano(), ""
-	for _, line := range strings.Split(stderr.String(), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 3 || f[0] != "hooktrace" {
-			continue
-		}
-		ns, err := strconv.ParseInt(f[2], 10, 64)
-		if err != nil {
-			continue
-		}
-		ph := f[1]
-		if last == "" {
+	prev, first := t0.UnixNano(), true
+	for _, m := range parseMarks(stderr.String()) {
+		ph := m.phase
+		if first {
 			ph = "spawn"
 		}
-		s.add(ph, time.Duration(ns-prev))
-		prev, last = ns, f[1]
+		s.add(ph, time.Duration(m.ns-prev))
+		prev, first = m.ns, false
 	}
-	if last != "" {
+	if !first {
 		s.add("exit", time.Duration(t1.UnixNano()-prev))
 	}
 	return nil
+}
+
+// mark is one "hooktrace PHASE UNIXNANO" line of a traced hook.
+type mark struct {
+	phase string
+	ns    int64
+	since time.Duration // since the previous mark in the text (0 for the first)
+}
+
+// parseMarks returns the marks in text, in order; other lines (the hook's
+// log, or a prefix such as Nix's "post-build-hook: ") are skipped.
+func parseMarks(text string) []mark {
+	var out []mark
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Fields(line)
+		i := slices.Index(f, "hooktrace")
+		if i < 0 || len(f) != i+3 {
+			continue
+		}
+		ns, err := strconv.ParseInt(f[i+2], 10, 64)
+		if err != nil {
+			continue
+		}
+		m := mark{phase: f[i+1], ns: ns}
+		if len(out) > 0 {
+			m.since = time.Duration(ns - out[len(out)-1].ns)
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // removeRoots deletes the GC roots under Nix's gcroots/auto that point into
