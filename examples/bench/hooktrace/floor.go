@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // floorEnv, set in its environment, makes hooktrace act as the "floor"
@@ -17,8 +19,11 @@ const floorEnv = "HOOKTRACE_FLOOR"
 // no log): read the .drv named by DRV_PATH, take its first output path
 // (hooktrace's .drv files have one), symlink it into
 // $NIXCACHE_QUEUE/entries and fsync that directory. It returns the exit
-// status.
+// status. Like a hook built with -tags hooktrace, it writes its marks
+// (main, outputs, enqueue) in one write before it exits.
 func floor() int {
+	marks := floorMark(nil, "main")
+	defer func() { _, _ = os.Stderr.Write(marks) }()
 	b, err := os.ReadFile(os.Getenv("DRV_PATH"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
@@ -30,6 +35,7 @@ func floor() int {
 		fmt.Fprintln(os.Stderr, "floor: no output in", os.Getenv("DRV_PATH"))
 		return 1
 	}
+	marks = floorMark(marks, "outputs")
 	entries := filepath.Join(os.Getenv("NIXCACHE_QUEUE"), "entries")
 	if err := os.MkdirAll(entries, 0o700); err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
@@ -48,5 +54,10 @@ func floor() int {
 		fmt.Fprintln(os.Stderr, "floor: fsync", entries+":", err)
 		return 1
 	}
+	marks = floorMark(marks, "enqueue")
 	return 0
+}
+
+func floorMark(b []byte, phase string) []byte {
+	return append(b, "hooktrace "+phase+" "+strconv.FormatInt(time.Now().UnixNano(), 10)+"\n"...)
 }
