@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 	"time"
 
@@ -268,10 +267,23 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 	if err != nil {
 		return sum, err
 	}
-	if err := c.EnsureCacheInfo(ctx, closure[0].Dir()); err != nil {
-		return sum, err
+	// nix-cache-info is written (and made durable) while the presence
+	// checks run; it is there before anything else is stored.
+	cacheInfo := make(chan error, 1)
+	go func() { cacheInfo <- c.EnsureCacheInfo(ctx, closure[0].Dir()) }()
+	waited := false
+	waitCacheInfo := func() error {
+		if waited {
+			return nil
+		}
+		waited = true
+		return <-cacheInfo
 	}
+	defer waitCacheInfo()
 	if opts.Pin != "" {
+		if err := waitCacheInfo(); err != nil {
+			return sum, err
+		}
 		// A collector that listed the cache before the pin sees it within
 		// ReuseSettle; only then is "present" a promise (see Collect).
 		if err := c.Pin(ctx, opts.Pin, closure); err != nil {
@@ -367,6 +379,9 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 			}
 		}
 	}
+	if err := waitCacheInfo(); err != nil {
+		return sum, err
+	}
 	if err := reused.touchNarInfos(ctx, refreshed, opts.checkJobs()); err != nil {
 		return sum, err
 	}
@@ -375,8 +390,9 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 			return sum, err
 		}
 	}
-	// Largest NARs first: they take longest, and narinfos wait for references.
-	sort.SliceStable(missing, func(i, j int) bool { return missing[i].info.NarSize > missing[j].info.NarSize })
+	// Longest chains of work first: large NARs, and the paths whose
+	// narinfos the most levels of others wait for.
+	criticalFirst(missing)
 
 	// Phase 2: NARs on Jobs workers; each narinfo is published by its own
 	// goroutine once its NAR and its references' narinfos are stored.
@@ -496,32 +512,31 @@ func ListingKey(p storepath.Path) string { return p.HashPart() + ".ls" }
 // publishNarInfo waits for the narinfos of it's references, then signs and
 // stores it's narinfo.
 func (c *Cache) publishNarInfo(ctx context.Context, it *pushItem, up *uploaded, items map[storepath.Path]*pushItem, sem chan struct{}, reused *reuse) error {
-	if up.commit != nil {
-		err := func() error {
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return up.commit(ctx) // fails, and removes the staged file
-			}
-			defer func() { <-sem }()
-			return up.commit(ctx)
-		}()
-		if err != nil {
-			return err
-		}
-	}
 	text, err := c.narInfoText(it, up)
+	// On a Stager (cache/file) the narinfo is written and synced while its
+	// staged NAR file is committed and its references are still being
+	// published, leaving only its rename and a (shared) directory fsync for
+	// after them.
+	committed := make(chan error, 1)
+	if up.commit != nil {
+		go func() { committed <- commitStaged(ctx, up.commit, sem) }()
+	} else {
+		committed <- nil
+	}
+	var staged Staged
+	if st, ok := c.Backend.(Stager); ok && err == nil {
+		staged, err = stageNarInfo(ctx, st, text, sem)
+	}
+	if cerr := <-committed; cerr != nil {
+		if staged != nil {
+			staged.Abort()
+		}
+		return cerr
+	}
 	if err != nil {
 		return err
 	}
-	// On a Stager (cache/file) the narinfo is written and synced while its
-	// references are still being published, leaving only its rename and
-	// a (shared) directory fsync for after them.
-	var staged Staged
-	if st, ok := c.Backend.(Stager); ok {
-		if staged, err = stageNarInfo(ctx, st, text, sem); err != nil {
-			return err
-		}
+	if staged != nil {
 		defer staged.Abort()
 	}
 	if err := reused.freshNAR(ctx, up); err != nil {
@@ -583,6 +598,18 @@ func (c *Cache) publishNarInfo(ctx context.Context, it *pushItem, up *uploaded, 
 		return fmt.Errorf("upload %s: %w", key, err)
 	}
 	return nil
+}
+
+// commitStaged runs the commit of a staged NAR file, at most cap(sem) at
+// once (when ctx is done, at once: it then fails and removes the file).
+func commitStaged(ctx context.Context, commit func(context.Context) error, sem chan struct{}) error {
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		return commit(ctx)
+	}
+	defer func() { <-sem }()
+	return commit(ctx)
 }
 
 // narInfoText is the signed narinfo of an uploaded path.
