@@ -113,7 +113,7 @@ type Staged interface {
 
 // Flusher is implemented by Stagers whose Commit may leave the object's
 // durability to a later Flush, where the storage makes commits durable in
-// the order they were made (cache/file on ext4, xfs, btrfs): an object
+// the order they were made (cache/file on xfs and a journaled ext4): an object
 // then never survives a crash that an object committed before it did not.
 // Push calls Flush once all its narinfos are committed, before it returns
 // and before it publishes realisations.

@@ -19,6 +19,26 @@ import (
 type dirSyncs struct {
 	mu   sync.Mutex
 	dirs map[string]*dirSync
+	// trace, when set (by tests), records the steps that make objects
+	// durable, in the order they happen (see durabilityStep).
+	trace func(durabilityStep)
+}
+
+// durabilityStep is one step that makes an object durable, as tests record
+// them: a file's data synced, a rename done, a directory's fsync begun or
+// ended (its number counts the fsyncs of that directory).
+type durabilityStep struct {
+	op   string // "sync", "rename", "dirsync-begin", "dirsync-end"
+	path string // the file synced or renamed, the directory synced
+	to   string // rename: the new name
+	n    uint64 // dirsync: which fsync of the directory
+	at   time.Time
+}
+
+func (s *dirSyncs) record(op, path, to string, n uint64) {
+	if s.trace != nil {
+		s.trace(durabilityStep{op: op, path: path, to: to, n: n, at: time.Now()})
+	}
 }
 
 type dirSync struct {
@@ -59,7 +79,9 @@ func (s *dirSyncs) sync(dir string) error {
 		d.started++
 		n := d.started
 		d.mu.Unlock()
+		s.record("dirsync-begin", dir, "", n)
 		err := syncDir(dir)
+		s.record("dirsync-end", dir, "", n)
 		d.mu.Lock()
 		d.running = false
 		d.done, d.err = n, err
@@ -108,7 +130,16 @@ type staged struct {
 	synced bool
 	done   bool // committed or aborted
 	err    error
+	// written bytes, of which the first queued were handed to
+	// startWriteback.
+	written, queued int64
 }
+
+// writebackStep is how many bytes a staged object's writes gather before
+// their writeback starts: a large NAR file is then mostly on the disk when
+// Sync comes (a 512 MiB NAR's fsync took about 0.38 s when it wrote
+// everything, about 10 ms after this).
+const writebackStep = 8 << 20
 
 func (s *staged) Write(p []byte) (int, error) {
 	if s.f == nil || s.err != nil {
@@ -120,6 +151,11 @@ func (s *staged) Write(p []byte) (int, error) {
 	n, err := s.f.Write(p)
 	if err != nil {
 		s.err = fmt.Errorf("file: write %s: %w", s.tmp, err)
+	}
+	s.written += int64(n)
+	if s.written-s.queued >= writebackStep {
+		startWriteback(s.f, s.queued, s.written-s.queued)
+		s.queued = s.written
 	}
 	return n, s.err
 }
@@ -137,6 +173,7 @@ func (s *staged) Sync() error {
 		s.err = fmt.Errorf("file: sync %s: %w", s.tmp, err)
 		return s.err
 	}
+	s.b.syncs.record("sync", s.tmp, "", 0)
 	if err := s.f.Close(); err != nil {
 		s.err = fmt.Errorf("file: close %s: %w", s.tmp, err)
 		return s.err
@@ -176,6 +213,7 @@ func (s *staged) Commit(ctx context.Context, key string) error {
 	if err := os.Rename(s.tmp, p); err != nil {
 		return fmt.Errorf("file: commit %q: %w", key, err)
 	}
+	s.b.syncs.record("rename", s.tmp, p, 0)
 	s.done = true
 	if s.b.ordered {
 		// Ordered after every earlier rename; durable at the next Flush.
