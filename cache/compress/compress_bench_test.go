@@ -59,7 +59,8 @@ func refSize(b *testing.B, method string, data []byte) int {
 // level) and reports the output size as a fraction of the input
 // ("ratio") and of what Nix's library writes at its default level
 // ("x-nix": liblzma preset 6, libzstd level 3; 0 without the tool).
-// Targets of issue 13: xz <= 1.25x, zstd <= 1.05x.
+// Targets of issue 13: xz <= 1.25x, zstd <= 1.05x (zstd-level3 shows what
+// the size target costs in time).
 func BenchmarkCompress(b *testing.B) {
 	data, err := benchInput()
 	if err != nil {
@@ -70,6 +71,10 @@ func BenchmarkCompress(b *testing.B) {
 		o    Options
 	}{
 		{"zstd", Options{Method: Zstd}},
+		// libzstd's level 3 (klauspost's default level): the size
+		// target holds (about 1.04x on the Go toolchain), for about 1.45x
+		// the compression time of the default here.
+		{"zstd-level3", Options{Method: Zstd, Level: 3}},
 		{"xz-parallel", Options{Method: XZ, Parallel: true}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
