@@ -31,15 +31,32 @@ const (
 	// Backend down.
 	MaxRetryAfter = 5 * time.Second
 
-	initialLimit = 4        // the window a Backend starts with (slow start from here)
-	minLimit     = 1.0 / 16 // below 1: one request at a time, spaced
+	initialLimit = 4 // the window a Backend starts with (slow start from here)
 	defaultRTT   = 10 * time.Millisecond
 	minRound     = 100 * time.Millisecond // the shortest round of growth
-	// maxSpacing bounds the pause between requests below a window of 1:
-	// the round-trip average includes uploads' bodies (a part takes seconds
-	// on a loaded link), and rtt/limit could space requests tens of seconds
-	// apart, which stalls a daemon long after the server recovered.
-	maxSpacing = time.Second
+	// minRate is the slowest pace: a request a second. The pace is set by
+	// answers, and a pause of seconds between requests would stall a
+	// daemon long after the server recovered.
+	minRate = 1.0
+	// paceKeep is what a throttled pace keeps (CUBIC's beta): gentler than
+	// halving, so that a fleet near a server's rate limit loses little
+	// throughput to each refusal.
+	paceKeep = 0.7
+	// okWindow is the time over which the rate of answered requests is
+	// measured: the pace starts there.
+	okWindow = time.Second
+	// probeWindow and probePace are how many rounds a probe above the last
+	// peak takes to accelerate to doubling each round (the window's and
+	// the pace's): the pace probes more gently, since a fleet at a rate
+	// limit spends its time there, and each probe past the limit costs a
+	// refused request.
+	probeWindow = 64
+	probePace   = 128
+	// approachPace: a throttled pace closes 1/approachPace of the gap to
+	// its last peak a round (the window an eighth), and addPace (requests
+	// a second) is its additive growth a round.
+	approachPace = 16
+	addPace      = 0.02
 )
 
 // LimitStats are a Backend's request counters and its current limit.
@@ -47,11 +64,14 @@ type LimitStats struct {
 	// Max is the most requests in flight the limit may reach (0: no
 	// limiter).
 	Max int
-	// Limit is the current window: how many requests may be in flight. Below
-	// 1, one request at a time goes out, the next one after the last one's
-	// answer time divided by Limit (a rate below one request per round
-	// trip), at most a second later.
+	// Limit is the current window: how many requests may be in flight (at
+	// least 1).
 	Limit float64
+	// Rate, when > 0, is the pace the Backend keeps to: at most Rate
+	// requests a second, evenly spaced (the server throttled it even at
+	// one request in flight: a rate limit below one request per round
+	// trip). 0 when not pacing.
+	Rate float64
 	// InFlight is how many requests are in flight now.
 	InFlight int
 	// Requests counts the requests sent (each part of a multipart upload,
@@ -60,11 +80,12 @@ type LimitStats struct {
 	// Throttled counts the throttling answers: 503 (SlowDown and the like)
 	// and 429.
 	Throttled int64
-	// Decreases counts the times the limit was halved.
+	// Decreases counts the times the limit (or the pace) was lowered.
 	Decreases int64
 }
 
-// limiter is one Backend's adaptive limit on requests in flight.
+// limiter is one Backend's adaptive limit on requests in flight, and on
+// their rate below one request in flight.
 //
 // A request takes a slot before it is sent and frees it when its answer's
 // headers come (or it fails): an upload's body counts, a download's body,
@@ -78,32 +99,57 @@ type LimitStats struct {
 // answer) each such answer adds 1: the window doubles every round trip.
 // Afterwards the limit grows by wall-clock rounds (a round trip, at least
 // 100 ms), the same for every backend whatever its share, so that backends
-// sharing a server converge towards equal shares, and sparse requests
-// (below a window of 1) still see many answers between two decreases: it
-// climbs back towards the limit it had at the last decrease, closing an
-// eighth of the gap a round, so that it spends most of its time just under
-// the server's limit; past that it probes upwards, slowly at first (1/64 a
-// round), faster the longer no throttling answer comes, back to doubling
-// after 64 rounds, so that it recovers the whole range once the throttling
-// stops. A backend throttled below its last peak lowers that peak to 3/4 of
-// where it is, leaving room to others sharing the server (CUBIC's fast
-// convergence).
+// sharing a server converge towards equal shares: it climbs back towards
+// the limit it had at the last decrease, closing an eighth of the gap a
+// round, so that it spends most of its time just under the server's limit;
+// past that it probes upwards, slowly at first, faster the longer no
+// throttling answer comes, back to doubling after 64 rounds, so that it
+// recovers the whole range once the throttling stops. A backend throttled
+// below its last peak lowers that peak further, leaving room to others
+// sharing the server (CUBIC's fast convergence).
+//
+// A throttling answer at a window of 1 means the server wants fewer
+// requests a second than one per round trip (a rate limit: on loopback a
+// round trip takes milliseconds, and S3 limits requests a second). The
+// limiter then paces requests by rate, evenly spaced, instead of by window:
+// the pace starts at the rate of requests answered over the last second
+// (what the server let through; lowered at each refusal until a request
+// is answered) and adapts by the same rules in wall-clock rounds: kept at 0.7
+// on a decrease (not halved), at most one decrease a round (the refusals
+// of requests sent just after a decrease, retries among them, answer the
+// rate before it), approaching the last peak more slowly (1/16 of the gap
+// a round), plus an additive step (0.2 requests a second, each second)
+// that brings backends towards equal shares, and probing more gently past
+// the peak. Pacing ends, back to the window, once the pace allows more
+// than one request per round trip. A window of requests sent at once,
+// however small, exceeds a token bucket of a few requests; requests spaced
+// a little under the rate do not.
 // minio-go's retries go through the transport, so they wait for a slot like
 // any request.
 type limiter struct {
 	max float64
 
 	mu        sync.Mutex
-	limit     float64
+	limit     float64   // the window, >= 1
 	wmax      float64   // the limit at the last decrease; 0 before the first (slow start)
-	probe     float64   // rounds spent at or above wmax
+	pace      float64   // requests a second while pacing; 0: not pacing
+	pmax      float64   // the pace at the last decrease
+	probe     float64   // rounds spent at or above wmax (or pmax)
 	grown     time.Time // when the limit last grew
-	inflight  int
-	epoch     uint64        // incremented at each decrease
-	notBefore time.Time     // no request starts before (Retry-After, spacing below a window of 1)
-	rtt       time.Duration // moving average of the time to an answer
-	waiters   int
-	changed   chan struct{} // closed (and replaced) when a slot frees or the gate moves
+	decreased time.Time // when the limit last decreased
+	// descending: pacing, and no request answered since the pace began
+	// or last decreased: each refusal lowers the pace, however soon after
+	// the last decrease.
+	descending bool
+	first      time.Time // when the first request was sent
+	okN        float64   // answered requests, decaying over okWindow
+	okAt       time.Time // when okN was last updated
+	inflight   int
+	epoch      uint64        // incremented at each decrease
+	notBefore  time.Time     // no request starts before (Retry-After, pacing)
+	rtt        time.Duration // moving average of the time to an answer
+	waiters    int
+	changed    chan struct{} // closed (and replaced) when a slot frees or the gate moves
 
 	requests, throttled, decreases atomic.Int64
 }
@@ -112,7 +158,7 @@ type limiter struct {
 type ticket struct {
 	epoch uint64
 	start time.Time
-	full  bool // at least half the window was in use
+	full  bool // the limit held requests back: at least half the window in use, or, pacing, a request waited
 }
 
 // newLimiter returns a limiter allowing up to max requests in flight.
@@ -126,6 +172,7 @@ func (l *limiter) slots() int { return max(1, int(l.limit)) }
 // acquire waits for a slot (or ctx's end).
 func (l *limiter) acquire(ctx context.Context) (ticket, error) {
 	l.mu.Lock()
+	waited := false
 	for {
 		now := time.Now()
 		var wait time.Duration
@@ -133,12 +180,12 @@ func (l *limiter) acquire(ctx context.Context) (ticket, error) {
 			if wait = l.notBefore.Sub(now); wait <= 0 {
 				l.inflight++
 				t := ticket{epoch: l.epoch, start: now, full: float64(2*l.inflight) >= l.limit}
-				if l.limit < 1 {
-					rtt := l.rtt
-					if rtt == 0 {
-						rtt = defaultRTT
-					}
-					l.notBefore = now.Add(min(time.Duration(float64(rtt)/l.limit), maxSpacing))
+				if l.first.IsZero() {
+					l.first = now
+				}
+				if l.pace > 0 {
+					t.full = waited || l.waiters > 0
+					l.notBefore = now.Add(time.Duration(float64(time.Second) / l.pace))
 				}
 				l.mu.Unlock()
 				l.requests.Add(1)
@@ -147,6 +194,7 @@ func (l *limiter) acquire(ctx context.Context) (ticket, error) {
 				return t, nil
 			}
 		}
+		waited = true
 		ch := l.changed
 		l.waiters++
 		l.mu.Unlock()
@@ -192,17 +240,12 @@ func (l *limiter) release(t ticket, outcome int, retryAfter time.Duration) {
 	case throttled:
 		l.throttled.Add(1)
 		metrics.throttled.Add(1)
-		if t.epoch == l.epoch {
-			if l.limit < l.wmax {
-				l.wmax = l.limit * 0.75 // others took a share: give way faster
-			} else {
-				l.wmax = l.limit
-			}
-			l.limit = max(l.limit/2, minLimit)
-			l.probe = 0
-			l.grown = now
-			l.epoch++
-			l.decreases.Add(1)
+		// Pacing, requests go one at a time, each in its own window: a
+		// refusal lowers the pace only a round after the last decrease,
+		// when the server has seen the lower pace (refusals just after,
+		// retries' among them, answer the rate before).
+		if t.epoch == l.epoch && (l.pace == 0 || l.descending || t.start.Sub(l.decreased) >= minRound) {
+			l.decrease(now)
 		}
 	case answered:
 		if d := now.Sub(t.start); l.rtt == 0 {
@@ -210,23 +253,11 @@ func (l *limiter) release(t ticket, outcome int, retryAfter time.Duration) {
 		} else {
 			l.rtt += (d - l.rtt) / 16
 		}
-		if t.full && t.epoch == l.epoch && l.limit < l.max {
-			// Growth goes by wall-clock rounds, the same for every backend
-			// whatever its share, so that they converge to equal shares.
-			round := min(now.Sub(l.grown).Seconds()/max(l.rtt, minRound).Seconds(), 4)
-			l.grown = now
-			switch {
-			case l.wmax == 0: // slow start
-				l.limit++
-			case l.limit < l.wmax:
-				// Close an eighth of the gap a round (a little at least).
-				gap := (l.wmax - l.limit) * math.Pow(7.0/8, round)
-				l.limit = max(l.wmax-gap, l.limit*(1+round/64))
-			default:
-				l.probe += round
-				l.limit *= 1 + min(round, 1)*min(1, (1+l.probe)/64)
-			}
-			l.limit = min(l.limit, l.max)
+		l.okN = l.okN*math.Exp(-now.Sub(l.okAt).Seconds()/okWindow.Seconds()) + 1
+		l.okAt = now
+		l.descending = false
+		if t.full && t.epoch == l.epoch {
+			l.grow(now)
 		}
 	}
 	if retryAfter > 0 {
@@ -235,6 +266,7 @@ func (l *limiter) release(t ticket, outcome int, retryAfter time.Duration) {
 		}
 	}
 	metrics.limit.Store(math.Float64bits(l.limit))
+	metrics.rate.Store(math.Float64bits(l.pace))
 	if l.waiters > 0 {
 		close(l.changed)
 		l.changed = make(chan struct{})
@@ -243,11 +275,113 @@ func (l *limiter) release(t ticket, outcome int, retryAfter time.Duration) {
 	metrics.inflight.Add(-1)
 }
 
+// rttOr1 is the round-trip average (defaultRTT before any answer).
+func (l *limiter) rttOr1() time.Duration {
+	if l.rtt <= 0 {
+		return defaultRTT
+	}
+	return l.rtt
+}
+
+// decrease lowers the window (halved, down to 1) or, at a window of 1, the
+// pace, after a throttling answer.
+func (l *limiter) decrease(now time.Time) {
+	if l.pace == 0 && l.limit > 1 {
+		if l.limit < l.wmax {
+			l.wmax = l.limit * 0.75 // others took a share: give way faster
+		} else {
+			l.wmax = l.limit
+		}
+		l.limit = max(l.limit/2, 1)
+	} else {
+		cur, keep := l.pace, paceKeep
+		if cur == 0 {
+			// From the rate of answered requests (what the server let
+			// through lately), or half a request per round trip before
+			// any answer.
+			cur, keep = 0.5/l.rttOr1().Seconds(), 1
+			if l.okN > 0 {
+				cur = min(cur, l.okRate(now))
+			}
+			l.pmax, l.descending = 0, true
+			l.wmax = max(l.wmax, 1)
+		}
+		if cur < l.pmax && !l.descending {
+			l.pmax = cur * (1 + keep) / 2 // others took a share: give way faster
+		} else {
+			l.pmax = cur
+		}
+		l.pace = max(cur*keep, minRate)
+	}
+	l.probe = 0
+	l.grown, l.decreased = now, now
+	l.epoch++
+	l.decreases.Add(1)
+}
+
+// okRate is the rate of answered requests over the last okWindow (or
+// since the first request, when that is shorter), in requests a second.
+func (l *limiter) okRate(now time.Time) float64 {
+	span := min(now.Sub(l.first), okWindow).Seconds()
+	if l.okN == 0 || span <= 0 {
+		return minRate
+	}
+	return l.okN * math.Exp(-now.Sub(l.okAt).Seconds()/okWindow.Seconds()) / span
+}
+
+// grow raises the window or the pace after an answer to a request the
+// limit held back.
+func (l *limiter) grow(now time.Time) {
+	// Growth goes by wall-clock rounds, the same for every backend
+	// whatever its share, so that they converge to equal shares.
+	round := min(now.Sub(l.grown).Seconds()/max(l.rttOr1(), minRound).Seconds(), 4)
+	l.grown = now
+	if l.pace > 0 {
+		l.pace = l.climb(l.pace, l.pmax, round, approachPace, probePace, addPace)
+		if l.pace*l.rttOr1().Seconds() >= 1 {
+			// More than a request per round trip: the window of 1 holds
+			// requests back again, not the pace.
+			l.pace = 0
+		}
+		return
+	}
+	if l.limit >= l.max {
+		return
+	}
+	if l.wmax == 0 { // slow start
+		l.limit++
+	} else {
+		l.limit = l.climb(l.limit, l.wmax, round, 8, probeWindow, 0)
+	}
+	l.limit = min(l.limit, l.max)
+}
+
+// climb grows v after round rounds: towards peak, closing 1/approach of
+// the gap a round (a little at least); past it, probing, slowly at first,
+// then faster, doubling each round after probeRounds rounds; plus add a
+// round (an additive part, which brings backends sharing a server towards
+// equal shares: a multiplicative growth alone keeps their ratios). The
+// window grows by at most one round an answer; the pace by every round
+// since the last answer (a slow pace sees few answers, and would otherwise
+// climb back slowest where it fell lowest).
+func (l *limiter) climb(v, peak, round, approach, probeRounds, add float64) float64 {
+	if v < peak {
+		gap := (peak - v) * math.Pow(1-1/approach, round)
+		return max(peak-gap, v*(1+round/probeRounds)+add*round)
+	}
+	l.probe += round
+	g := min(1, (1+l.probe)/probeRounds)
+	if l.pace > 0 {
+		return v*math.Pow(1+g, round) + add*round
+	}
+	return v*(1+min(round, 1)*g) + add*min(round, 1)
+}
+
 // stats returns the counters.
 func (l *limiter) stats() LimitStats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return LimitStats{Max: int(l.max), Limit: l.limit, InFlight: l.inflight,
+	return LimitStats{Max: int(l.max), Limit: l.limit, Rate: l.pace, InFlight: l.inflight,
 		Requests: l.requests.Load(), Throttled: l.throttled.Load(), Decreases: l.decreases.Load()}
 }
 
@@ -355,7 +489,7 @@ func (b *Backend) LimitStats() LimitStats {
 // metrics are the process's totals over all Backends, for WriteMetrics.
 var metrics struct {
 	requests, throttled, inflight atomic.Int64
-	limit                         atomic.Uint64 // float64 bits
+	limit, rate                   atomic.Uint64 // float64 bits
 }
 
 // WriteMetrics writes the process's S3 request counters (over all its
@@ -370,7 +504,8 @@ func WriteMetrics(w io.Writer) error {
 		{"nixcache_s3_requests_total", "counter", "S3 requests sent (parts, HEADs and retries each count).", float64(metrics.requests.Load())},
 		{"nixcache_s3_throttled_total", "counter", "S3 throttling answers (503 SlowDown, 429).", float64(metrics.throttled.Load())},
 		{"nixcache_s3_requests_in_flight", "gauge", "S3 requests in flight now.", float64(metrics.inflight.Load())},
-		{"nixcache_s3_request_limit", "gauge", "Adaptive limit on S3 requests in flight (below 1: requests spaced out).", math.Float64frombits(metrics.limit.Load())},
+		{"nixcache_s3_request_limit", "gauge", "Adaptive limit on S3 requests in flight.", math.Float64frombits(metrics.limit.Load())},
+		{"nixcache_s3_request_rate", "gauge", "Pace of S3 requests a second when throttled at one request in flight (0: not pacing).", math.Float64frombits(metrics.rate.Load())},
 	} {
 		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %g\n", m.name, m.help, m.name, m.typ, m.name, m.v); err != nil {
 			return err

@@ -3,6 +3,8 @@ package s3
 import (
 	"context"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -81,13 +83,16 @@ func TestLimiterRules(t *testing.T) {
 	if st := l.stats(); st.Limit != 4 || st.Decreases != 1 || st.Throttled != 8 {
 		t.Fatalf("after a throttled window: %+v, want limit 4 after 1 decrease", st)
 	}
-	// Throttled one by one, it goes down to the floor and no further.
-	for range 20 {
+	// Throttled one by one, the window goes down to 1, then the pace to
+	// its floor, and no further.
+	for range 60 {
+		l.notBefore, l.decreased = time.Time{}, time.Time{} // not the pacing's wait
 		l.release(take(1)[0], throttled, 0)
 	}
-	if l.limit != minLimit {
-		t.Fatalf("limit %v after 20 throttled answers, want the floor %v", l.limit, minLimit)
+	if l.limit != 1 || l.pace != minRate {
+		t.Fatalf("limit %v, pace %v after 60 throttled answers, want 1 and the floor %v", l.limit, l.pace, minRate)
 	}
+	l.notBefore = time.Time{}
 	// Never above max.
 	l = newLimiter(2)
 	for range 100 {
@@ -135,12 +140,21 @@ func BenchmarkLimiter(b *testing.B) {
 }
 
 // TestLimiterSpacingBounded: at the floor, with slow answers (uploads whose
-// parts take seconds), requests are spaced at most maxSpacing apart, not
-// round trip / limit (16 s for 1 s answers), which stalled throttled
-// daemons long after the server recovered.
+// parts take seconds), requests are spaced at most a second apart, not a
+// multiple of the round trip, which stalled throttled daemons long after
+// the server recovered.
 func TestLimiterSpacingBounded(t *testing.T) {
 	l := newLimiter(16)
-	l.limit, l.rtt = minLimit, time.Second
+	l.limit, l.rtt = 1, time.Second
+	for range 60 {
+		l.notBefore, l.decreased = time.Time{}, time.Time{}
+		tk, err := l.acquire(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.release(tk, throttled, 0)
+	}
+	l.notBefore = time.Time{}
 	tk, err := l.acquire(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -149,7 +163,123 @@ func TestLimiterSpacingBounded(t *testing.T) {
 	gap := time.Until(l.notBefore)
 	l.mu.Unlock()
 	l.release(tk, failed, 0)
-	if gap > maxSpacing || gap <= 0 {
-		t.Errorf("next request %v later, want at most %v", gap, maxSpacing)
+	if gap > time.Second || gap <= 0 {
+		t.Errorf("next request %v later, want at most 1s", gap)
+	}
+}
+
+// TestLimiterPaces: throttled at a window of 1, the limiter spaces requests
+// evenly at the rate the server answered lately, lowers it to 0.7 on each
+// throttling answer, and leaves pacing for the window once the pace allows
+// more than one request per round trip.
+func TestLimiterPaces(t *testing.T) {
+	ctx := context.Background()
+	l := newLimiter(16)
+	now := time.Now()
+	// 20 requests answered in the last second.
+	l.limit, l.rtt, l.first, l.okN, l.okAt = 1, 10*time.Millisecond, now.Add(-2*time.Second), 20, now
+	tk, _ := l.acquire(ctx)
+	l.release(tk, throttled, 0)
+	if l.limit != 1 || l.pace < 19 || l.pace > 20 {
+		t.Fatalf("after a throttling answer at a window of 1: limit %v, pace %v, want 1 and 20/s (the rate answered)", l.limit, l.pace)
+	}
+	// Evenly spaced: 4 more requests at 20/s take 150 ms or more. Their
+	// answers end the descent: the next refusal keeps 0.7 of the pace.
+	start := time.Now()
+	for range 4 {
+		tk, _ := l.acquire(ctx)
+		l.release(tk, answered, 0)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond-time.Millisecond {
+		t.Errorf("4 requests at a pace of 20/s in %v, want >= 150ms", d)
+	}
+	pace := l.pace
+	l.notBefore = time.Time{}
+	l.decreased = time.Now().Add(-minRound)
+	tk, _ = l.acquire(ctx)
+	l.release(tk, throttled, 0)
+	if l.pace != pace*paceKeep {
+		t.Errorf("pace %v after a throttling answer, want %v", l.pace, pace*paceKeep)
+	}
+	// Growth ends the pacing once it allows a request per round trip.
+	for i := 0; l.pace > 0; i++ {
+		if i == 1000 {
+			t.Fatalf("pace %v after 1000 answers to waiting requests", l.pace)
+		}
+		l.grown = time.Now().Add(-minRound)
+		l.grow(time.Now())
+	}
+	if l.limit != 1 || l.wmax < 1 {
+		t.Errorf("after pacing: limit %v, wmax %v, want the window from 1, not slow start", l.limit, l.wmax)
+	}
+}
+
+// TestLimiterUnderRateLimit: four limiters (four daemons) share a server
+// that admits 40 requests a second (a token bucket holding 4, as the fault
+// proxy's Limit{Rate: 40}), answering in 2 ms (loopback): a window of one
+// request per round trip is then 12 times too fast for each. After the
+// first second's probe, few requests are refused (the window's floor
+// alone, a 16th of a request per round trip, was 31 requests a second for
+// each limiter, and a third or more were refused), and the fleet keeps at
+// least 70% of the rate.
+func TestLimiterUnderRateLimit(t *testing.T) {
+	const rate, burst, rtt = 40.0, 4.0, 2 * time.Millisecond
+	var mu sync.Mutex
+	tokens, refilled := burst, time.Now()
+	admit := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		now := time.Now()
+		tokens = min(burst, tokens+now.Sub(refilled).Seconds()*rate)
+		refilled = now
+		if tokens < 1 {
+			return false
+		}
+		tokens--
+		return true
+	}
+	start := time.Now()
+	probe, stop := start.Add(time.Second), start.Add(4*time.Second)
+	var sent, refused, ok atomic.Int64
+	ctx, cancel := context.WithDeadline(context.Background(), stop)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range 4 {
+		l := newLimiter(DefaultMaxRequests)
+		for range 8 {
+			wg.Go(func() {
+				for time.Now().Before(stop) {
+					tk, err := l.acquire(ctx)
+					if err != nil {
+						return // stop
+					}
+					late := tk.start.After(probe) && tk.start.Before(stop)
+					admitted := admit()
+					time.Sleep(rtt)
+					outcome := answered
+					if !admitted {
+						outcome = throttled
+					}
+					l.release(tk, outcome, 0)
+					if late {
+						sent.Add(1)
+						if admitted {
+							ok.Add(1)
+						} else {
+							refused.Add(1)
+						}
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	secs := stop.Sub(probe).Seconds()
+	t.Logf("after the first second: %d requests, %d refused (%.1f%%), %.1f/s admitted", sent.Load(), refused.Load(), 100*float64(refused.Load())/float64(sent.Load()), float64(ok.Load())/secs)
+	if refused.Load()*10 > sent.Load() {
+		t.Errorf("%d of %d requests refused, want <= 10%%", refused.Load(), sent.Load())
+	}
+	if r := float64(ok.Load()) / secs; r < 0.7*rate {
+		t.Errorf("%.1f requests/s admitted, want >= 70%% of %v", r, rate)
 	}
 }

@@ -109,7 +109,7 @@ func runFleet(t testing.TB, srv *testenv.S3, p *faultproxy.Proxy, bucket string,
 	}
 	for i, b := range bs {
 		st := b.LimitStats()
-		t.Logf("backend %d: limit %.2f of %d, %d requests, %d throttled, %d decreases", i, st.Limit, st.Max, st.Requests, st.Throttled, st.Decreases)
+		t.Logf("backend %d: limit %.2f of %d, pace %.1f/s, %d requests, %d throttled, %d decreases", i, st.Limit, st.Max, st.Rate, st.Requests, st.Throttled, st.Decreases)
 	}
 	return res
 }

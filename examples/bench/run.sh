@@ -325,11 +325,11 @@ FLEETN=$([ "$QUICK" = 1 ] && echo 200 || echo 400)
 if (cd "$REPO" && NIXCACHE_FLEET_PATHS=$FLEETN go test -count=1 -run '^$' -bench '^BenchmarkFleet$' -benchtime 1x ./internal/faults/) >"$WORK/dfleet.txt" 2>&1; then
   dfleet() { awk -v n="BenchmarkFleet/$1" -v u="$2" '$1 ~ "^"n"(-[0-9]+)?$" {for (i = 3; i < NF; i++) if ($(i+1) == u) printf "%g\n", $i}' "$WORK/dfleet.txt"; }
   FP=$(dfleet unlimited paths/s) FQ=$(dfleet unlimited fwd-req/s) FD=$(dfleet unlimited dup-nars) FN=$(dfleet unlimited nars)
-  LP=$(dfleet rate40 paths/s) LQ=$(dfleet rate40 fwd-req/s) LR=$(dfleet rate40 refused) LO=$(dfleet rate40 of-limit) LD=$(dfleet rate40 dup-nars)
+  LP=$(dfleet rate40 paths/s) LQ=$(dfleet rate40 fwd-req/s) LR=$(dfleet rate40 refused) LRP=$(dfleet rate40 refused-%) LO=$(dfleet rate40 of-limit) LD=$(dfleet rate40 dup-nars)
   addrow "4 daemons -> MinIO 4x2, $FLEETN paths, no limit (info)" "$FP paths/s, $FQ req/s" "" - info -
   addrow "  duplicate NAR uploads (a tenth in all 4 queues)" "$FD + $LD of $FN + $FN" "" - "<= 10% of NARs" \
     "$(awk -v d="$((FD + LD))" -v n="$((FN + FN))" 'BEGIN {print (d * 10 <= n ? "PASS" : "MISS")}')"
-  addrow "4 daemons under 40 req/s: forwarded vs limit" "$LQ req/s, $LP paths/s" "40 req/s, $LR refused" "$(awk -v a="$LO" 'BEGIN {printf "%.2f", a}')" ">= 0.70 of limit" \
+  addrow "4 daemons under 40 req/s: forwarded vs limit" "$LQ req/s, $LP paths/s" "40 req/s, $LR refused ($LRP%)" "$(awk -v a="$LO" 'BEGIN {printf "%.2f", a}')" ">= 0.70 of limit" \
     "$(awk -v r="$LO" 'BEGIN {print (r >= 0.7 ? "PASS" : "MISS")}')"
 else
   tail -30 "$WORK/dfleet.txt" >&2

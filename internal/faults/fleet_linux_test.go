@@ -223,7 +223,8 @@ func fleetQueues(paths []string, daemons int) [][]string {
 // BenchmarkFleet is the fleet's throughput: 4 upload-daemons drain queues
 // of 400 small paths in all (40 queued by all four) into one bucket of the
 // distributed MinIO, without a limit and behind the proxy's server-side
-// rate limit. It reports paths/s, the forwarded request rate, refusals and
+// rate limit. It reports paths/s, the forwarded request rate, refusals (and
+// their share of the requests) and
 // duplicate NAR uploads (examples/bench/run.sh, section fleet, reads them):
 //
 //	go test ./internal/faults -run '^$' -bench BenchmarkFleet -benchtime 1x
@@ -248,6 +249,7 @@ func BenchmarkFleet(b *testing.B) {
 			b.ReportMetric(float64(r.Paths)/s, "paths/s")
 			b.ReportMetric(float64(r.Requests-r.Refused)/s, "fwd-req/s")
 			b.ReportMetric(float64(r.Refused), "refused")
+			b.ReportMetric(100*float64(r.Refused)/float64(max(r.Requests, 1)), "refused-%")
 			b.ReportMetric(float64(r.NARDuplicates), "dup-nars")
 			b.ReportMetric(float64(r.NARs), "nars")
 			if bc.rate > 0 {
