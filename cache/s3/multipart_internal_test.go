@@ -1,11 +1,18 @@
 package s3
 
 import (
+	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
+	"hash/crc32"
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/minio/minio-go/v7"
 )
 
 // TestPartSize checks the part size at S3's limits: 10,000 parts at most,
@@ -113,4 +120,36 @@ func FuzzETagMD5(f *testing.F) {
 			t.Fatalf("etagMD5(%q) = %x", etag, sum)
 		}
 	})
+}
+
+// TestStoredIs: a stored part is compared by its CRC32C when the server
+// lists one (MinIO), by its ETag as an MD5 otherwise (versitygw), and never
+// taken for the local part when neither matches.
+func TestStoredIs(t *testing.T) {
+	data := []byte("the bytes of one part")
+	crc := crc32.Checksum(data, castagnoli)
+	crcB64 := base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint32(nil, crc))
+	otherB64 := base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint32(nil, crc+1))
+	sum := md5.Sum(data)
+	etag := `"` + hex.EncodeToString(sum[:]) + `"`
+	for _, tc := range []struct {
+		name string
+		part minio.ObjectPart
+		want bool
+	}{
+		{"crc", minio.ObjectPart{ChecksumCRC32C: crcB64, ETag: `"00000000000000000000000000000000"`}, true},
+		{"other crc, same etag", minio.ObjectPart{ChecksumCRC32C: otherB64, ETag: etag}, false},
+		{"etag", minio.ObjectPart{ETag: etag}, true},
+		{"other etag", minio.ObjectPart{ETag: `"00000000000000000000000000000000"`}, false},
+		{"etag not an md5", minio.ObjectPart{ETag: `"abc-2"`}, false},
+	} {
+		body := bytes.NewReader(data)
+		got, err := storedIs(tc.part, body)
+		if err != nil || got != tc.want {
+			t.Errorf("%s: storedIs = %v, %v; want %v", tc.name, got, err, tc.want)
+		}
+		if pos, _ := body.Seek(0, io.SeekCurrent); pos != 0 {
+			t.Errorf("%s: body left at %d, want 0 (it is sent next)", tc.name, pos)
+		}
+	}
 }

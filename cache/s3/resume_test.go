@@ -148,8 +148,15 @@ func storedParts(t *testing.T, c *minio.Client, bucket, key string, want []int) 
 // only the missing parts 5 to 8 and the differing part 2, and complete it:
 // the object is byte for byte the data, Nix-style content-named, and no
 // unfinished upload is left. Before resume, all 8 parts were sent again.
+// On versitygw the stored parts are compared by their ETags (MD5s), on
+// MinIO, which lists the parts' CRC32C checksums, by those.
 func TestKilledPutResumes(t *testing.T) {
-	srv := testenv.StartS3(t)
+	for _, server := range servers {
+		t.Run(server.name, func(t *testing.T) { killedPutResumes(t, server.start(t)) })
+	}
+}
+
+func killedPutResumes(t *testing.T, srv *testenv.S3) {
 	c := srv.Client(t)
 	core := minio.Core{Client: c}
 	data := cachetest.Data(resumeSeed, resumeSize)
@@ -332,15 +339,126 @@ func TestConcurrentResumers(t *testing.T) {
 	if got := cachetest.Read(t, open(t, srv, bucket, nil), key); !bytes.Equal(got, data) {
 		t.Fatal("object differs from the data")
 	}
-	// A part request racing the completion may revive the upload for a
-	// moment; the Put that sent it removes it.
+	noUploadsLeft(t, c, bucket)
+}
+
+// noUploadsLeft checks that the bucket holds no unfinished upload within
+// 10 s: a part request racing the completion may revive the upload for a
+// moment, and the Put that sent it removes it.
+func noUploadsLeft(t *testing.T, c *minio.Client, bucket string) {
+	t.Helper()
 	var left []string
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if left = uploads(t, c, bucket); len(left) == 0 {
-			break
+			return
 		}
 	}
-	if len(left) != 0 {
-		t.Errorf("unfinished uploads left: %q", left)
+	t.Errorf("unfinished uploads left: %q", left)
+}
+
+// createBarrier makes n Puts begin their uploads at the same moment: it
+// holds the answers to the first n listings of unfinished uploads (so that
+// every Put finds none) until all n were answered, then the answers to the
+// first n CreateMultipartUpload likewise (so that every Put has begun one
+// before any looks again). It records the uploads completed
+// (CompleteMultipartUpload answered 200).
+type createBarrier struct {
+	n       int
+	mu      sync.Mutex
+	count   map[string]int           // "list", "create": answers so far
+	all     map[string]chan struct{} // closed when count reaches n
+	done    map[string]bool          // upload ID: completed
+	created int
+}
+
+func newCreateBarrier(n int) *createBarrier {
+	return &createBarrier{n: n, count: map[string]int{}, done: map[string]bool{},
+		all: map[string]chan struct{}{"list": make(chan struct{}), "create": make(chan struct{})}}
+}
+
+// wait holds the caller until n answers of the kind arrived (at most 20 s:
+// a Put that makes no such request must not hang the test).
+func (c *createBarrier) wait(kind string) {
+	c.mu.Lock()
+	c.count[kind]++
+	n := c.count[kind]
+	if n == c.n {
+		close(c.all[kind])
+	}
+	c.mu.Unlock()
+	if n > c.n {
+		return
+	}
+	select {
+	case <-c.all[kind]:
+	case <-time.After(20 * time.Second):
+	}
+}
+
+func (c *createBarrier) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return resp, err
+	}
+	q := req.URL.Query()
+	switch {
+	case req.Method == http.MethodGet && q.Has("uploads"):
+		c.wait("list")
+	case req.Method == http.MethodPost && q.Has("uploads"):
+		c.mu.Lock()
+		c.created++
+		c.mu.Unlock()
+		c.wait("create")
+	case req.Method == http.MethodPost && q.Has("uploadId"):
+		c.mu.Lock()
+		c.done[q.Get("uploadId")] = true
+		c.mu.Unlock()
+	}
+	return resp, err
+}
+
+// TestSimultaneousPutsJoin: two Puts (two daemons) of the same key find no
+// upload and each begin one at the same moment. One of them must abort its
+// own and join the other's, so that one upload of the key is completed,
+// not two (the NAR stored twice); both Puts succeed, the object is the
+// data and nothing is left unfinished. Run on versitygw and on MinIO.
+// Before the join, each Put completed its own upload.
+func TestSimultaneousPutsJoin(t *testing.T) {
+	for _, server := range servers {
+		t.Run(server.name, func(t *testing.T) {
+			srv := server.start(t)
+			bucket := newBucket(t, srv, false)
+			c := srv.Client(t)
+			data := cachetest.Data(resumeSeed+3, 3*resumePart)
+			cb := newCreateBarrier(2)
+			var wg sync.WaitGroup
+			errs := make([]error, 2)
+			for w := range 2 {
+				b := open(t, srv, bucket, func(o *s3.Options) { o.PartSize = resumePart; o.Transport = cb; o.SkipBucketCheck = true })
+				wg.Go(func() {
+					var r io.Reader = bytes.NewReader(data)
+					if w == 1 {
+						r = cachetest.Plain(data)
+					}
+					errs[w] = b.Put(context.Background(), "nar/both.nar", r, int64(len(data)), "application/x-nix-nar")
+				})
+			}
+			wg.Wait()
+			for w, err := range errs {
+				if err != nil {
+					t.Errorf("Put %d: %v", w, err)
+				}
+			}
+			cb.mu.Lock()
+			t.Logf("%d uploads begun, completed: %v", cb.created, cb.done)
+			if cb.created != 2 || len(cb.done) != 1 {
+				t.Errorf("%d uploads of the key begun, %d completed; want 2 begun (at once) and 1 completed (the other Put joins it)", cb.created, len(cb.done))
+			}
+			cb.mu.Unlock()
+			if got := cachetest.Read(t, open(t, srv, bucket, nil), "nar/both.nar"); !bytes.Equal(got, data) {
+				t.Fatal("object differs from the data")
+			}
+			noUploadsLeft(t, c, bucket)
+		})
 	}
 }

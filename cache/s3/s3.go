@@ -6,15 +6,17 @@
 // Nix over plain HTTP: the payload is never sent in aws-chunked streaming
 // form (which some servers store and serve with Content-Encoding:
 // aws-chunked, and Nix then fails with "input compression not recognized"),
-// and no x-amz-checksum or trailing headers are sent (Backblaze B2 rejects
-// them). Objects up to the part size go up in a single PUT with Content-MD5;
-// larger ones as a multipart upload of uniform parts (Cloudflare R2 needs
-// that; up to 10,000 of them, so up to S3's 5 TiB object limit), in
-// parallel, each with Content-MD5. A multipart upload that a killed
-// process, a cancelled context or a lost server left unfinished is resumed
-// by the next Put of the same key: only the parts the server lacks (or holds
-// with another MD5) are sent. A multipart upload whose reader failed is
-// aborted. A request that makes no progress for the stall timeout
+// and no trailing headers are sent. Objects up to the part size go up in a
+// single PUT with Content-MD5; larger ones as a multipart upload of uniform
+// parts (Cloudflare R2 needs that; up to 10,000 of them, so up to S3's 5 TiB
+// object limit), in parallel, each with its CRC32C checksum
+// (x-amz-checksum-crc32c, which the server checks; a server that refuses
+// the header, as Backblaze B2 does, gets Content-MD5 instead). A multipart
+// upload that a killed process, a cancelled context or a lost server left
+// unfinished is resumed by the next Put of the same key: only the parts the
+// server lacks (or holds with other bytes) are sent; two Puts that begin an
+// upload of the key at the same moment share one. A multipart upload whose
+// reader failed is aborted. A request that makes no progress for the stall timeout
 // (a server that stops reading an upload or never answers) is abandoned and
 // retried like a network error.
 //
@@ -33,6 +35,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -352,6 +355,7 @@ type Backend struct {
 	profile  string
 	limiter  *limiter      // nil: no limit
 	staleAge time.Duration // Options.StaleUploadAge
+	partMD5  atomic.Bool   // the server refused a part's CRC32C header: use Content-MD5
 }
 
 var (
@@ -584,7 +588,7 @@ func (o *object) Close() error { return o.obj.Close() }
 // Objects up to the part size go up in one PUT with Content-MD5 (from memory
 // for a plain reader, so that the request can be retried). Larger ones (up
 // to MaxObjectSize) go up as a multipart upload of uniform parts, each with
-// Content-MD5: in parallel (Threads parts at a time) when r is an
+// its CRC32C checksum: in parallel (Threads parts at a time) when r is an
 // io.ReaderAt, whose section [offset, offset+size) is read (offset is r's
 // current position if it is also an io.Seeker, else 0); otherwise read part
 // by part into at most Threads buffers that upload in parallel. A multipart
