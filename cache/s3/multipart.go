@@ -95,15 +95,48 @@ func partSize(size, configured int64) int64 {
 	return min(ps, MaxPartSize)
 }
 
+// A plain reader (a NAR streamed while it is dumped) is read in order into
+// part buffers, which are held until their parts are stored (a failed
+// request is sent again from them). Its parts are at most streamPartSize
+// (the configured part size when smaller; larger when a huge object needs
+// it to fit 10,000 parts), and at most streamBuffers of them are held: one
+// being read while two are sent, 24 MiB. Threads x PartSize (64 MiB by
+// default, held by every streamed Put at once) bought no speed: the server,
+// not the number of parts in flight, bounds an upload on loopback, and the
+// dump reads a part in a fraction of the time it takes to send it.
+const (
+	streamPartSize = 8 << 20
+	streamBuffers  = 3
+)
+
+// streamPartSizeFor returns the part size of a plain reader's multipart
+// upload of size bytes. Like partSizeFor it depends only on the size and
+// the configuration, so that a resumed streamed upload has the parts of
+// the interrupted one.
+func (b *Backend) streamPartSizeFor(size int64) int64 {
+	return partSize(size, min(b.partSize, streamPartSize))
+}
+
 // buffers returns how many part buffers a plain reader's upload may hold:
-// Threads, as long as they fit in Threads x the configured part size; fewer
-// (at least one) when the parts grew for a huge object, so that memory stays
-// within Threads x PartSize (64 MiB by default) or one part, whichever is
+// streamBuffers (at most Threads), as long as they fit in streamBuffers x
+// streamPartSize; fewer (at least one) when the parts grew for a huge
+// object, so that memory stays within 24 MiB or one part, whichever is
 // larger.
 func (b *Backend) buffers(partSize int64) int {
-	budget := int64(b.threads) * b.partSize
-	return int(max(1, min(int64(b.threads), budget/partSize)))
+	return int(max(1, min(int64(b.threads), streamBuffers, streamBuffers*streamPartSize/partSize)))
 }
+
+// getBuffer returns a part buffer of n bytes, reused from an earlier
+// streamed Put of the Backend when one is free (a daemon streams NAR after
+// NAR); putBuffer gives it back.
+func (b *Backend) getBuffer(n int64) []byte {
+	if p, ok := b.bufs.Get().(*[]byte); ok && int64(cap(*p)) == n {
+		return (*p)[:n]
+	}
+	return make([]byte, n)
+}
+
+func (b *Backend) putBuffer(buf []byte) { b.bufs.Put(&buf) }
 
 // resumeAge is the age (since it began) up to which an unfinished upload is
 // resumed: half of StaleUploadAge, so that a resumed upload has the other
@@ -567,8 +600,8 @@ feed:
 }
 
 // sendStream sends the parts of a plain reader: it reads them in order into
-// at most buffers(partSize) buffers, and workers hash each part and send it
-// if the server lacks it. The reader must end exactly after size bytes.
+// at most buffers(partSize) buffers, and workers checksum each part and send
+// it if the server lacks it. The reader must end exactly after size bytes.
 func (m *multipart) sendStream(ctx context.Context, r io.Reader) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -597,7 +630,7 @@ func (m *multipart) sendStream(ctx context.Context, r io.Reader) error {
 		for i := 1; i <= m.nparts; i++ {
 			var buf []byte
 			if allocated < nbuf {
-				buf, allocated = make([]byte, m.partSize), allocated+1
+				buf, allocated = m.b.getBuffer(m.partSize), allocated+1
 			} else {
 				select {
 				case buf = <-free:
@@ -632,6 +665,9 @@ func (m *multipart) sendStream(ctx context.Context, r io.Reader) error {
 	}
 	close(work)
 	wg.Wait()
+	for len(free) > 0 {
+		m.b.putBuffer(<-free)
+	}
 	return context.Cause(ctx)
 }
 

@@ -61,30 +61,36 @@ func TestPartSize(t *testing.T) {
 	}
 }
 
-// TestBuffers checks the memory bound of a plain reader's upload: at most
-// Threads buffers, within Threads x PartSize unless one part is larger.
+// TestBuffers checks the memory bound of a plain reader's upload: parts of
+// at most 8 MiB (unless an object needs larger ones to fit 10,000 parts), at
+// most 3 of them and at most Threads, within 24 MiB unless one part is
+// larger. Before, a streamed Put held Threads x PartSize (64 MiB).
 func TestBuffers(t *testing.T) {
+	const mib = 1 << 20
 	for _, threads := range []int{1, 2, 4, 16} {
 		for _, configured := range []int64{MinPartSize, DefaultPartSize, MaxPartSize} {
 			b := &Backend{threads: threads, partSize: configured}
 			for _, size := range []int64{configured + 1, maxParts * configured, maxParts*configured + 1, 1 << 40, MaxObjectSize} {
-				ps := b.partSizeFor(size)
+				ps := b.streamPartSizeFor(size)
 				n := b.buffers(ps)
-				if n < 1 || n > threads {
+				if n < 1 || n > min(threads, 3) {
 					t.Fatalf("threads %d, part size %d: %d buffers", threads, ps, n)
 				}
-				if mem := int64(n) * ps; mem > max(int64(threads)*configured, ps) {
+				if ps != partSize(size, min(configured, 8*mib)) || (size+ps-1)/ps > maxParts && size <= MaxObjectSize {
+					t.Errorf("configured %d, size %d: streamed part size %d", configured, size, ps)
+				}
+				if mem := int64(n) * ps; mem > max(24*mib, ps) {
 					t.Errorf("threads %d, configured %d, size %d: %d buffers of %d bytes = %d, over the bound %d",
-						threads, configured, size, n, ps, mem, max(int64(threads)*configured, ps))
+						threads, configured, size, n, ps, mem, max(24*mib, ps))
 				}
 			}
 		}
 	}
 	b := &Backend{threads: DefaultThreads, partSize: DefaultPartSize}
-	if n := b.buffers(DefaultPartSize); n != DefaultThreads {
-		t.Errorf("default: %d buffers, want %d", n, DefaultThreads)
+	if ps, n := b.streamPartSizeFor(1<<30), b.buffers(b.streamPartSizeFor(1<<30)); ps != 8*mib || n != 3 {
+		t.Errorf("default, 1 GiB: %d buffers of %d bytes, want 3 of 8 MiB", n, ps)
 	}
-	if n := b.buffers(b.partSizeFor(MaxObjectSize)); n != 1 {
+	if n := b.buffers(b.streamPartSizeFor(MaxObjectSize)); n != 1 {
 		t.Errorf("5 TiB: %d buffers of 525 MiB, want 1", n)
 	}
 }

@@ -35,6 +35,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -53,7 +54,8 @@ const (
 	DefaultProfile = "default"
 	// DefaultPartSize is the multipart part size: objects up to this size go
 	// up in one PUT, larger ones in parts of exactly this size (the last one
-	// smaller). It grows for objects over 10,000 parts.
+	// smaller), or of at most 8 MiB when read from a plain reader (held in
+	// memory until stored). It grows for objects over 10,000 parts.
 	DefaultPartSize = 16 << 20
 	// MinPartSize is S3's minimum part size (but for the last part).
 	MinPartSize = 5 << 20
@@ -356,6 +358,7 @@ type Backend struct {
 	limiter  *limiter      // nil: no limit
 	staleAge time.Duration // Options.StaleUploadAge
 	partMD5  atomic.Bool   // the server refused a part's CRC32C header: use Content-MD5
+	bufs     sync.Pool     // *[]byte: streamed parts' buffers (multipart.go)
 }
 
 var (
@@ -590,8 +593,9 @@ func (o *object) Close() error { return o.obj.Close() }
 // to MaxObjectSize) go up as a multipart upload of uniform parts, each with
 // its CRC32C checksum: in parallel (Threads parts at a time) when r is an
 // io.ReaderAt, whose section [offset, offset+size) is read (offset is r's
-// current position if it is also an io.Seeker, else 0); otherwise read part
-// by part into at most Threads buffers that upload in parallel. A multipart
+// current position if it is also an io.Seeker, else 0); otherwise read in
+// parts of at most 8 MiB into at most 3 buffers (24 MiB; fewer than Threads
+// when it is smaller) that upload in parallel. A multipart
 // upload resumes the unfinished upload of the same key that a killed or
 // failed Put left, sending only the parts the server lacks (see
 // multipart.go). A reader with fewer or more than size bytes fails with
@@ -626,6 +630,7 @@ func (b *Backend) Put(ctx context.Context, key string, r io.Reader, size int64, 
 	if size > partSize {
 		if sec == nil {
 			r = cache.ExactReader(r, size)
+			partSize = b.streamPartSizeFor(size)
 		}
 		return b.putMultipart(ctx, key, sec, r, size, partSize, contentType)
 	}
