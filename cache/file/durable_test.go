@@ -4,13 +4,16 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/nixcache/nixcache/cache"
+	"github.com/nixcache/nixcache/internal/testenv"
 	"github.com/nixcache/nixcache/nar"
 	"github.com/nixcache/nixcache/narinfo"
 	"github.com/nixcache/nixcache/storepath"
@@ -28,25 +31,35 @@ type chainSource struct {
 
 func (s *chainSource) add(t *testing.T, name string, refs ...storepath.Path) storepath.Path {
 	t.Helper()
+	p, err := s.addPath(name, refs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// addPath makes the store path name (a file naming its references) and
+// records it; the same name in the same directory makes the same path.
+func (s *chainSource) addPath(name string, refs ...storepath.Path) (storepath.Path, error) {
 	d := sha256.Sum256([]byte(string(s.dir) + name))
 	p, err := s.dir.FromBase(nixbase32.EncodeToString(d[:20]) + "-" + name)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	body := "contents of " + name + "\n"
 	for _, r := range refs {
 		body += string(r) + "\n"
 	}
 	if err := os.WriteFile(string(p), []byte(body), 0o644); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	h := nixhash.NewHasher(nixhash.SHA256)
 	if err := nar.DumpPath(h, string(p)); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	s.infos[p] = &cache.PathInfo{Path: p, NarHash: h.SumHash(), NarSize: uint64(h.Len()), References: refs}
 	s.order = append(s.order, p)
-	return p
+	return p, nil
 }
 
 func (s *chainSource) QueryPathInfo(_ context.Context, p storepath.Path) (*cache.PathInfo, error) {
@@ -245,5 +258,153 @@ func TestPowerCutKeepsPublishedComplete(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// Environment of a pusher child (see TestKilledPushLeavesCompleteCache):
+// the cache directory and the store directory.
+const (
+	pusherCacheEnv = "NIXCACHE_FILE_TEST_PUSHER_CACHE"
+	pusherStoreEnv = "NIXCACHE_FILE_TEST_PUSHER_STORE"
+)
+
+// killChainLen paths in a chain, of which the pusher child publishes the
+// first stallAt and then stops, before the next one's NAR.
+const killChainLen, stallAt = 40, 20
+
+// killChain makes the chain of paths the pusher child pushes, bottom first.
+func killChain(src *chainSource) ([]storepath.Path, error) {
+	var paths []storepath.Path
+	var refs []storepath.Path
+	for i := range killChainLen {
+		p, err := src.addPath(fmt.Sprintf("kill%d", i), refs...)
+		if err != nil {
+			return nil, err
+		}
+		paths, refs = append(paths, p), []storepath.Path{p}
+	}
+	return paths, nil
+}
+
+// runPusher is the pusher child: it pushes killChain (2 jobs) and, once
+// the first stallAt paths are published, holds the job that starts the
+// next one, prints "stalled" and waits to be killed, while the other job
+// goes on with the paths above (their narinfos wait for the held one).
+func runPusher() int {
+	src := &chainSource{dir: storepath.Dir(os.Getenv(pusherStoreEnv)), infos: map[storepath.Path]*cache.PathInfo{}}
+	paths, err := killChain(src)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	c, err := cache.Open(context.Background(), "file://"+os.Getenv(pusherCacheEnv)+"?compression=zstd")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	var uploaded atomic.Int32
+	published := make(chan struct{})
+	progress := func(e cache.Event) {
+		switch {
+		case e.Kind == cache.EventUploaded:
+			if uploaded.Add(1) == stallAt {
+				close(published)
+			}
+		case e.Kind == cache.EventStarted && e.Path == paths[stallAt]:
+			<-published
+			fmt.Println("stalled")
+			_, _ = io.Copy(io.Discard, os.Stdin) // until killed
+		}
+	}
+	_, err = c.Push(context.Background(), src, paths, cache.PushOptions{NoClosure: true, Jobs: 2, Progress: progress})
+	fmt.Fprintln(os.Stderr, "push returned:", err)
+	return 2
+}
+
+// completeNarInfos checks that every narinfo in the cache dir has its NAR
+// file (FileSize bytes hashing to FileHash) and its references' narinfos,
+// and returns how many there are.
+func completeNarInfos(t *testing.T, dir string) int {
+	t.Helper()
+	infos, err := filepath.Glob(filepath.Join(dir, "*.narinfo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range infos {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ni, err := narinfo.Unmarshal(data)
+		if err != nil {
+			t.Fatalf("%s: %v", filepath.Base(p), err)
+		}
+		f, err := os.Open(filepath.Join(dir, filepath.FromSlash(ni.URL)))
+		if err != nil {
+			t.Errorf("%s: NAR file: %v", filepath.Base(p), err)
+			continue
+		}
+		h := nixhash.NewHasher(nixhash.SHA256)
+		_, err = io.Copy(h, f)
+		f.Close()
+		if err != nil || uint64(h.Len()) != ni.FileSize || h.SumHash().String() != ni.FileHash.String() {
+			t.Errorf("%s: NAR file of %d bytes hashing to %v (%v), want %d and %v", filepath.Base(p), h.Len(), h.SumHash(), err, ni.FileSize, ni.FileHash)
+		}
+		for _, ref := range ni.References {
+			if _, err := os.Stat(filepath.Join(dir, cache.NarInfoKey(ref))); err != nil {
+				t.Errorf("%s: reference %s: %v", filepath.Base(p), ref.Name(), err)
+			}
+		}
+	}
+	return len(infos)
+}
+
+// TestKilledPushLeavesCompleteCache: a pusher SIGKILLed in the middle of a
+// 40-path chain, with 20 paths published and the NARs of others being
+// compressed, staged or committed, leaves a cache where every narinfo has
+// its complete NAR file and its references' narinfos (exactly the 20);
+// the temporary files it left are never listed, and a second push
+// completes the cache.
+func TestKilledPushLeavesCompleteCache(t *testing.T) {
+	store, dir := t.TempDir(), t.TempDir()
+	src := &chainSource{dir: storepath.Dir(store), infos: map[storepath.Path]*cache.PathInfo{}}
+	paths, err := killChain(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, _ := testenv.StartSelf(t, "stalled", pusherCacheEnv+"="+dir, pusherStoreEnv+"="+store)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	if n := completeNarInfos(t, dir); n != stallAt {
+		t.Errorf("%d narinfos after the kill, want %d", n, stallAt)
+	}
+	b, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.List(context.Background(), "", func(o cache.ObjectInfo) error {
+		if strings.Contains(o.Key, TempPrefix) {
+			t.Errorf("listed %s", o.Key)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cache.Open(context.Background(), "file://"+dir+"?compression=zstd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := c.Push(context.Background(), src, paths, cache.PushOptions{NoClosure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Uploaded != killChainLen-stallAt || sum.Skipped != stallAt {
+		t.Errorf("second push: %v", sum)
+	}
+	if n := completeNarInfos(t, dir); n != killChainLen {
+		t.Errorf("%d narinfos after the second push, want %d", n, killChainLen)
 	}
 }

@@ -29,7 +29,8 @@
 //
 // TestPowerCutKeepsPublishedComplete records the order of these steps in
 // real pushes and checks it against that model at every instant; the test
-// fails if any fsync above is left out.
+// fails if any fsync above is left out. TestKilledPushLeavesCompleteCache
+// SIGKILLs a pusher in the middle of a chain and checks what it left.
 //
 // So without rename order, a narinfo costs one fsync of the root after
 // its references' fsyncs: a chain of 31 paths (each referring to the one

@@ -25,6 +25,9 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(writerEnv); dir != "" {
 		os.Exit(writer(dir))
 	}
+	if os.Getenv(file.PusherEnv) != "" {
+		os.Exit(file.RunPusher())
+	}
 	os.Exit(m.Run())
 }
 
