@@ -20,12 +20,12 @@ import (
 
 // partHeaders records, for every part request (a PUT with a partNumber),
 // whether it carried an x-amz-checksum-crc32c header and a Content-MD5. With
-// refuse set it answers a part request carrying any x-amz-checksum header
-// as Backblaze B2 does (400 InvalidArgument, "Unsupported header ...").
+// refuse set (an S3 error code and message) it answers a part request
+// carrying any x-amz-checksum header with 400 and that error.
 // With corrupt set it flips one byte of the body of that part number on
 // every attempt, after the checksums were computed (a fault on the way).
 type partHeaders struct {
-	refuse  bool
+	refuse  [2]string
 	corrupt int
 
 	mu      sync.Mutex
@@ -49,7 +49,7 @@ func (p *partHeaders) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	refuse := false
 	for k := range req.Header {
-		if p.refuse && strings.HasPrefix(strings.ToLower(k), "x-amz-checksum-") {
+		if p.refuse[0] != "" && strings.HasPrefix(strings.ToLower(k), "x-amz-checksum-") {
 			refuse = true
 			p.refused++
 			p.crc--
@@ -59,7 +59,7 @@ func (p *partHeaders) RoundTrip(req *http.Request) (*http.Response, error) {
 	if refuse {
 		io.Copy(io.Discard, req.Body)
 		req.Body.Close()
-		body := `<?xml version="1.0" encoding="UTF-8" standalone="yes"?><Error><Code>InvalidArgument</Code><Message>Unsupported header 'x-amz-checksum-crc32c' received for this API call.</Message></Error>`
+		body := `<?xml version="1.0" encoding="UTF-8" standalone="yes"?><Error><Code>` + p.refuse[0] + `</Code><Message>` + p.refuse[1] + `</Message></Error>`
 		return &http.Response{StatusCode: 400, Status: "400 Bad Request", Header: http.Header{"Content-Type": {"application/xml"}},
 			Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body)), Request: req, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1}, nil
 	}
@@ -155,35 +155,42 @@ func TestPartCorruptedOnTheWay(t *testing.T) {
 }
 
 // TestChecksumRefusedFallsBack: a server that refuses S3's checksum headers
-// (Backblaze B2's answer) gets the parts with Content-MD5 instead: the Put
-// succeeds, and once refused the Backend sends no more CRC32C headers.
+// gets the parts with Content-MD5 instead: the Put succeeds, and once
+// refused the Backend sends no more CRC32C headers. Backblaze B2 refuses the
+// header; AWS S3 refuses a part checksum that CreateMultipartUpload did not
+// announce (an upload begun by an older version, say).
 func TestChecksumRefusedFallsBack(t *testing.T) {
 	srv := testenv.StartS3(t)
 	bucket := newBucket(t, srv, false)
 	data := cachetest.Data(93, 6*s3.MinPartSize)
-	ph := &partHeaders{refuse: true}
-	b := open(t, srv, bucket, func(o *s3.Options) {
-		o.PartSize = s3.MinPartSize
-		o.Transport = ph
-		o.SkipBucketCheck = true
-		o.Threads = 2
-	})
-	for i, plain := range []bool{false, true} {
-		var r io.Reader = bytes.NewReader(data)
-		if plain {
-			r = cachetest.Plain(data)
+	for _, refusal := range [][2]string{
+		{"InvalidArgument", "Unsupported header 'x-amz-checksum-crc32c' received for this API call."},
+		{"InvalidRequest", "Checksum Type mismatch occurred, expected checksum Type: null, actual checksum Type: crc32c"},
+	} {
+		ph := &partHeaders{refuse: refusal}
+		b := open(t, srv, bucket, func(o *s3.Options) {
+			o.PartSize = s3.MinPartSize
+			o.Transport = ph
+			o.SkipBucketCheck = true
+			o.Threads = 2
+		})
+		for i, plain := range []bool{false, true} {
+			var r io.Reader = bytes.NewReader(data)
+			if plain {
+				r = cachetest.Plain(data)
+			}
+			key := "nar/" + refusal[0] + strconv.Itoa(i) + ".nar"
+			if err := b.Put(context.Background(), key, r, int64(len(data)), "application/x-nix-nar"); err != nil {
+				t.Fatalf("%s, plain=%v: %v", refusal[0], plain, err)
+			}
+			if got := cachetest.Read(t, b, key); !bytes.Equal(got, data) {
+				t.Fatalf("%s, plain=%v: object differs from the data", refusal[0], plain)
+			}
 		}
-		key := "nar/b2-" + strconv.Itoa(i) + ".nar"
-		if err := b.Put(context.Background(), key, r, int64(len(data)), "application/x-nix-nar"); err != nil {
-			t.Fatalf("plain=%v: %v", plain, err)
+		t.Logf("%s: %d part requests refused, %d sent with Content-MD5", refusal[0], ph.refused, ph.md5)
+		if ph.refused < 1 || ph.refused > 2 || ph.md5 != 12 {
+			t.Errorf("%s: %d part requests refused, %d of 12 parts sent with Content-MD5; want 1 or 2 (the threads) and 12", refusal[0], ph.refused, ph.md5)
 		}
-		if got := cachetest.Read(t, b, key); !bytes.Equal(got, data) {
-			t.Fatalf("plain=%v: object differs from the data", plain)
-		}
-	}
-	t.Logf("%d part requests refused, %d sent with Content-MD5", ph.refused, ph.md5)
-	if ph.refused < 1 || ph.refused > 2 || ph.md5 != 12 {
-		t.Errorf("%d part requests refused, %d of 12 parts sent with Content-MD5; want 1 or 2 (the threads) and 12", ph.refused, ph.md5)
 	}
 }
 

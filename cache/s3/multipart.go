@@ -48,10 +48,13 @@ const MaxObjectSize = 5 << 40
 //     that the server checks what it received (versitygw answers BadDigest,
 //     MinIO XAmzContentChecksumMismatch on a mismatch). CRC32C costs a few
 //     milliseconds per 100 MB where Content-MD5 cost about 2 s per GB of
-//     CPU. A server that refuses the header (Backblaze B2 answers
-//     InvalidArgument "Unsupported header 'x-amz-checksum-crc32c'") gets
-//     Content-MD5 instead, for that part and every later one of the
-//     Backend.
+//     CPU. A server that refuses the header gets Content-MD5 instead, for
+//     that part and every later one of the Backend: Backblaze B2 answers
+//     InvalidArgument "Unsupported header 'x-amz-checksum-crc32c'", and AWS
+//     S3 InvalidRequest "Checksum Type mismatch occurred" for a part
+//     checksum that CreateMultipartUpload did not announce. (Announcing it,
+//     x-amz-checksum-algorithm, would make every part and the completion
+//     carry it, and B2 refuses that header too.)
 //   - CompleteMultipartUpload names every part with its ETag: the server
 //     refuses the completion (InvalidPart) if a stored part is not the one
 //     checked. When all part ETags are MD5s the completed object's ETag
@@ -545,8 +548,11 @@ func storedIs(p minio.ObjectPart, body io.ReadSeeker) (bool, error) {
 // checksumRefused reports whether a part request failed because the server
 // does not take S3's additional checksum headers (Backblaze B2: 400
 // InvalidArgument "Unsupported header 'x-amz-checksum-crc32c' received for
-// this API call"; other servers answer NotImplemented), rather than because
-// the checksum did not match (BadDigest, XAmzContentChecksumMismatch).
+// this API call"; AWS S3, for an upload created without one: 400
+// InvalidRequest "Checksum Type mismatch occurred, expected checksum Type:
+// null, actual checksum Type: crc32c"; other servers answer NotImplemented),
+// rather than because the checksum did not match (BadDigest,
+// XAmzContentChecksumMismatch).
 func checksumRefused(err error) bool {
 	er := minio.ToErrorResponse(err)
 	switch er.Code {
