@@ -42,7 +42,8 @@ const gcDeleteWindow = time.Second
 // listing always changes the modification time the collector sees, even
 // with one-second timestamps (S3's Last-Modified), and a NAR file a push
 // wrote or touched is young until the push publishes its narinfo (within
-// freshWindow + ReuseSettle).
+// freshWindow + ReuseSettle, plus at most twice missingRechecks' pauses
+// where a check met a passing 404).
 const gcClockMargin = 6 * time.Second
 
 // GCOptions tune Collect.

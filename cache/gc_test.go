@@ -3,12 +3,14 @@ package cache_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -331,4 +333,60 @@ func TestPinNames(t *testing.T) {
 		t.Fatalf("collect with a bad root: %v", err)
 	}
 	g.check(t, []storepath.Path{g.top1, g.old, g.shared, g.leaf}, nil)
+}
+
+// blinkBackend answers 404 for key a few times, as MinIO does for a moment
+// to a read of a key another writer is overwriting (minio issue 20200):
+// touches (touchMisses) and, once touched, Stats (statMisses).
+type blinkBackend struct {
+	cache.Backend
+	key                     string
+	touchMisses, statMisses atomic.Int32
+	touched                 atomic.Bool
+}
+
+func (b *blinkBackend) Touch(ctx context.Context, key string) error {
+	if key == b.key {
+		b.touched.Store(true)
+		if b.touchMisses.Add(-1) >= 0 {
+			return fmt.Errorf("touch %s: %w", key, cache.ErrNotFound)
+		}
+	}
+	return b.Backend.(cache.Toucher).Touch(ctx, key)
+}
+
+func (b *blinkBackend) Stat(ctx context.Context, key string) (cache.ObjectInfo, error) {
+	if key == b.key && b.touched.Load() && b.statMisses.Add(-1) >= 0 {
+		return cache.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, cache.ErrNotFound)
+	}
+	return b.Backend.Stat(ctx, key)
+}
+
+// TestPushReuseTransient404: a reused narinfo that answers 404 for a moment
+// (to the touch, or to the check after ReuseSettle) but is there is not
+// taken for a collected one: the push succeeds. One that stays missing is
+// (TestPushLosesReuseRace).
+func TestPushReuseTransient404(t *testing.T) {
+	for _, tc := range []struct {
+		name                    string
+		touchMisses, statMisses int32
+	}{
+		{"touch", 1, 0},
+		{"touch-and-recheck", 1, 1},
+		{"check", 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGens(t, false)
+			b := &blinkBackend{Backend: g.b, key: cache.NarInfoKey(g.shared)}
+			b.touchMisses.Store(tc.touchMisses)
+			b.statMisses.Store(tc.statMisses)
+			if _, err := cache.New(b, cache.Options{}).Push(context.Background(), g.src, []storepath.Path{g.top2}, cache.PushOptions{}); err != nil {
+				t.Fatalf("push reusing a narinfo that answered 404 for a moment: %v", err)
+			}
+			if !b.touched.Load() {
+				t.Fatal("shared's narinfo was not touched")
+			}
+			g.check(t, []storepath.Path{g.top2, g.shared, g.leaf}, nil)
+		})
+	}
 }

@@ -86,18 +86,60 @@ func (r *reuse) touch(ctx context.Context, key string) (time.Time, error) {
 	if r.toucher == nil || r.off.Load() {
 		return time.Time{}, nil
 	}
-	if err := r.toucher.Touch(ctx, key); errors.Is(err, ErrTouchUnsupported) {
-		if !r.off.Swap(true) && !touchWarned.Swap(true) {
-			r.c.opts.Logger.Warn("the cache's server does not renew modification times: reused objects are not protected from a concurrent garbage collector beyond its grace period and pins", "err", err)
+	for try := 1; ; try++ {
+		err := r.toucher.Touch(ctx, key)
+		switch {
+		case errors.Is(err, ErrTouchUnsupported):
+			if !r.off.Swap(true) && !touchWarned.Swap(true) {
+				r.c.opts.Logger.Warn("the cache's server does not renew modification times: reused objects are not protected from a concurrent garbage collector beyond its grace period and pins", "err", err)
+			}
+			return time.Time{}, nil
+		case errors.Is(err, ErrNotFound) && try < touchTries:
+			// Collected, or read while another writer overwrote it.
+			if _, err := r.c.confirmMissing(ctx, key); err != nil {
+				return time.Time{}, err
+			}
+			continue // there after all: touch it again
+		case errors.Is(err, ErrNotFound):
+			return time.Time{}, fmt.Errorf("refresh reused %s: found missing %d times, there in between: %w", key, touchTries, err)
+		case err != nil:
+			return time.Time{}, fmt.Errorf("refresh reused %s: %w", key, err)
 		}
-		return time.Time{}, nil
-	} else if err != nil {
-		if errors.Is(err, ErrNotFound) {
-			return time.Time{}, fmt.Errorf("%w: %s", ErrCollected, key)
-		}
-		return time.Time{}, fmt.Errorf("refresh reused %s: %w", key, err)
+		return time.Now(), nil
 	}
-	return time.Now(), nil
+}
+
+// touchTries is how many times touch tries an object that a Stat finds
+// there after a Touch found it missing.
+const touchTries = 3
+
+// missingRechecks are the pauses before the checks that confirm an object
+// found missing: a server may answer 404 for a moment to a read of a key
+// that another writer is overwriting (MinIO does, minio issue 20200: a
+// second pusher's PUT of the same narinfo, or its touch), which must not
+// pass for an object a collector removed. A collector's removal stays, so
+// an object collected is missing at every check.
+// Their sum (twice, for a NAR file and a narinfo) stays well inside
+// gcClockMargin's room beyond freshWindow + ReuseSettle.
+var missingRechecks = []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}
+
+// confirmMissing checks again, after a moment, an object just found
+// missing: ErrCollected (wrapped) when it stays missing, else what a Stat
+// of it returned.
+func (c *Cache) confirmMissing(ctx context.Context, key string) (ObjectInfo, error) {
+	for _, d := range missingRechecks {
+		if err := sleepUntil(ctx, time.Now().Add(d)); err != nil {
+			return ObjectInfo{}, err
+		}
+		oi, err := c.Backend.Stat(ctx, key)
+		switch {
+		case err == nil:
+			return oi, nil
+		case !errors.Is(err, ErrNotFound):
+			return ObjectInfo{}, fmt.Errorf("stat %s: %w", key, err)
+		}
+	}
+	return ObjectInfo{}, fmt.Errorf("%w: %s", ErrCollected, key)
 }
 
 // touchNAR touches a NAR file; where the server cannot renew
@@ -112,8 +154,12 @@ func (r *reuse) touchNAR(ctx context.Context, key string, size int64) (time.Time
 	start := time.Now()
 	rc, err := r.c.Backend.Get(ctx, key)
 	if errors.Is(err, ErrNotFound) {
-		return time.Time{}, fmt.Errorf("%w: %s", ErrCollected, key)
-	} else if err != nil {
+		if _, err := r.c.confirmMissing(ctx, key); err != nil {
+			return time.Time{}, err
+		}
+		rc, err = r.c.Backend.Get(ctx, key)
+	}
+	if err != nil {
 		return time.Time{}, fmt.Errorf("refresh reused %s: %w", key, err)
 	}
 	defer rc.Close()
@@ -182,8 +228,15 @@ func (r *reuse) freshNAR(ctx context.Context, up *uploaded) error {
 	return r.settle(ctx, up.narAt, up.url, int64(up.fileSize))
 }
 
+// stillThere checks that key is there (with size bytes, when size >= 0),
+// confirming a 404 before it reports ErrCollected.
 func (c *Cache) stillThere(ctx context.Context, key string, size int64) error {
 	oi, err := c.Backend.Stat(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		if oi, err = c.confirmMissing(ctx, key); err != nil {
+			return err
+		}
+	}
 	switch {
 	case errors.Is(err, ErrNotFound), err == nil && size >= 0 && oi.Size != size:
 		return fmt.Errorf("%w: %s", ErrCollected, key)
