@@ -172,20 +172,29 @@ func (s *narStream) fileMismatch() error {
 }
 
 // finish checks the whole NAR and file against the narinfo, NAR first (as
-// Nix reports a modified path); it returns io.EOF when they match.
+// Nix reports a modified path); it returns io.EOF when they match. A NAR
+// that differs from a file that differs too is reported as the damaged
+// file first (a zstd frame as Nix writes it carries no checksum of its
+// own, so a damaged file often still decompresses).
 func (s *narStream) finish() error {
 	ni := s.ni
 	if err := s.drain(); err != nil {
 		return err
 	}
+	var narErr error
 	if n := uint64(s.nar.Len()); n != ni.NarSize {
-		return fmt.Errorf("%w: NarSize %d, NAR has %d bytes", ErrNarSizeMismatch, ni.NarSize, n)
-	}
-	if h := s.nar.SumHash(); h != ni.NarHash {
-		return fmt.Errorf("%w: NarHash %s, NAR hashes to %s", ErrNarHashMismatch, ni.NarHash, h)
+		narErr = fmt.Errorf("%w: NarSize %d, NAR has %d bytes", ErrNarSizeMismatch, ni.NarSize, n)
+	} else if h := s.nar.SumHash(); h != ni.NarHash {
+		narErr = fmt.Errorf("%w: NarHash %s, NAR hashes to %s", ErrNarHashMismatch, ni.NarHash, h)
 	}
 	if err := s.fileMismatch(); err != nil {
+		if narErr != nil {
+			return fmt.Errorf("%w (%w)", err, narErr)
+		}
 		return err
+	}
+	if narErr != nil {
+		return narErr
 	}
 	return io.EOF
 }
