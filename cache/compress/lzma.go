@@ -302,13 +302,17 @@ func (e *lzmaEncoder) find(p int) []match {
 	// The row's candidates are loaded at once (one cache line for up to 16
 	// ways), so their bytes are fetched in parallel, unlike a hash chain's.
 	row := e.rows[int(h4)*e.ways:][:e.ways]
-	var cands [32]int32
-	cs := cands[:copy(cands[:], row)]
+	ms = e.search(ms, p, c2, c3, limit, row)
 	for i := len(row) - 1; i > 0; i-- {
 		row[i] = row[i-1]
 	}
 	row[0] = int32(p + 1)
+	return ms
+}
 
+// search appends to ms the matches at p with the 2- and 3-byte hash
+// candidates c2 and c3 (-1 for none) and the 4-byte hash row.
+func (e *lzmaEncoder) search(ms []match, p, c2, c3, limit int, row []int32) []match {
 	data := e.data
 	best := 1
 	bestPos := -1
@@ -330,7 +334,7 @@ func (e *lzmaEncoder) find(p int) []match {
 		}
 	}
 	best = max(best, 3)
-	for _, cur := range cs {
+	for _, cur := range row {
 		if cur == 0 {
 			break
 		}
