@@ -44,10 +44,11 @@ const Default = Zstd
 // streams when parallel compression is on. Nix 2.8 reads concatenated xz
 // streams as one NAR. Each stream's dictionary is its block, so a larger
 // block compresses better (liblzma preset 6, 8 MiB dictionary, on the Go
-// toolchain's NAR: 2 MiB blocks cost 3% more bytes than one stream) but
-// holds more memory: the encoder's match finder takes 4 bytes per block
-// byte plus 1.3 MiB of hash tables per goroutine.
-const xzBlockSize = 2 << 20
+// toolchain's NAR: 2 MiB blocks cost 3% more bytes than one stream; our
+// encoder writes 2.4% less with 4 MiB blocks than with 2) but holds more
+// memory: Concurrency+2 blocks and their outputs. The match finder's tables
+// do not grow with the block (about 2.5 MiB per goroutine by default).
+const xzBlockSize = 4 << 20
 
 // zstdWindow bounds the zstd window (and so the encoder's memory) whatever
 // the NAR size. Nix's decoder accepts windows up to 128 MiB by default.
@@ -83,13 +84,13 @@ type Options struct {
 	Level int
 	// Parallel is Nix's parallel-compression setting. zstd always uses all
 	// cores (1 MiB blocks as concatenated frames); for xz it compresses
-	// 2 MiB blocks as separate concatenated streams on all cores, with this
-	// package's LZMA2 encoder (liblzma's parsers over hash chains).
+	// 4 MiB blocks as separate concatenated streams on all cores, with this
+	// package's LZMA2 encoder (liblzma's parsers over hash rows).
 	Parallel bool
 	// BlockSize is the input size of each independent xz stream of parallel
-	// xz (default 2 MiB). At most Concurrency+2 blocks and their outputs
-	// are in memory, and each goroutine's match finder takes 4 bytes per
-	// block byte.
+	// xz (default 4 MiB). At most Concurrency+2 blocks and their outputs
+	// are in memory, and each goroutine's match finder about 2.5 MiB (4.5 at
+	// presets 1-3 and 7-9).
 	BlockSize int
 	// Concurrency overrides the number of compressing goroutines
 	// (default runtime.GOMAXPROCS(0)).
@@ -203,32 +204,6 @@ func xzConfig(level int) (xz.WriterConfig, error) {
 		return cfg, fmt.Errorf("compress: xz level %d: %w", level, err)
 	}
 	return cfg, nil
-}
-
-// xzHashBits sizes the parallel xz match finder's 4-byte hash table
-// (4 bytes per entry).
-const xzHashBits = 18
-
-// newXZEncoder returns the parallel xz encoder for an xz preset (-1 or 0
-// is the default, 6, as Options.Level says). Presets 1-3 use liblzma's
-// fast parser (as liblzma does for them), the others the normal one, with
-// shallower hash chains than liblzma's binary trees. On the Go toolchain's NAR (236 MB) liblzma's
-// preset 6 writes 43.2 MB; the default here 52.5 MB (1.22x) for about 0.3x
-// of its time on 2 cores, presets 2-3 54.4 MB (1.26x) for about 0.2x,
-// ulikunitz/xz (before) 60.1 MB (1.39x) for 0.13x.
-func newXZEncoder(level int) *lzmaEncoder {
-	switch {
-	case level <= 0: // unset (as Options.Level documents)
-		return newLZMAEncoderNormal(4, 48, xzHashBits)
-	case level <= 1:
-		return newLZMAEncoder(4, 32, xzHashBits)
-	case level <= 3:
-		return newLZMAEncoder(24, 128, xzHashBits)
-	case level <= 6:
-		return newLZMAEncoderNormal(4, 48, xzHashBits)
-	default:
-		return newLZMAEncoderNormal(16, 64, xzHashBits)
-	}
 }
 
 // xzDictCap maps an xz preset (as liblzma's) to a dictionary size, capped

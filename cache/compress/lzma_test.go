@@ -62,7 +62,7 @@ func lzmaInputs() map[string][]byte {
 // checks).
 func TestXZStreamLiblzma(t *testing.T) {
 	testenv.RequireTool(t, "xz")
-	for _, level := range []int{1, 6} { // the fast parser, the normal one
+	for _, level := range []int{1, 2, 6, 9} { // the fast parser (4 and 16 candidates), the normal one (8, 16)
 		e := newXZEncoder(level)
 		for name, data := range lzmaInputs() {
 			t.Run(fmt.Sprintf("%d/%s", level, name), func(t *testing.T) {
