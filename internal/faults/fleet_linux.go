@@ -588,15 +588,29 @@ func (h *Harness) FleetDrain(ctx context.Context, cluster *testenv.MinIOCluster,
 	res.Refused = int(h.proxy.Injected.Load() - inj0)
 	var narLog []faultproxy.Request
 	kinds := map[string]int{}
+	var early, earlyLimited, limited int // early: the daemons' first 2 s (their probe)
 	for _, r := range h.proxy.Log() {
 		if strings.HasPrefix(r.Path, "/"+bucket+"/nar/") {
 			narLog = append(narLog, r)
 		}
 		kinds[requestKind(r, bucket)]++
+		isEarly := r.Start.Before(start.Add(2 * time.Second))
+		if isEarly {
+			early++
+		}
+		if r.Limited {
+			limited++
+			if isEarly {
+				earlyLimited++
+			}
+		}
 	}
 	nu := AnalyzeLog(narLog, bucket)
 	res.NARs, res.NARDuplicates = nu.Keys, len(nu.Needless)
 	h.cfg.Logf("drain: %d paths in %v, %d requests: %v", len(all), res.Duration.Round(time.Millisecond), res.Requests, kinds)
+	if limited > 0 {
+		h.cfg.Logf("drain: %d refused by the limit, %d of %d in the first 2 s, %d of %d after", limited, earlyLimited, early, limited-earlyLimited, res.Requests-early)
+	}
 	read := cluster.S3(h.cfg.TB, readNode)
 	if err := waitReadable(ctx, read.Endpoint, bucket); err != nil {
 		h.cfg.Logf("drain: the cache is not readable anonymously through node %d: %v", readNode, err)
