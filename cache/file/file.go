@@ -55,7 +55,7 @@
 //
 // Where the file system keeps the order of renames (xfs, and ext4 with a
 // journal: their journal commits whole and in sequence; see
-// keepsRenameOrder), the per-level directory fsyncs are not needed: Commit
+// durable.KeepsRenameOrder), the per-level directory fsyncs are not needed: Commit
 // renames without one and Backend.Flush, which Push calls once all its
 // narinfos are renamed, fsyncs the directories (nar/ before the root). A
 // NAR file's and a narinfo's data are still fsynced before their renames
@@ -85,6 +85,7 @@ import (
 	"time"
 
 	"github.com/nixcache/nixcache/cache"
+	"github.com/nixcache/nixcache/internal/durable"
 )
 
 // TempPrefix starts the name of every temporary file Put writes before
@@ -184,7 +185,7 @@ func New(dir string) (*Backend, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("file: cache root %q is not a directory", dir)
 	}
-	b := &Backend{root: dir, ordered: keepsRenameOrder(dir)}
+	b := &Backend{root: dir, ordered: durable.KeepsRenameOrder(dir)}
 	if b.sweepDue() {
 		_, _ = b.RemoveStaleTemps(context.Background(), StaleTempAge)
 	}

@@ -49,6 +49,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nixcache/nixcache/internal/durable"
 	"github.com/nixcache/nixcache/storepath"
 )
 
@@ -96,6 +97,9 @@ type Queue struct {
 	dir     string
 	entries string
 	roots   string // "" when no indirect roots are needed
+	// unjournaled: a directory fsync does not write new entries' inodes
+	// here (durable.Unjournaled); syncNew adds a syncfs.
+	unjournaled bool
 }
 
 // StateDir returns Nix's state directory: $NIX_STATE_DIR, else /nix/var/nix.
@@ -126,6 +130,7 @@ func OpenOptions(dir string, opts Options) (*Queue, error) {
 	if err := q.prepare(); err != nil {
 		return nil, err
 	}
+	q.unjournaled = durable.Unjournaled(q.entries)
 	gcroots := filepath.Join(StateDir(), "gcroots")
 	switch {
 	case opts.GCRootsDir == "-":
@@ -289,7 +294,7 @@ func (q *Queue) putEntries(paths []storepath.Path, names []string) error {
 			return err
 		}
 	}
-	if err := syncDir(q.entries); err != nil {
+	if err := q.syncNew(q.entries); err != nil {
 		return fmt.Errorf("queue: fsync %s: %w", q.entries, err)
 	}
 	return nil
@@ -308,7 +313,7 @@ func (q *Queue) addRoots(names []string) error {
 		}
 	}
 	if rooted {
-		if err := syncDir(q.roots); err != nil {
+		if err := q.syncNew(q.roots); err != nil {
 			errs = errors.Join(errs, fmt.Errorf("%w: fsync %s: %w", ErrGCRoot, q.roots, err))
 		}
 	}
@@ -571,6 +576,32 @@ func (q *Queue) LockHolder() (running bool, pid int) {
 	}
 	return true, pid
 }
+
+// syncNew makes the entries (or roots) just created in dir durable: an
+// fsync of dir, preceded, where that fsync does not write the new
+// symlinks' own inodes (an ext2/3/4 without a journal, see
+// durable.Unjournaled), by a syncfs of its file system, which writes them
+// (the fsync after it then flushes the disk's cache).
+func (q *Queue) syncNew(dir string) error {
+	if q.unjournaled {
+		fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return &fs.PathError{Op: "open", Path: dir, Err: err}
+		}
+		err = durable.Syncfs(fd)
+		syscall.Close(fd)
+		if err != nil {
+			return &fs.PathError{Op: "syncfs", Path: dir, Err: err}
+		}
+		if syncfsHook != nil {
+			syncfsHook(dir)
+		}
+	}
+	return syncDir(dir)
+}
+
+// syncfsHook, when set (by tests), is called after each syncfs of syncNew.
+var syncfsHook func(dir string)
 
 // syncDir fsyncs a directory so that renames and creations in it are
 // durable. It uses the raw system calls: os.Open would also try to register

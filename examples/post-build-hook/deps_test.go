@@ -20,6 +20,7 @@ func TestImportGraphIsSmall(t *testing.T) {
 		mod + "cache/queue":              true,
 		mod + "internal/config":          true,
 		mod + "internal/regularfile":     true, // bounded reads of the config file
+		mod + "internal/durable":         true, // which fsyncs make a queue entry durable
 		mod + "internal/cli":             true,
 		mod + "storepath":                true,
 		mod + "storepath/nixbase32":      true,

@@ -1,0 +1,7 @@
+//go:build linux && (arm64 || riscv64 || loong64)
+
+package durable
+
+// sysSyncfs is syncfs(2)'s system call number here (the syscall package
+// predates it).
+const sysSyncfs = 267
