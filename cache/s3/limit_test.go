@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -162,38 +163,49 @@ func checkFleet(t *testing.T, r fleetResult, rate, refused float64) {
 	}
 }
 
-// TestRetryAfterHonoured: a 503 with Retry-After: 1 holds the retry (and
-// every other request of the backend) for a second; minio-go alone would
-// retry within 200 ms.
-func TestRetryAfterHonoured(t *testing.T) {
+// throttlingServer answers the first n requests 503 with the S3 error code
+// and a Retry-After header, then a 3-byte object; it returns a Backend on
+// it and the times the requests came.
+func throttlingServer(t *testing.T, n int, retryAfter, code string) (*s3.Backend, func() []time.Time) {
 	var mu sync.Mutex
 	var times []time.Time
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		times = append(times, time.Now())
-		n := len(times)
+		k := len(times)
 		mu.Unlock()
-		if n == 1 {
-			w.Header().Set("Retry-After", "1")
+		if k <= n {
+			w.Header().Set("Retry-After", retryAfter)
 			w.Header().Set("Content-Type", "application/xml")
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>`)
+			fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>Try again.</Message></Error>`, code)
 			return
 		}
 		w.Header().Set("Content-Length", "3")
 		w.Header().Set("Last-Modified", time.Now().UTC().Format(http.TimeFormat))
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	b, err := s3.New(context.Background(), s3.Options{Bucket: "bucket", Endpoint: srv.URL, AddressingStyle: "path",
 		Creds: staticCreds(), SkipBucketCheck: true})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return b, func() []time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(times)
+	}
+}
+
+// TestRetryAfterHonoured: a 503 with Retry-After: 1 holds the retry (and
+// every other request of the backend) for a second; minio-go alone would
+// retry within 200 ms.
+func TestRetryAfterHonoured(t *testing.T) {
+	b, requests := throttlingServer(t, 1, "1", "SlowDown")
 	if _, err := b.Stat(context.Background(), "k"); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	times := requests()
 	if len(times) != 2 {
 		t.Fatalf("%d requests, want 2", len(times))
 	}
@@ -211,36 +223,13 @@ func TestRetryAfterHonoured(t *testing.T) {
 // twice so still succeeds well within a minute (a whole minute's pause per
 // answer held fleet daemons for minutes with nothing logged).
 func TestRetryAfterBounded(t *testing.T) {
-	var mu sync.Mutex
-	var times []time.Time
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		times = append(times, time.Now())
-		n := len(times)
-		mu.Unlock()
-		if n <= 2 {
-			w.Header().Set("Retry-After", "60")
-			w.Header().Set("Content-Type", "application/xml")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>XMinioWriteQuorum</Code><Message>Storage resources are insufficient for the write operation.</Message></Error>`)
-			return
-		}
-		w.Header().Set("Content-Length", "3")
-		w.Header().Set("Last-Modified", time.Now().UTC().Format(http.TimeFormat))
-	}))
-	defer srv.Close()
-	b, err := s3.New(context.Background(), s3.Options{Bucket: "bucket", Endpoint: srv.URL, AddressingStyle: "path",
-		Creds: staticCreds(), SkipBucketCheck: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, requests := throttlingServer(t, 2, "60", "XMinioWriteQuorum")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := b.Stat(ctx, "k"); err != nil {
 		t.Fatalf("stat after two 503s with Retry-After: 60: %v", err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	times := requests()
 	if len(times) != 3 {
 		t.Fatalf("%d requests, want 3", len(times))
 	}
