@@ -582,41 +582,39 @@ func (q *Queue) LockHolder() (running bool, pid int) {
 // symlinks' own inodes (an ext2/3/4 without a journal, see
 // durable.Unjournaled), by a syncfs of its file system, which writes them
 // (the fsync after it then flushes the disk's cache).
-func (q *Queue) syncNew(dir string) error {
-	if q.unjournaled {
-		fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
-		if err != nil {
-			return &fs.PathError{Op: "open", Path: dir, Err: err}
-		}
-		err = durable.Syncfs(fd)
-		syscall.Close(fd)
-		if err != nil {
-			return &fs.PathError{Op: "syncfs", Path: dir, Err: err}
-		}
-		if syncfsHook != nil {
-			syncfsHook(dir)
-		}
-	}
-	return syncDir(dir)
-}
+func (q *Queue) syncNew(dir string) error { return syncDirFS(dir, q.unjournaled) }
 
 // syncfsHook, when set (by tests), is called after each syncfs of syncNew.
 var syncfsHook func(dir string)
 
 // syncDir fsyncs a directory so that renames and creations in it are
-// durable. It uses the raw system calls: os.Open would also try to register
+// durable.
+func syncDir(dir string) error { return syncDirFS(dir, false) }
+
+// syncDirFS fsyncs dir, after a syncfs of its file system when syncfs is
+// set. It uses the raw system calls: os.Open would also try to register
 // the descriptor with the runtime's poller.
-func syncDir(dir string) error {
+func syncDirFS(dir string, syncfs bool) error {
 	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return &fs.PathError{Op: "open", Path: dir, Err: err}
 	}
-	err = syscall.Fsync(fd)
+	op := "fsync"
+	if syncfs {
+		if err = durable.Syncfs(fd); err != nil {
+			op = "syncfs"
+		} else if syncfsHook != nil {
+			syncfsHook(dir)
+		}
+	}
+	if err == nil {
+		err = syscall.Fsync(fd)
+	}
 	if cerr := syscall.Close(fd); err == nil {
-		err = cerr
+		op, err = "close", cerr
 	}
 	if err != nil {
-		return &fs.PathError{Op: "fsync", Path: dir, Err: err}
+		return &fs.PathError{Op: op, Path: dir, Err: err}
 	}
 	return nil
 }
