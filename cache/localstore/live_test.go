@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -424,4 +425,79 @@ func dirNames(t testing.TB, dir string) map[string]bool {
 		m[e.Name()] = true
 	}
 	return m
+}
+
+// TestLiveBuilt: what Nix just built (and says is "ultimate") is listed by
+// Built, found by row id and by registration time; the .drv and a source
+// added with nix-store --add are not; the nix command cannot answer.
+func TestLiveBuilt(t *testing.T) {
+	testenv.RequireNix(t)
+	ctx := context.Background()
+	s, err := Open(ctx, Options{Mode: ModeDB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	before, err := s.LastID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().Add(-time.Second) // registrationTime has whole seconds
+	c := testenv.BuildClosure(t, testenv.ClosureSpec{Name: "lsx-built", N: 3, Outputs: []string{"out", "dev"}})
+	src := filepath.Join(t.TempDir(), "lsx-source-"+testenv.Nonce())
+	if err := os.WriteFile(src, []byte("not built"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	added := strings.TrimSpace(string(testenv.Nix(t, "nix-store", "--add", src)))
+	t.Cleanup(func() { _, _ = testenv.NixCmd("nix-store", "--delete", added) })
+	after, err := s.LastID(ctx)
+	if err != nil || after <= before {
+		t.Fatalf("LastID %d after the build, %d before (%v)", after, before, err)
+	}
+	var info []struct {
+		Path     string `json:"path"`
+		Ultimate bool   `json:"ultimate"`
+	}
+	if err := json.Unmarshal(testenv.Nix(t, "nix", append([]string{"--extra-experimental-features", "nix-command", "path-info", "--json"}, c.Paths...)...), &info); err != nil {
+		t.Fatal(err)
+	}
+	for _, pi := range info {
+		if !pi.Ultimate {
+			t.Fatalf("Nix says %s is not ultimate (built here)", pi.Path)
+		}
+	}
+	far := time.Now().Add(time.Hour)
+	for _, tc := range []struct {
+		name    string
+		since   time.Time
+		afterID int64
+		want    bool
+	}{
+		{"by row id", far, before, true},
+		{"by registration time", start, math.MaxInt64, true},
+		{"neither", far, after, false},
+	} {
+		got, err := s.Built(ctx, tc.since, tc.afterID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range c.Paths {
+			if slices.Contains(got, storepath.Path(p)) != tc.want {
+				t.Errorf("%s: %s listed: %v, want %v", tc.name, p, !tc.want, tc.want)
+			}
+		}
+		for _, p := range []string{c.Drv, added} {
+			if slices.Contains(got, storepath.Path(p)) {
+				t.Errorf("%s: %s (not built) listed", tc.name, p)
+			}
+		}
+	}
+	cli, err := Open(ctx, Options{Mode: ModeCLI})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if _, err := cli.Built(ctx, start, before); !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("Built through the nix command: %v, want ErrUnsupported", err)
+	}
 }

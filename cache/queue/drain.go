@@ -90,6 +90,21 @@ type DrainOptions struct {
 	// After a failed push, a queued path that is gone is dropped from the
 	// queue with a log line, and the rest of its batch is retried at once.
 	Exists func(storepath.Path) bool
+	// Recover, when set, lets post-build hooks skip their fsync: Run then
+	// keeps a checkpoint in the queue directory (see Checkpoint and
+	// EnqueueBuilt), and when it starts after a crash of the machine it
+	// queues again, durably, what Nix built since the last checkpoint.
+	// *localstore.Store reading Nix's database implements it. Without it
+	// (or when it cannot read the database) Run removes a checkpoint an
+	// earlier daemon left, so that hooks fsync their entries again.
+	Recover Recoverer
+	// CheckpointInterval is how often, at most, the checkpoint is renewed
+	// while entries come and go (default 1m): how far back a recovery
+	// looks beyond the crash.
+	CheckpointInterval time.Duration
+	// RecoveryMargin is how long before its checkpoint a recovery starts
+	// looking, by registration time (default DefaultRecoveryMargin).
+	RecoveryMargin time.Duration
 	// OnStart, when set, is called once Run holds the queue's daemon lock
 	// and has cleaned the queue, before the first push: the place to log
 	// that the daemon started (a second daemon never gets there).
@@ -117,6 +132,12 @@ func (o *DrainOptions) defaults() {
 	}
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = time.Minute
+	}
+	if o.CheckpointInterval <= 0 {
+		o.CheckpointInterval = time.Minute
+	}
+	if o.RecoveryMargin <= 0 {
+		o.RecoveryMargin = DefaultRecoveryMargin
 	}
 	if o.StatusInterval <= 0 {
 		o.StatusInterval = time.Second
@@ -161,6 +182,8 @@ type Drainer struct {
 	mu    sync.Mutex
 	stats Stats
 	items map[string]*item
+
+	rec recovery // used by Run's goroutine only
 }
 
 // NewDrainer returns a Drainer for q that uploads through p.
@@ -200,6 +223,7 @@ func (d *Drainer) Run(ctx context.Context) error {
 	if err := d.q.RepairRoots(); err != nil {
 		d.log.Warn("cannot register GC roots for queued paths", "err", err)
 	}
+	d.startRecovery(ctx)
 	now := time.Now()
 	d.mu.Lock()
 	d.stats = Stats{PID: os.Getpid(), Started: now}
@@ -280,13 +304,18 @@ func (d *Drainer) Run(ctx context.Context) error {
 			lastStatus = time.Now()
 		}
 		if stopping && inFlight == 0 {
+			d.maybeCheckpoint(context.WithoutCancel(ctx), true)
 			d.writeStatus()
 			return nil
+		}
+		if !stopping {
+			d.maybeCheckpoint(ctx, false)
 		}
 		if !stopping && d.opts.ExitWhenEmpty && inFlight == 0 && d.queuedCount() == 0 {
 			// Confirm with a fresh full scan before leaving.
 			d.scan()
 			if d.queuedCount() == 0 {
+				d.maybeCheckpoint(ctx, true)
 				d.log.Info("queue empty; exiting")
 				d.writeStatus()
 				return nil

@@ -2,7 +2,6 @@ package queue_test
 
 import (
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/nixcache/nixcache/cache/queue"
@@ -25,15 +24,11 @@ func TestEnqueueSyncfsUnjournaled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	synced := map[string]int{}
-	queue.SetSyncfsHook(t, func(d string) { mu.Lock(); synced[d]++; mu.Unlock() })
+	syncfs := countSyncs(t, "syncfs")
 	if err := q.Enqueue(fakePath(1), fakePath(2)); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if synced[q.EntriesDir()] == 0 || synced[roots] == 0 {
-		t.Errorf("syncfs after Enqueue: %v, want the entries directory %s and the roots %s", synced, q.EntriesDir(), roots)
+	if syncfs(q.EntriesDir()) == 0 || syncfs(roots) == 0 {
+		t.Errorf("syncfs after Enqueue: %d of the entries directory %s, %d of the roots %s; want both", syncfs(q.EntriesDir()), q.EntriesDir(), syncfs(roots), roots)
 	}
 }

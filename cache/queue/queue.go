@@ -15,12 +15,15 @@
 //	DIR/entries/<hash>-<name>   symlink to /nix/store/<hash>-<name>, one per queued path
 //	DIR/entries/.*              temporaries of earlier versions (never read; see Clean)
 //	DIR/status.json             the daemon's latest Stats, rewritten atomically (mode 0600)
+//	DIR/recovery.json           the daemon's crash-recovery Checkpoint (see EnqueueBuilt)
 //	DIR/daemon.lock             flock(2)ed by the running daemon (mode 0600)
 //
 // An entry is created with one symlink(2), which is atomic; its GC root
 // (below) is created alongside (the entries and the roots are made and
 // their directories fsync'ed concurrently, each directory once), before
-// Enqueue returns: after a crash an entry is either complete or absent,
+// Enqueue returns (EnqueueBuilt, a post-build hook's call, skips the fsyncs
+// while the daemon keeps a recovery checkpoint: see [Checkpoint]):
+// after a crash an entry is either complete or absent,
 // and enqueueing the same path twice merges into one entry (the existing
 // link is kept). Entries are removed only after the
 // path's narinfo is in the cache (see [Drainer]).
@@ -241,7 +244,11 @@ func (q *Queue) rootName(name string) string {
 // the entry exists it is a stale link, which Nix's collector removes).
 // When only the GC roots fail, the entries are still durable and the
 // error wraps ErrGCRoot.
-func (q *Queue) Enqueue(paths ...storepath.Path) error {
+func (q *Queue) Enqueue(paths ...storepath.Path) error { return q.enqueue(paths, true) }
+
+// enqueue adds the entries and GC roots of paths, and fsyncs them when
+// durable is set.
+func (q *Queue) enqueue(paths []storepath.Path, durable bool) error {
 	names := make([]string, len(paths))
 	for i, p := range paths {
 		n, err := entryName(p)
@@ -252,6 +259,18 @@ func (q *Queue) Enqueue(paths ...storepath.Path) error {
 	}
 	if len(paths) == 0 {
 		return nil
+	}
+	if !durable {
+		for i, p := range paths {
+			if err := q.putEntry(p, names[i]); err != nil {
+				return err
+			}
+		}
+		var errs error
+		for _, n := range names {
+			errs = errors.Join(errs, q.addRoot(n))
+		}
+		return errs
 	}
 	var rootErr error
 	rootsDone := make(chan struct{})
@@ -584,8 +603,9 @@ func (q *Queue) LockHolder() (running bool, pid int) {
 // (the fsync after it then flushes the disk's cache).
 func (q *Queue) syncNew(dir string) error { return syncDirFS(dir, q.unjournaled) }
 
-// syncfsHook, when set (by tests), is called after each syncfs of syncNew.
-var syncfsHook func(dir string)
+// syncHook, when set (by tests), is called after each syncfs and each
+// fsync of a directory, with op "syncfs" or "fsync".
+var syncHook func(dir, op string)
 
 // syncDir fsyncs a directory so that renames and creations in it are
 // durable.
@@ -599,24 +619,24 @@ func syncDirFS(dir string, syncfs bool) error {
 	if err != nil {
 		return &fs.PathError{Op: "open", Path: dir, Err: err}
 	}
-	op := "fsync"
-	if syncfs {
-		if err = durable.Syncfs(fd); err != nil {
-			op = "syncfs"
-		} else if syncfsHook != nil {
-			syncfsHook(dir)
+	step := func(op string, call func(int) error) {
+		if err != nil {
+			return
+		}
+		if err = call(fd); err != nil {
+			err = &fs.PathError{Op: op, Path: dir, Err: err}
+		} else if syncHook != nil {
+			syncHook(dir, op)
 		}
 	}
-	if err == nil {
-		err = syscall.Fsync(fd)
+	if syncfs {
+		step("syncfs", durable.Syncfs)
 	}
-	if cerr := syscall.Close(fd); err == nil {
-		op, err = "close", cerr
+	step("fsync", syscall.Fsync)
+	if cerr := syscall.Close(fd); err == nil && cerr != nil {
+		err = &fs.PathError{Op: "close", Path: dir, Err: cerr}
 	}
-	if err != nil {
-		return &fs.PathError{Op: op, Path: dir, Err: err}
-	}
-	return nil
+	return err
 }
 
 // EntriesDir returns the directory holding the entries, DIR/entries.

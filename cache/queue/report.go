@@ -22,6 +22,9 @@ type Report struct {
 	// Status is the status file a daemon wrote last (nil if none ever ran):
 	// the current daemon's when Running, else the last one's.
 	Status *Stats `json:"status,omitempty"`
+	// Checkpoint is the daemon's crash-recovery checkpoint (nil if none:
+	// hooks then fsync their entries; see Checkpoint).
+	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
 }
 
 // ReadReport reports on the queue in dir, which must exist.
@@ -39,6 +42,11 @@ func ReadReport(dir string) (*Report, error) {
 	}
 	r.Status, err = q.ReadStatus()
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	if cp, err := q.ReadCheckpoint(); err == nil {
+		r.Checkpoint = &cp
+	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
 	r.Running, r.PID = q.LockHolder()
@@ -63,6 +71,11 @@ func (r *Report) WriteText(w io.Writer) error {
 		ew.printf("daemon:   running\n")
 	default:
 		ew.printf("daemon:   not running\n")
+	}
+	if cp := r.Checkpoint; cp != nil {
+		ew.printf("entries:  written without fsync; recovered from Nix's database after a crash (checkpoint %s)\n", cp.Synced.Format(time.RFC3339))
+	} else {
+		ew.printf("entries:  fsync'ed by each hook (no recovery checkpoint)\n")
 	}
 	ew.printf("queued:   %d paths\n", len(r.Pending))
 	if st := r.Status; st != nil {

@@ -25,7 +25,7 @@ func enqueue(ctx context.Context, log hookLog, dir string, start time.Time) {
 		log.Error("nothing queued: cannot open queue", "queue", dir, "err", err)
 		return
 	}
-	err = q.Enqueue(paths...)
+	err = q.EnqueueBuilt(paths...)
 	mark("enqueue")
 	if err != nil && !errors.Is(err, queue.ErrGCRoot) {
 		log.Error("nothing queued", "queue", dir, "paths", len(paths), "err", err)

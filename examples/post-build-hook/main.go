@@ -16,8 +16,9 @@
 // /etc/nixcache/hook.conf; see package internal/config). OUT_PATHS is empty
 // in Nix 2.8 (NixOS/nix#6446); the outputs are then read from the .drv.
 //
-// Queue mode (a queue named by any source): the outputs are written durably
-// to the queue (fsync'ed, GC-rooted) and the hook exits 0 within
+// Queue mode (a queue named by any source): the outputs are written to the
+// queue (GC-rooted; fsync'ed unless the queue's daemon keeps a recovery
+// checkpoint, see queue.EnqueueBuilt) and the hook exits 0 within
 // milliseconds, whatever else is wrong (bad config lines, daemon down, disk
 // full): it logs why to stderr, which Nix shows in the build log. A
 // watchdog started before anything that can block (the config file, the

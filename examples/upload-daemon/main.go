@@ -91,7 +91,7 @@ func daemon(ctx context.Context, cfg config.Config, args []string) error {
 		return upload.Open(ctx, p.URL, p.Options)
 	}, store, p.PushOptions(*jobs)), queue.DrainOptions{
 		Jobs: *pushes, BatchSize: *batch, PollInterval: *poll, MaxBackoff: *maxBackoff,
-		ExitWhenEmpty: *exitEmpty, Logger: log, Exists: cachepush.StoreExists(ctx, store),
+		ExitWhenEmpty: *exitEmpty, Logger: log, Exists: cachepush.StoreExists(ctx, store), Recover: store,
 		OnStart: func() {
 			log.Info("upload daemon started", "queue", q.Dir(), "jobs", *jobs, "pushes", *pushes)
 			if *metrics != "" {
