@@ -49,6 +49,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -101,8 +102,9 @@ type Queue struct {
 	entries string
 	roots   string // "" when no indirect roots are needed
 	// unjournaled: a directory fsync does not write new entries' inodes
-	// here (durable.Unjournaled); syncNew adds a syncfs.
-	unjournaled bool
+	// here (durable.Unjournaled); syncNew adds a syncfs. Asked on the
+	// first sync only: a hook that does not sync never pays for it.
+	unjournaled func() bool
 }
 
 // StateDir returns Nix's state directory: $NIX_STATE_DIR, else /nix/var/nix.
@@ -133,7 +135,7 @@ func OpenOptions(dir string, opts Options) (*Queue, error) {
 	if err := q.prepare(); err != nil {
 		return nil, err
 	}
-	q.unjournaled = durable.Unjournaled(q.entries)
+	q.unjournaled = sync.OnceValue(func() bool { return durable.Unjournaled(q.entries) })
 	gcroots := filepath.Join(StateDir(), "gcroots")
 	switch {
 	case opts.GCRootsDir == "-":
@@ -601,7 +603,7 @@ func (q *Queue) LockHolder() (running bool, pid int) {
 // symlinks' own inodes (an ext2/3/4 without a journal, see
 // durable.Unjournaled), by a syncfs of its file system, which writes them
 // (the fsync after it then flushes the disk's cache).
-func (q *Queue) syncNew(dir string) error { return syncDirFS(dir, q.unjournaled) }
+func (q *Queue) syncNew(dir string) error { return syncDirFS(dir, q.unjournaled()) }
 
 // syncHook, when set (by tests), is called after each syncfs and each
 // fsync of a directory, with op "syncfs" or "fsync".
