@@ -195,6 +195,11 @@ type recovery struct {
 // Without a Recoverer, or when the database cannot be read, it removes a
 // checkpoint an earlier daemon left, so that hooks fsync again.
 func (d *Drainer) startRecovery(ctx context.Context) {
+	// Temporaries of checkpoints a killed daemon did not finish.
+	tmps, _ := filepath.Glob(filepath.Join(d.q.dir, "."+RecoveryFile+".*"))
+	for _, tmp := range tmps {
+		os.Remove(tmp)
+	}
 	cp, err := d.q.ReadCheckpoint()
 	have := !errors.Is(err, fs.ErrNotExist)
 	if err != nil && have {

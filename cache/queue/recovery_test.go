@@ -157,8 +157,16 @@ func TestRecoveryAfterReboot(t *testing.T) {
 	old := time.Now().Add(-time.Hour)
 	db.add(fakePath(1), old) // uploaded long ago
 	queue.SetBootID(t, "boot-1")
+	// A daemon killed while writing a checkpoint left its temporary.
+	tmp := filepath.Join(q.Dir(), "."+queue.RecoveryFile+".123")
+	if err := os.WriteFile(tmp, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if pushed := drainOnce(t, q, db); len(pushed) != 0 {
 		t.Fatalf("empty queue: pushed %v", pushed)
+	}
+	if _, err := os.Lstat(tmp); err == nil {
+		t.Errorf("the temporary of an unfinished checkpoint is still there")
 	}
 	cp := readCheckpoint(t, q)
 	if cp.BootID != "boot-1" || cp.LastID != 1 || time.Since(cp.Synced) > time.Minute {

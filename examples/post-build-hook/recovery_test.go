@@ -15,7 +15,9 @@ import (
 // queue, the hook queues without fsync. A power cut then loses the entries
 // (and their GC roots); the daemon started on the next boot finds the
 // paths in Nix's database, uploads them, and Nix verifies and substitutes
-// them from the cache.
+// them from the cache. It runs on a Nix store of its own (NIX_STORE_DIR,
+// NIX_STATE_DIR), so that the recovery finds only this test's builds, not
+// those of tests running beside it (whose paths it would root).
 func TestRecoveryAfterPowerCut(t *testing.T) {
 	testenv.RequireNix(t)
 	hook, daemon := binaries(t)
@@ -23,6 +25,21 @@ func TestRecoveryAfterPowerCut(t *testing.T) {
 		t.Skip("no boot id on this system: hooks always fsync")
 	}
 	k := genKey(t)
+	// Nix's build users write the outputs: the store's parent must be
+	// open to them (a t.TempDir is not).
+	root, err := os.MkdirTemp("", "nixcache-store-")
+	if err == nil {
+		err = os.Chmod(root, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	store := []string{"NIX_STORE_DIR=" + filepath.Join(root, "store"), "NIX_STATE_DIR=" + filepath.Join(root, "var"), "NIX_LOG_DIR=" + filepath.Join(root, "log")}
+	for _, e := range store {
+		k, v, _ := strings.Cut(e, "=")
+		t.Setenv(k, v) // for queue.StateDir and the nix commands below
+	}
 	cacheDir, qdir := t.TempDir(), t.TempDir()
 	runDaemon := func() string {
 		t.Helper()
@@ -32,6 +49,10 @@ func TestRecoveryAfterPowerCut(t *testing.T) {
 			t.Fatalf("upload-daemon: %v\n%s", err, out)
 		}
 		return string(out)
+	}
+	// A first build creates the store and its database.
+	if _, stderr, err := nixBuild(t, writeExpr(t, 1), "", nil); err != nil {
+		t.Fatalf("nix-build in the test's store: %v\n%s", err, stderr)
 	}
 	// The daemon, run once on the empty queue, leaves its checkpoint.
 	runDaemon()
@@ -89,5 +110,10 @@ func TestRecoveryAfterPowerCut(t *testing.T) {
 		t.Fatalf("checkpoint after the recovery: %+v, %v; want this boot's", cp, err)
 	}
 	checkFileCacheInvariant(t, cacheDir)
+	for _, p := range outs {
+		if !strings.HasPrefix(p, filepath.Join(root, "store")+"/") {
+			t.Fatalf("%s: built outside the test's store", p)
+		}
+	}
 	verifyAndSubstitute(t, "file://"+cacheDir, k, outs)
 }
