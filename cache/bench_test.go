@@ -29,7 +29,7 @@ func BenchmarkPush(b *testing.B) {
 			for i := range 64 {
 				files[fmt.Sprintf("d%d/f%d", i%8, i)] = data[i*size/64 : (i+1)*size/64]
 			}
-			p := src.add(b, "bench", nil, files)
+			p := src.MustAdd(b, "bench", nil, files)
 			params := "compression=" + method
 			switch method {
 			case "xz-parallel":
@@ -69,7 +69,7 @@ func BenchmarkPushSmallPaths(b *testing.B) {
 		if top != "" {
 			refs = []storepath.Path{top}
 		}
-		top = src.add(b, fmt.Sprintf("small%d", i), refs, nil)
+		top = src.MustAdd(b, fmt.Sprintf("small%d", i), refs, nil)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()

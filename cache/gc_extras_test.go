@@ -67,9 +67,9 @@ func collectExtras(t *testing.T, url string, age func()) {
 		if it == &gone {
 			name = "gone"
 		}
-		drv := src.add(t, name+".drv", nil, nil)
-		it.path = src.add(t, name, nil, nil)
-		src.infos[it.path].Deriver = drv
+		drv := src.MustAdd(t, name+".drv", nil, nil)
+		it.path = src.MustAdd(t, name, nil, nil)
+		src.Infos[it.path].Deriver = drv
 		pin := ""
 		if it == &kept {
 			pin = "kept"

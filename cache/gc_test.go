@@ -91,11 +91,11 @@ func newGens(t *testing.T, pinSecond bool) *gens {
 		t.Fatal(err)
 	}
 	g.c = cache.New(g.b, cache.Options{})
-	g.leaf = g.src.add(t, "leaf", nil, nil)
-	g.shared = g.src.add(t, "shared", []storepath.Path{g.leaf}, nil)
-	g.old = g.src.add(t, "old-only", nil, nil)
-	g.top1 = g.src.add(t, "top1", []storepath.Path{g.shared, g.old}, nil)
-	g.top2 = g.src.add(t, "top2", []storepath.Path{g.shared}, nil)
+	g.leaf = g.src.MustAdd(t, "leaf", nil, nil)
+	g.shared = g.src.MustAdd(t, "shared", []storepath.Path{g.leaf}, nil)
+	g.old = g.src.MustAdd(t, "old-only", nil, nil)
+	g.top1 = g.src.MustAdd(t, "top1", []storepath.Path{g.shared, g.old}, nil)
+	g.top2 = g.src.MustAdd(t, "top2", []storepath.Path{g.shared}, nil)
 	if _, err := g.c.Push(ctx, g.src, []storepath.Path{g.top1}, cache.PushOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -138,9 +138,9 @@ func TestPushTwiceAndConcurrently(t *testing.T) {
 func TestPushRefusesNarHashMismatch(t *testing.T) {
 	ctx := context.Background()
 	src := newFakeSource(t)
-	good := src.add(t, "good", nil, nil)
-	bad := src.add(t, "bad", []storepath.Path{good}, nil)
-	src.infos[bad].NarSize++ // the database disagrees with the disk
+	good := src.MustAdd(t, "good", nil, nil)
+	bad := src.MustAdd(t, "bad", []storepath.Path{good}, nil)
+	src.Infos[bad].NarSize++ // the database disagrees with the disk
 	dir := t.TempDir()
 	c, err := cache.Open(ctx, "file://"+dir+"?compression=zstd")
 	if err != nil {
@@ -154,7 +154,7 @@ func TestPushRefusesNarHashMismatch(t *testing.T) {
 	if !errors.As(err, &pe) || pe.Path != bad {
 		t.Fatalf("error %v does not name %s", err, bad)
 	}
-	if !strings.Contains(err.Error(), src.infos[bad].NarHash.String()) {
+	if !strings.Contains(err.Error(), src.Infos[bad].NarHash.String()) {
 		t.Errorf("error does not name the database hash: %v", err)
 	}
 	if sum.Uploaded != 1 || sum.Failed != 1 {
@@ -171,7 +171,7 @@ func TestPushRefusesNarHashMismatch(t *testing.T) {
 func TestPushStoreDirMismatch(t *testing.T) {
 	ctx := context.Background()
 	src := newFakeSource(t)
-	p := src.add(t, "x", nil, nil)
+	p := src.MustAdd(t, "x", nil, nil)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "nix-cache-info"), []byte("StoreDir: /gnu/store\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -188,13 +188,13 @@ func TestPushStoreDirMismatch(t *testing.T) {
 // TestPushCanceled: a canceled push leaves no narinfo and no temp file.
 func TestPushCanceled(t *testing.T) {
 	src := newFakeSource(t)
-	p := src.add(t, "x", nil, nil)
+	p := src.MustAdd(t, "x", nil, nil)
 	dir, tmp := t.TempDir(), t.TempDir()
 	c, err := cache.Open(context.Background(), "file://"+dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.EnsureCacheInfo(context.Background(), src.dir); err != nil {
+	if err := c.EnsureCacheInfo(context.Background(), src.Dir); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -285,7 +285,7 @@ func (b *emptyDirBackend) Put(ctx context.Context, key string, r io.Reader, size
 // temp file, so a killed push (kill -9) leaves no file behind.
 func TestPushTempFileUnlinked(t *testing.T) {
 	src := newFakeSource(t)
-	p := src.add(t, "x", nil, nil)
+	p := src.MustAdd(t, "x", nil, nil)
 	tmp := t.TempDir()
 	c, err := cache.Open(context.Background(), "file://"+t.TempDir())
 	if err != nil {

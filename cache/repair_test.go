@@ -313,7 +313,7 @@ func TestRepairWithUpstream(t *testing.T) {
 	if sum, err := c.Push(ctx, src, []storepath.Path{top}, cache.PushOptions{SkipSignedBy: upKeys, Upstream: up}); err != nil || sum.Uploaded != 2 {
 		t.Fatalf("push: %+v, %v", sum, err)
 	}
-	src.signInfo(t, mid, upSK)
+	signInfo(t, src, mid, upSK)
 	ni, err := narinfo.Unmarshal(cachetest.Read(t, c.Backend, cache.NarInfoKey(mid)))
 	if err != nil {
 		t.Fatal(err)
@@ -373,7 +373,7 @@ func TestRepairReadErrorNoReupload(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := newFakeSource(t)
-	p := src.add(t, "repair-read-error", nil, nil)
+	p := src.MustAdd(t, "repair-read-error", nil, nil)
 	if _, err := cache.New(b, cache.Options{}).Push(ctx, src, []storepath.Path{p}, cache.PushOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -137,7 +137,7 @@ func TestPushS3ServerStopped(t *testing.T) {
 func TestOpenS3Errors(t *testing.T) {
 	ctx := context.Background()
 	src := newFakeSource(t)
-	p := src.add(t, "x", nil, nil)
+	p := src.MustAdd(t, "x", nil, nil)
 	s3 := testenv.StartS3(t)
 	s3.MakeBucket(t, "exists", false)
 	tests := []struct {

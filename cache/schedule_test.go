@@ -22,11 +22,11 @@ func TestPushStartsChainsAtTheBottom(t *testing.T) {
 	var prev []storepath.Path
 	for i := range 6 {
 		files := map[string][]byte{"f": []byte(strings.Repeat("x", 10*i))}
-		p := src.add(t, fmt.Sprintf("chain%d", i), prev, files)
+		p := src.MustAdd(t, fmt.Sprintf("chain%d", i), prev, files)
 		chain = append(chain, p)
 		prev = []storepath.Path{p}
 	}
-	big := src.add(t, "big", []storepath.Path{chain[5]}, map[string][]byte{"f": make([]byte, 4<<20)})
+	big := src.MustAdd(t, "big", []storepath.Path{chain[5]}, map[string][]byte{"f": make([]byte, 4<<20)})
 	c, err := cache.Open(context.Background(), "file://"+t.TempDir()+"?compression=zstd")
 	if err != nil {
 		t.Fatal(err)

@@ -114,7 +114,7 @@ func TestPushStreamMismatchStoresNothing(t *testing.T) {
 			c, leftovers := be.open(t)
 			src := newFakeSource(t)
 			big := bytes.Repeat([]byte("0123456789abcdef"), (12<<20)/16)
-			other := src.add(t, "other", nil, nil)
+			other := src.MustAdd(t, "other", nil, nil)
 			for _, size := range []string{"small", "big"} {
 				for _, bad := range []string{"hash", "longer", "shorter", "good"} {
 					t.Run(size+"-"+bad, func(t *testing.T) {
@@ -122,11 +122,11 @@ func TestPushStreamMismatchStoresNothing(t *testing.T) {
 						if size == "big" {
 							files = map[string][]byte{"f": append([]byte(bad), big...)}
 						}
-						p := src.add(t, size+"-"+bad, nil, files)
-						info := src.infos[p]
+						p := src.MustAdd(t, size+"-"+bad, nil, files)
+						info := src.Infos[p]
 						switch bad {
 						case "hash":
-							info.NarHash = src.infos[other].NarHash
+							info.NarHash = src.Infos[other].NarHash
 						case "longer":
 							info.NarSize-- // the dump is one byte longer than the database says
 						case "shorter":
@@ -206,9 +206,9 @@ func TestPushFileStagedNoTemp(t *testing.T) {
 	for _, method := range []string{"zstd", "xz", "none"} {
 		t.Run(method, func(t *testing.T) {
 			src := newFakeSource(t)
-			p := src.add(t, "x", nil, map[string][]byte{"f": bytes.Repeat([]byte("x"), 3<<20)})
-			bad := src.add(t, "bad", nil, nil)
-			src.infos[bad].NarSize++
+			p := src.MustAdd(t, "x", nil, map[string][]byte{"f": bytes.Repeat([]byte("x"), 3<<20)})
+			bad := src.MustAdd(t, "bad", nil, nil)
+			src.Infos[bad].NarSize++
 			dir, tmp := t.TempDir(), t.TempDir()
 			c, err := cache.Open(context.Background(), "file://"+dir+"?compression="+method)
 			if err != nil {
@@ -262,7 +262,7 @@ func (b *slowBackend) Touch(ctx context.Context, key string) error {
 // it made a streamed S3 push under load twice as long).
 func TestPushSlowUploadNotTouched(t *testing.T) {
 	src := newFakeSource(t)
-	p := src.add(t, "slow", nil, nil)
+	p := src.MustAdd(t, "slow", nil, nil)
 	c, err := cache.Open(context.Background(), "file://"+t.TempDir()+"?compression=none")
 	if err != nil {
 		t.Fatal(err)

@@ -34,9 +34,9 @@ func upstreamKeys(t testing.TB) (sk signature.SecretKey, pk signature.PublicKey,
 
 // signInfo adds to the fake store database a signature of p by k, as a
 // substitution from k's cache records it.
-func (f *fakeSource) signInfo(t testing.TB, p storepath.Path, k signature.SecretKey) {
+func signInfo(t testing.TB, f *fakeSource, p storepath.Path, k signature.SecretKey) {
 	t.Helper()
-	info := f.infos[p]
+	info := f.Infos[p]
 	fp, err := narinfo.Fingerprint(info.Path, info.NarHash, info.NarSize, info.References)
 	if err != nil {
 		t.Fatal(err)
@@ -46,9 +46,9 @@ func (f *fakeSource) signInfo(t testing.TB, p storepath.Path, k signature.Secret
 
 // chain adds base <- mid <- top to src (top refers to mid, mid to base).
 func chain(t testing.TB, src *fakeSource) (base, mid, top storepath.Path) {
-	base = src.add(t, "base", nil, nil)
-	mid = src.add(t, "mid", []storepath.Path{base}, nil)
-	top = src.add(t, "top", []storepath.Path{mid}, nil)
+	base = src.MustAdd(t, "base", nil, nil)
+	mid = src.MustAdd(t, "mid", []storepath.Path{base}, nil)
+	top = src.MustAdd(t, "top", []storepath.Path{mid}, nil)
 	return
 }
 
@@ -82,8 +82,8 @@ func TestPushSkipSignedBy(t *testing.T) {
 	src := newFakeSource(t)
 	base, mid, top := chain(t, src)
 	upSK, upPK, forger := upstreamKeys(t)
-	src.signInfo(t, base, upSK)
-	src.signInfo(t, mid, forger) // right name, wrong bytes
+	signInfo(t, src, base, upSK)
+	signInfo(t, src, mid, forger) // right name, wrong bytes
 	c, _, dir := ourCache(t)
 	opts := cache.PushOptions{SkipSignedBy: []signature.PublicKey{upPK}}
 	ev := pushEvents(&opts)
@@ -167,7 +167,7 @@ func TestPushUpstreamCache(t *testing.T) {
 
 	// The store records another NarHash for base than upstream serves: upload.
 	src2 := newFakeSource(t)
-	b2 := src2.add(t, "base", nil, map[string][]byte{"file": []byte("local build differs\n")})
+	b2 := src2.MustAdd(t, "base", nil, map[string][]byte{"file": []byte("local build differs\n")})
 	up2, _ := upstreamCache(t, src, upSK, base) // upstream's base has src's contents
 	info, _ := src2.QueryPathInfo(ctx, b2)
 	info.Path = base
@@ -304,7 +304,7 @@ func TestPushSkipBatchesStoreQueries(t *testing.T) {
 	src := &batchFake{fakeSource: newFakeSource(t)}
 	base, _, top := chain(t, src.fakeSource)
 	upSK, upPK, _ := upstreamKeys(t)
-	src.signInfo(t, base, upSK)
+	signInfo(t, src.fakeSource, base, upSK)
 	c, err := cache.Open(ctx, "file://"+t.TempDir())
 	if err != nil {
 		t.Fatal(err)

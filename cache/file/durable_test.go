@@ -2,7 +2,6 @@ package file
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"os"
@@ -13,71 +12,16 @@ import (
 	"testing"
 
 	"github.com/nixcache/nixcache/cache"
+	"github.com/nixcache/nixcache/cache/cachetest"
 	"github.com/nixcache/nixcache/internal/testenv"
-	"github.com/nixcache/nixcache/nar"
 	"github.com/nixcache/nixcache/narinfo"
 	"github.com/nixcache/nixcache/storepath"
-	"github.com/nixcache/nixcache/storepath/nixbase32"
 	"github.com/nixcache/nixcache/storepath/nixhash"
 )
 
-// chainSource is a cache.Source of store paths made in a temporary store
-// directory; Push is given them all (NoClosure), references first.
-type chainSource struct {
-	dir   storepath.Dir
-	infos map[storepath.Path]*cache.PathInfo
-	order []storepath.Path
-}
-
-func (s *chainSource) add(t *testing.T, name string, refs ...storepath.Path) storepath.Path {
-	t.Helper()
-	p, err := s.addPath(name, refs...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// addPath makes the store path name (a file naming its references) and
-// records it; the same name in the same directory makes the same path.
-func (s *chainSource) addPath(name string, refs ...storepath.Path) (storepath.Path, error) {
-	d := sha256.Sum256([]byte(string(s.dir) + name))
-	p, err := s.dir.FromBase(nixbase32.EncodeToString(d[:20]) + "-" + name)
-	if err != nil {
-		return "", err
-	}
-	body := "contents of " + name + "\n"
-	for _, r := range refs {
-		body += string(r) + "\n"
-	}
-	if err := os.WriteFile(string(p), []byte(body), 0o644); err != nil {
-		return "", err
-	}
-	h := nixhash.NewHasher(nixhash.SHA256)
-	if err := nar.DumpPath(h, string(p)); err != nil {
-		return "", err
-	}
-	s.infos[p] = &cache.PathInfo{Path: p, NarHash: h.SumHash(), NarSize: uint64(h.Len()), References: refs}
-	s.order = append(s.order, p)
-	return p, nil
-}
-
-func (s *chainSource) QueryPathInfo(_ context.Context, p storepath.Path) (*cache.PathInfo, error) {
-	info, ok := s.infos[p]
-	if !ok {
-		return nil, fmt.Errorf("%s: not a valid path", p)
-	}
-	cp := *info
-	return &cp, nil
-}
-
-func (s *chainSource) Closure(_ context.Context, paths []storepath.Path) ([]storepath.Path, error) {
-	return paths, nil
-}
-
 // tracedPush pushes paths (references first) to a fresh Backend on dir and
 // returns the durability steps it took, in order.
-func tracedPush(t *testing.T, dir string, ordered bool, params string, src *chainSource, paths []storepath.Path) []durabilityStep {
+func tracedPush(t *testing.T, dir string, ordered bool, params string, src *cachetest.Source, paths []storepath.Path) []durabilityStep {
 	t.Helper()
 	b, err := New(dir)
 	if err != nil {
@@ -215,17 +159,17 @@ func powerCutViolations(t *testing.T, root string, steps []durabilityStep, order
 // Commit, one Flush at the end) must fail the same check: it is correct
 // only where renames keep their order, which the second model accepts.
 func TestPowerCutKeepsPublishedComplete(t *testing.T) {
-	src := &chainSource{dir: storepath.Dir(t.TempDir()), infos: map[storepath.Path]*cache.PathInfo{}}
-	old := src.add(t, "old")
+	src := cachetest.NewSource(t.TempDir())
+	old := src.MustAdd(t, "old", nil, nil)
 	var paths []storepath.Path
 	prev := old
 	for i := range 12 {
-		prev = src.add(t, fmt.Sprintf("chain%d", i), prev)
+		prev = src.MustAdd(t, fmt.Sprintf("chain%d", i), []storepath.Path{prev}, nil)
 		paths = append(paths, prev)
 	}
-	left := src.add(t, "left", prev)
-	right := src.add(t, "right", prev, old)
-	top := src.add(t, "top", left, right)
+	left := src.MustAdd(t, "left", []storepath.Path{prev}, nil)
+	right := src.MustAdd(t, "right", []storepath.Path{prev, old}, nil)
+	top := src.MustAdd(t, "top", []storepath.Path{left, right}, nil)
 	paths = append(paths, left, right, top)
 	for _, params := range []string{"compression=zstd", "compression=none"} {
 		for _, ordered := range []bool{false, true} {
@@ -273,11 +217,11 @@ const (
 const killChainLen, stallAt = 40, 20
 
 // killChain makes the chain of paths the pusher child pushes, bottom first.
-func killChain(src *chainSource) ([]storepath.Path, error) {
+func killChain(src *cachetest.Source) ([]storepath.Path, error) {
 	var paths []storepath.Path
 	var refs []storepath.Path
 	for i := range killChainLen {
-		p, err := src.addPath(fmt.Sprintf("kill%d", i), refs...)
+		p, err := src.Add(fmt.Sprintf("kill%d", i), refs, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -291,7 +235,7 @@ func killChain(src *chainSource) ([]storepath.Path, error) {
 // next one, prints "stalled" and waits to be killed, while the other job
 // goes on with the paths above (their narinfos wait for the held one).
 func runPusher() int {
-	src := &chainSource{dir: storepath.Dir(os.Getenv(pusherStoreEnv)), infos: map[storepath.Path]*cache.PathInfo{}}
+	src := cachetest.NewSource(os.Getenv(pusherStoreEnv))
 	paths, err := killChain(src)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -367,7 +311,7 @@ func completeNarInfos(t *testing.T, dir string) int {
 // completes the cache.
 func TestKilledPushLeavesCompleteCache(t *testing.T) {
 	store, dir := t.TempDir(), t.TempDir()
-	src := &chainSource{dir: storepath.Dir(store), infos: map[storepath.Path]*cache.PathInfo{}}
+	src := cachetest.NewSource(store)
 	paths, err := killChain(src)
 	if err != nil {
 		t.Fatal(err)
