@@ -286,10 +286,16 @@ func (d *Drainer) checkpoint(ctx context.Context, lastID int64) {
 		mod = fi.ModTime()
 	}
 	err := d.q.Sync()
+	if errors.Is(err, ErrGCRoot) {
+		// The GC roots only protect queued paths from the collector;
+		// recovery does not need them (it makes them again).
+		d.log.Warn("cannot sync the GC roots of queued paths", "err", err)
+		err = d.q.syncNew(d.q.entries)
+	}
 	if err == nil {
 		err = d.q.WriteCheckpoint(Checkpoint{BootID: BootID(), Synced: now, LastID: lastID})
 	}
-	if err != nil && !errors.Is(err, ErrGCRoot) {
+	if err != nil {
 		d.log.Error("cannot write the recovery checkpoint", "err", err)
 		return
 	}
