@@ -12,7 +12,6 @@
 package narinfo
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -172,80 +171,115 @@ const (
 	seenCA
 )
 
-var keyBits = map[string]int{
-	"StorePath": seenStorePath, "URL": seenURL, "Compression": seenCompression,
-	"FileHash": seenFileHash, "FileSize": seenFileSize, "NarHash": seenNarHash,
-	"NarSize": seenNarSize, "References": seenReferences, "Deriver": seenDeriver,
-	"System": seenSystem, "CA": seenCA,
+// keyBit returns the seen bit of a key that may appear once, 0 for Sig and
+// unknown keys.
+func keyBit(key string) int {
+	switch key {
+	case "StorePath":
+		return seenStorePath
+	case "URL":
+		return seenURL
+	case "Compression":
+		return seenCompression
+	case "FileHash":
+		return seenFileHash
+	case "FileSize":
+		return seenFileSize
+	case "NarHash":
+		return seenNarHash
+	case "NarSize":
+		return seenNarSize
+	case "References":
+		return seenReferences
+	case "Deriver":
+		return seenDeriver
+	case "System":
+		return seenSystem
+	case "CA":
+		return seenCA
+	}
+	return 0
 }
 
 // UnmarshalText implements [encoding.TextUnmarshaler]; it replaces all of
 // ni's fields.
 func (ni *NarInfo) UnmarshalText(data []byte) error {
+	return ni.unmarshal(string(data))
+}
+
+// unmarshal parses the narinfo text s. The string fields of ni are
+// substrings of s (one copy of the text, no per-line allocation); the
+// References and the Deriver share one new string.
+func (ni *NarInfo) unmarshal(s string) error {
 	*ni = NarInfo{}
 	var (
 		seen     int
-		refs     []byte // raw References value
+		refs     string // raw References value
 		refsLine int
-		deriver  []byte
+		deriver  string
 		drvLine  int
 	)
 	lineErr := func(line int, key string, err error) error {
 		return &ParseError{File: "narinfo", Line: line, Key: key, Err: err}
 	}
+	// A CR is refused wherever it is; look for one per line only when the
+	// text has one.
+	hasCR := strings.IndexByte(s, '\r') >= 0
 	line := 0
-	for pos := 0; pos < len(data); {
+	for pos := 0; pos < len(s); {
 		line++
-		nl := bytes.IndexByte(data[pos:], '\n')
+		nl := strings.IndexByte(s[pos:], '\n')
 		if nl < 0 {
 			return lineErr(line, "", fmt.Errorf("%w: missing final newline", ErrSyntax))
 		}
-		l := data[pos : pos+nl]
+		l := s[pos : pos+nl]
 		pos += nl + 1
 		if len(l) == 0 {
 			return lineErr(line, "", fmt.Errorf("%w: blank line", ErrSyntax))
 		}
-		if l[len(l)-1] == '\r' {
-			return lineErr(line, "", fmt.Errorf("%w: CRLF line ending", ErrSyntax))
+		if hasCR {
+			if l[len(l)-1] == '\r' {
+				return lineErr(line, "", fmt.Errorf("%w: CRLF line ending", ErrSyntax))
+			}
+			if strings.IndexByte(l, '\r') >= 0 {
+				// Nix would keep it in the value; no value we write may hold a
+				// line break, so we refuse it here too.
+				return lineErr(line, "", fmt.Errorf("%w: carriage return inside a line", ErrSyntax))
+			}
 		}
-		if bytes.IndexByte(l, '\r') >= 0 {
-			// Nix would keep it in the value; no value we write may hold a
-			// line break, so we refuse it here too.
-			return lineErr(line, "", fmt.Errorf("%w: carriage return inside a line", ErrSyntax))
-		}
-		colon := bytes.IndexByte(l, ':')
+		colon := strings.IndexByte(l, ':')
 		if colon <= 0 {
 			return lineErr(line, "", fmt.Errorf("%w: expected \"Key: value\"", ErrSyntax))
 		}
 		key := l[:colon]
 		if colon+1 >= len(l) || l[colon+1] != ' ' {
-			return lineErr(line, string(key), fmt.Errorf("%w: expected \": \" after the key", ErrSyntax))
+			return lineErr(line, key, fmt.Errorf("%w: expected \": \" after the key", ErrSyntax))
 		}
 		val := l[colon+2:]
-		bit := keyBits[string(key)] // no allocation for a map lookup by []byte conversion
+		bit := keyBit(key)
 		if bit != 0 {
 			if seen&bit != 0 {
-				return lineErr(line, string(key), ErrDuplicate)
+				return lineErr(line, key, ErrDuplicate)
 			}
 			seen |= bit
 		}
 		var err error
 		switch bit {
 		case seenStorePath:
-			ni.StorePath, err = storepath.Parse(string(val))
+			ni.StorePath, err = storepath.Parse(val)
 		case seenURL:
-			ni.URL = string(val)
+			ni.URL = val
 			if ni.URL == "" {
 				err = fmt.Errorf("%w: empty", ErrMissing)
 			}
 		case seenCompression:
-			ni.Compression = string(val)
+			ni.Compression = val
 		case seenFileHash:
-			ni.FileHash, err = nixhash.Parse(string(val))
+			ni.FileHash, err = nixhash.Parse(val)
 		case seenFileSize:
 			ni.FileSize, err = parseSize(val)
 		case seenNarHash:
-			ni.NarHash, err = nixhash.Parse(string(val))
+			ni.NarHash, err = nixhash.Parse(val)
 		case seenNarSize:
 			ni.NarSize, err = parseSize(val)
 			if err == nil && ni.NarSize == 0 {
@@ -256,22 +290,26 @@ func (ni *NarInfo) UnmarshalText(data []byte) error {
 		case seenDeriver:
 			deriver, drvLine = val, line
 		case seenSystem:
-			ni.System = string(val)
+			ni.System = val
 		case seenCA:
-			ni.CA = string(val)
+			ni.CA = val
 			err = checkCA(ni.CA)
 		case 0:
-			if string(key) == "Sig" {
+			if key == "Sig" {
 				var sig signature.Signature
-				sig, err = signature.ParseSignature(string(val))
+				sig, err = signature.ParseSignature(val)
 				if err == nil {
+					if ni.Sigs == nil {
+						// Room for this and every later Sig line.
+						ni.Sigs = make([]signature.Signature, 0, 1+strings.Count(s[pos-1:], "\nSig: "))
+					}
 					ni.Sigs = append(ni.Sigs, sig)
 				}
 			}
 			// Other keys are ignored, as Nix does (e.g. newer Nix's Provenance).
 		}
 		if err != nil {
-			return lineErr(line, string(key), err)
+			return lineErr(line, key, err)
 		}
 	}
 	switch {
@@ -287,33 +325,70 @@ func (ni *NarInfo) UnmarshalText(data []byte) error {
 	if ni.Compression == "" {
 		ni.Compression = ImpliedCompression
 	}
-	dir := ni.StorePath.Dir()
-	if len(refs) > 0 {
-		n := bytes.Count(refs, []byte{' '}) + 1
-		ni.References = make([]storepath.Path, 0, n)
-		for f := range bytes.SplitSeq(refs, []byte{' '}) {
-			if len(f) == 0 {
-				continue // Nix's tokenizeString skips empty tokens
-			}
-			p, err := dir.FromBase(string(f))
-			if err != nil {
-				return lineErr(refsLine, "References", err)
-			}
-			ni.References = append(ni.References, p)
-		}
+	if deriver == UnknownDeriver {
+		deriver = ""
 	}
-	if len(deriver) > 0 && string(deriver) != UnknownDeriver {
-		p, err := dir.FromBase(string(deriver))
-		if err != nil {
+	if refs == "" && deriver == "" {
+		return nil
+	}
+	// The store directory of a valid StorePath is all before its last '/'.
+	sp := string(ni.StorePath)
+	dir := sp[:strings.LastIndexByte(sp, '/')]
+	// First check every base name (Nix's tokenizeString skips empty
+	// tokens) and measure, then build all the paths in one string.
+	n, size := 0, len(deriver)
+	if deriver != "" {
+		size += len(dir) + 1
+	}
+	for f := range strings.SplitSeq(refs, " ") {
+		if f == "" {
+			continue
+		}
+		if err := storepath.ValidateBase(f); err != nil {
+			return lineErr(refsLine, "References", err)
+		}
+		n++
+		size += len(dir) + 1 + len(f)
+	}
+	if deriver != "" {
+		if err := storepath.ValidateBase(deriver); err != nil {
 			return lineErr(drvLine, "Deriver", err)
 		}
-		ni.Deriver = p
+	}
+	var b strings.Builder
+	b.Grow(size)
+	for f := range strings.SplitSeq(refs, " ") {
+		if f != "" {
+			b.WriteString(dir)
+			b.WriteByte('/')
+			b.WriteString(f)
+		}
+	}
+	if deriver != "" {
+		b.WriteString(dir)
+		b.WriteByte('/')
+		b.WriteString(deriver)
+	}
+	all := b.String()
+	if refs != "" {
+		ni.References = make([]storepath.Path, 0, n)
+		off := 0
+		for f := range strings.SplitSeq(refs, " ") {
+			if f != "" {
+				end := off + len(dir) + 1 + len(f)
+				ni.References = append(ni.References, storepath.Path(all[off:end]))
+				off = end
+			}
+		}
+	}
+	if deriver != "" {
+		ni.Deriver = storepath.Path(all[len(all)-len(dir)-1-len(deriver):])
 	}
 	return nil
 }
 
-func parseSize(v []byte) (uint64, error) {
-	n, err := strconv.ParseUint(string(v), 10, 64)
+func parseSize(v string) (uint64, error) {
+	n, err := strconv.ParseUint(v, 10, 64)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %q is not a size in bytes", ErrSyntax, v)
 	}

@@ -125,9 +125,10 @@ func validKeyName(name string, quote bool) error {
 }
 
 // split parses "name:base64" (Nix's parseColonBase64) into the name and the
-// decoded bytes, base64 read by Nix's rules. Errors name what but quote
-// nothing of s.
-func split(what, s string) (string, []byte, error) {
+// decoded bytes, base64 read by Nix's rules, appended to buf (give it room
+// for them: a secret key must not be left behind in a grown-out array).
+// Errors name what but quote nothing of s.
+func split(what, s string, buf []byte) (string, []byte, error) {
 	name, b64, ok := strings.Cut(s, ":")
 	if !ok {
 		return "", nil, fmt.Errorf("%w: %s has no ':' between name and base64", ErrMalformed, what)
@@ -135,7 +136,7 @@ func split(what, s string) (string, []byte, error) {
 	if name == "" {
 		return "", nil, fmt.Errorf("%w: %s: empty key name", ErrMalformed, what)
 	}
-	data, err := nixbase64.Decode(b64)
+	data, err := nixbase64.AppendDecode(buf, b64)
 	if err != nil {
 		return "", nil, fmt.Errorf("%w: %s: %w", ErrMalformed, what, err)
 	}
@@ -148,7 +149,7 @@ func split(what, s string) (string, []byte, error) {
 // white space or control characters (stricter than Nix, which could not
 // read such a name back from trusted-public-keys anyway).
 func ParsePublicKey(s string) (PublicKey, error) {
-	name, data, err := split("public key", s)
+	name, data, err := split("public key", s, make([]byte, 0, PublicKeySize))
 	if err != nil {
 		return PublicKey{}, err
 	}
@@ -250,7 +251,8 @@ func (k PublicKey) check(fingerprint string, sig Signature) error {
 // key material: they quote neither the base64 nor a name that is not a
 // valid key name.
 func ParseSecretKey(s string) (SecretKey, error) {
-	name, data, err := split("secret key", strings.TrimSpace(s))
+	s = strings.TrimSpace(s)
+	name, data, err := split("secret key", s, make([]byte, 0, len(s)*3/4))
 	if err != nil {
 		return SecretKey{}, err
 	}
@@ -375,7 +377,8 @@ func (k *SecretKey) UnmarshalText(b []byte) error {
 // valid ed25519 signature) is checked only by [Verify], so a narinfo
 // carrying a malformed signature by some other key still reads, as in Nix.
 func ParseSignature(s string) (Signature, error) {
-	name, data, err := split("signature", s)
+	var buf [SignatureSize]byte // the raw bytes are copied into the Signature
+	name, data, err := split("signature", s, buf[:0])
 	if err != nil {
 		return Signature{}, err
 	}

@@ -71,6 +71,17 @@ func checkDir(d string) error {
 	if d == "/" {
 		return fmt.Errorf("%w: store directory is /", ErrInvalid)
 	}
+	if err := checkDirBytes(d); err != nil {
+		return err
+	}
+	if _, clean := splitClean(d); !clean {
+		return fmt.Errorf("%w: store directory is not a clean path", ErrInvalid)
+	}
+	return nil
+}
+
+// checkDirBytes is the part of checkDir about single bytes.
+func checkDirBytes(d string) error {
 	for i := 0; i < len(d); i++ {
 		switch c := d[i]; {
 		case c <= ' ' || c == 0x7f:
@@ -79,10 +90,30 @@ func checkDir(d string) error {
 			return fmt.Errorf("%w: store directory has %q at offset %d", ErrInvalid, c, i)
 		}
 	}
-	if path.Clean(d) != d {
-		return fmt.Errorf("%w: store directory is not a clean path", ErrInvalid)
-	}
 	return nil
+}
+
+// splitClean reports whether the absolute path p is clean (path.Clean(p) ==
+// p: no empty, "." or ".." element, no trailing '/' unless p is "/") and
+// gives the offset of its last '/'.
+func splitClean(p string) (lastSlash int, clean bool) {
+	if p == "/" {
+		return 0, true
+	}
+	for i := 0; ; {
+		j := strings.IndexByte(p[i+1:], '/')
+		elem := p[i+1:]
+		if j >= 0 {
+			elem = elem[:j]
+		}
+		if elem == "" || elem == "." || elem == ".." {
+			return i, false
+		}
+		if j < 0 {
+			return i, true
+		}
+		i += 1 + j
+	}
 }
 
 // Parse parses abs, which must be a store path directly inside d.
@@ -121,17 +152,19 @@ func Parse(abs string) (Path, error) {
 	if !path.IsAbs(abs) {
 		return "", fmt.Errorf("storepath: %q: %w: not an absolute path", abs, ErrInvalid)
 	}
-	if path.Clean(abs) != abs {
+	slash, clean := splitClean(abs)
+	if !clean {
 		return "", fmt.Errorf("storepath: %q: %w: not a clean path", abs, ErrInvalid)
 	}
-	dir, base := path.Split(abs)
-	if dir == "/" {
+	if slash == 0 {
 		return "", fmt.Errorf("storepath: %q: %w: no store directory", abs, ErrInvalid)
 	}
-	if err := checkDir(dir[:len(dir)-1]); err != nil {
+	// The directory of a clean path is absolute, clean and not "/": only
+	// its bytes remain to be checked (see checkDir).
+	if err := checkDirBytes(abs[:slash]); err != nil {
 		return "", fmt.Errorf("storepath: %q: %w", abs, err)
 	}
-	if err := checkBase(base); err != nil {
+	if err := checkBase(abs[slash+1:]); err != nil {
 		return "", fmt.Errorf("storepath: %q: %w", abs, err)
 	}
 	return Path(abs), nil
@@ -184,18 +217,20 @@ func checkName(name string) error {
 		}
 	}
 	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
-			continue
+		if c := name[i]; !nameChars[c] {
+			return fmt.Errorf("%w: name has illegal character %q at offset %d", ErrInvalid, c, i)
 		}
-		switch c {
-		case '+', '-', '.', '_', '?', '=':
-			continue
-		}
-		return fmt.Errorf("%w: name has illegal character %q at offset %d", ErrInvalid, c, i)
 	}
 	return nil
 }
+
+// nameChars marks the bytes a name may hold: [A-Za-z0-9+-._?=].
+var nameChars = func() (t [256]bool) {
+	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+-._?=") {
+		t[c] = true
+	}
+	return t
+}()
 
 // Dir returns the store directory the path is in.
 func (p Path) Dir() Dir { return Dir(path.Dir(string(p))) }

@@ -33,9 +33,22 @@ var decodeMap = func() (m [256]int8) {
 
 // AppendDecode appends the bytes s decodes to, by Nix's rules, to dst.
 func AppendDecode(dst []byte, s string) ([]byte, error) {
+	// Whole groups of four alphabet characters make three bytes; the first
+	// group holding anything else ('=', '\n', a bad byte) and what follows
+	// go through the general loop below.
+	i := 0
+	for ; len(s)-i >= 4; i += 4 {
+		q := s[i : i+4]
+		a, b, c, e := decodeMap[q[0]], decodeMap[q[1]], decodeMap[q[2]], decodeMap[q[3]]
+		if a|b|c|e < 0 {
+			break
+		}
+		g := uint32(a)<<18 | uint32(b)<<12 | uint32(c)<<6 | uint32(e)
+		dst = append(dst, byte(g>>16), byte(g>>8), byte(g))
+	}
 	var d uint32
 	bits := 0
-	for i := 0; i < len(s); i++ {
+	for ; i < len(s); i++ {
 		c := s[i]
 		if c == '=' {
 			break

@@ -89,23 +89,57 @@ func Decode(dst, src []byte) (int, error) {
 	if len(dst) < n {
 		return 0, fmt.Errorf("nixbase32: destination too short: %d < %d", len(dst), n)
 	}
-	clear(dst[:n])
-	for k := 0; k < len(src); k++ {
-		d := decodeMap[src[k]]
-		if d == 0xff {
-			return 0, fmt.Errorf("%w: character %q at offset %d", ErrInvalid, src[k], k)
-		}
-		b := (len(src) - 1 - k) * 5
-		i, j := b/8, uint(b%8)
-		dst[i] |= d << j
-		carry := d >> (8 - j)
-		if i+1 < n {
-			dst[i+1] |= carry
-		} else if carry != 0 {
-			return 0, fmt.Errorf("%w: non-zero padding bits in %q", ErrInvalid, src)
+	// The last character holds the 5 lowest bits: read backwards, filling
+	// dst from its first (least significant) byte, 8 characters (5 bytes)
+	// at a time, then the first len(src)%8 characters. decodeMap has 0xff
+	// for a byte outside the alphabet, which sets bit 7 of bad.
+	dst = dst[:n]
+	var bad uint64
+	k, o := len(src), 0
+	for ; k >= 8 && o+5 <= n; k, o = k-8, o+5 {
+		s := src[k-8 : k]
+		d0, d1, d2, d3 := uint64(decodeMap[s[0]]), uint64(decodeMap[s[1]]), uint64(decodeMap[s[2]]), uint64(decodeMap[s[3]])
+		d4, d5, d6, d7 := uint64(decodeMap[s[4]]), uint64(decodeMap[s[5]]), uint64(decodeMap[s[6]]), uint64(decodeMap[s[7]])
+		bad |= d0 | d1 | d2 | d3 | d4 | d5 | d6 | d7
+		v := d0<<35 | d1<<30 | d2<<25 | d3<<20 | d4<<15 | d5<<10 | d6<<5 | d7
+		d := dst[o : o+5]
+		d[0], d[1], d[2], d[3], d[4] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24), byte(v>>32)
+	}
+	var acc uint64
+	bits := 0
+	for k--; k >= 0; k-- {
+		d := uint64(decodeMap[src[k]])
+		bad |= d
+		acc |= d << bits
+		bits += 5
+		if bits >= 8 && o < n {
+			dst[o] = byte(acc)
+			o++
+			acc >>= 8
+			bits -= 8
 		}
 	}
+	// What is left of acc are the bits beyond n bytes: padding.
+	if bad&0x80 != 0 || acc != 0 {
+		return 0, decodeError(src)
+	}
 	return n, nil
+}
+
+// decodeError returns the error for src, whose length is valid but which
+// has a byte outside the alphabet or non-zero padding bits (the high bits of
+// its first character beyond the decoded length), whichever comes first.
+func decodeError(src []byte) error {
+	for k := range src {
+		d := decodeMap[src[k]]
+		if d == 0xff {
+			return fmt.Errorf("%w: character %q at offset %d", ErrInvalid, src[k], k)
+		}
+		if k == 0 && d>>(5-(len(src)*5-DecodedLen(len(src))*8)) != 0 {
+			return fmt.Errorf("%w: non-zero padding bits in %q", ErrInvalid, string(src)) // a copy: src does not escape
+		}
+	}
+	panic("nixbase32: decodeError of a valid encoding")
 }
 
 // DecodeString returns the bytes encoded by s.

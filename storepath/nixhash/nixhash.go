@@ -184,13 +184,14 @@ func ParseAs(a Algorithm, s string) (Hash, error) {
 func parseDigest(a Algorithm, d, whole string) (Hash, error) {
 	h := Hash{algo: a}
 	size := a.Size()
+	var buf [2 * sha512.Size]byte // the longest digest, sha512 in base16, without allocating
 	switch len(d) {
 	case hex.EncodedLen(size):
-		if _, err := hex.Decode(h.digest[:size], []byte(d)); err != nil {
+		if _, err := hex.Decode(h.digest[:size], buf[:copy(buf[:], d)]); err != nil {
 			return Hash{}, fmt.Errorf("%w %q: bad base16: %w", ErrInvalid, whole, err)
 		}
 	case nixbase32.EncodedLen(size):
-		if _, err := nixbase32.Decode(h.digest[:size], []byte(d)); err != nil {
+		if _, err := nixbase32.Decode(h.digest[:size], buf[:copy(buf[:], d)]); err != nil {
 			return Hash{}, fmt.Errorf("%w %q: %w", ErrInvalid, whole, err)
 		}
 	case base64.StdEncoding.EncodedLen(size):
