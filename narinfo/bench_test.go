@@ -1,10 +1,13 @@
 package narinfo
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/nixcache/nixcache/signature"
+	"github.com/nixcache/nixcache/storepath/nixbase32"
 )
 
 // The notes' figures for one narinfo with 4 refs and 1 sig: nix-community
@@ -16,6 +19,25 @@ func BenchmarkParse(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := Unmarshal(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkParseManyRefs parses curl with 1000 references (a large
+// closure's top path), where the per-reference work dominates.
+func BenchmarkParseManyRefs(b *testing.B) {
+	refs := make([]string, 1000)
+	for i := range refs {
+		refs[i] = nixbase32.EncodeToString([]byte(fmt.Sprintf("%020d", i))) + "-ref-" + strconv.Itoa(i)
+	}
+	i := strings.Index(curl, "References: ") + len("References: ")
+	data := []byte(curl[:i] + strings.Join(refs, " ") + curl[i+strings.IndexByte(curl[i:], '\n'):])
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		ni, err := Unmarshal(data)
+		if err != nil || len(ni.References) != len(refs) {
 			b.Fatal(err)
 		}
 	}

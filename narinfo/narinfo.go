@@ -148,7 +148,7 @@ func Parse(r io.Reader) (*NarInfo, error) {
 }
 
 // Unmarshal parses a narinfo. See [NarInfo] and the package documentation
-// for the rules.
+// for the rules. The strings of the result share one copy of data.
 func Unmarshal(data []byte) (*NarInfo, error) {
 	ni := new(NarInfo)
 	if err := ni.UnmarshalText(data); err != nil {

@@ -127,6 +127,12 @@ func TestParseRules(t *testing.T) {
 		{"CA", netTools + "CA: fixed:r:" + nh + "\n", nil, "", func(n *NarInfo) bool { return n.CA == "fixed:r:"+nh }},
 		{"other store dir", strings.ReplaceAll(netTools, "/nix/store/", "/gnu/store/"), nil, "",
 			func(n *NarInfo) bool { return n.References[0].Dir() == "/gnu/store" }},
+		{"store dir inside /nix/store", strings.ReplaceAll(netTools, "/nix/store/", "/nix/store/sub/"), nil, "",
+			func(n *NarInfo) bool { return inStoreDir(n, "/nix/store/sub") }},
+		{"store dir /nix/store2", strings.ReplaceAll(netTools, "/nix/store/", "/nix/store2/"), nil, "",
+			func(n *NarInfo) bool { return inStoreDir(n, "/nix/store2") }},
+		{"store dir /nix", strings.ReplaceAll(netTools, "/nix/store/", "/nix/"), nil, "",
+			func(n *NarInfo) bool { return inStoreDir(n, "/nix") }},
 
 		{"empty", "", ErrMissing, "narinfo: missing required field: StorePath", nil},
 		{"missing StorePath", replace("StorePath: /nix/store/00bgd045z0d4icpbc2yyz4gx48ak44la-net-tools-1.60_p20170221182432\n", ""), ErrMissing, "StorePath", nil},
@@ -189,6 +195,14 @@ func TestParseRules(t *testing.T) {
 			}
 		})
 	}
+}
+
+// inStoreDir reports whether n's StorePath, References and Deriver are
+// the paths of netTools in store directory dir.
+func inStoreDir(n *NarInfo, dir string) bool {
+	return string(n.StorePath) == dir+"/00bgd045z0d4icpbc2yyz4gx48ak44la-net-tools-1.60_p20170221182432" &&
+		len(n.References) == 1 && string(n.References[0]) == dir+"/7gx4kiv5m0i7d7qkixq2cwzbr10lvxwc-glibc-2.27" &&
+		string(n.Deriver) == dir+"/10dx1q4ivjb115y3h90mipaaz533nr0d-net-tools-1.60_p20170221182432.drv"
 }
 
 func TestMarshalRules(t *testing.T) {

@@ -185,9 +185,11 @@ func checkBase(base string) error {
 	if base[HashPartLen] != '-' {
 		return fmt.Errorf("%w: character %d must be '-'", ErrInvalid, HashPartLen+1)
 	}
-	for i := 0; i < HashPartLen; i++ {
-		if !nixbase32.Is(base[i]) {
-			return fmt.Errorf("%w: hash part has %q, not a nix32 character", ErrInvalid, base[i])
+	if !allIn(base[:HashPartLen], nix32Char) {
+		for i := 0; i < HashPartLen; i++ {
+			if !nixbase32.Is(base[i]) {
+				return fmt.Errorf("%w: hash part has %q, not a nix32 character", ErrInvalid, base[i])
+			}
 		}
 	}
 	return checkName(base[HashPartLen+1:])
@@ -216,21 +218,44 @@ func checkName(name string) error {
 			return fmt.Errorf("%w: name may not be %q or start with \".-\" or \"..-\"", ErrInvalid, name)
 		}
 	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; !nameChars[c] {
-			return fmt.Errorf("%w: name has illegal character %q at offset %d", ErrInvalid, c, i)
+	if !allIn(name, nameChar) {
+		for i := 0; i < len(name); i++ {
+			if c := name[i]; charClass[c]&nameChar == 0 {
+				return fmt.Errorf("%w: name has illegal character %q at offset %d", ErrInvalid, c, i)
+			}
 		}
 	}
 	return nil
 }
 
-// nameChars marks the bytes a name may hold: [A-Za-z0-9+-._?=].
-var nameChars = func() (t [256]bool) {
+// Bits of charClass.
+const (
+	nameChar  = 1 << iota // [A-Za-z0-9+-._?=], allowed in a name
+	nix32Char             // in nixbase32.Alphabet
+)
+
+var charClass = func() (t [256]uint8) {
 	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+-._?=") {
-		t[c] = true
+		t[c] |= nameChar
+	}
+	for _, c := range []byte(nixbase32.Alphabet) {
+		t[c] |= nix32Char
 	}
 	return t
 }()
+
+// allIn reports whether every byte of s has the class bit (4 bytes a step,
+// without a branch per byte).
+func allIn(s string, bit uint8) bool {
+	ok := bit
+	for ; len(s) >= 4; s = s[4:] {
+		ok &= charClass[s[0]] & charClass[s[1]] & charClass[s[2]] & charClass[s[3]]
+	}
+	for i := 0; i < len(s); i++ {
+		ok &= charClass[s[i]]
+	}
+	return ok != 0
+}
 
 // Dir returns the store directory the path is in.
 func (p Path) Dir() Dir { return Dir(path.Dir(string(p))) }

@@ -3,6 +3,7 @@ package storepath
 import (
 	"errors"
 	"os/exec"
+	"path"
 	"strings"
 	"testing"
 
@@ -190,4 +191,36 @@ func TestStoreDirRule(t *testing.T) {
 	if d := DirFromEnv(); d != DefaultDir {
 		t.Errorf("DirFromEnv with an invalid NIX_STORE_DIR = %q", d)
 	}
+}
+
+// TestSplitClean checks the one-pass cleanness test Parse and ValidateDir
+// use against path.Clean, on the paths FuzzSplitClean starts from.
+func TestSplitClean(t *testing.T) {
+	for _, p := range splitCleanSeeds {
+		checkSplitClean(t, p)
+	}
+}
+
+var splitCleanSeeds = []string{"/", "//", "/a", "/a/", "/a//b", "/a/./b", "/a/../b", "/.", "/..", "/...", "/.a", "/a.",
+	"/a/.", "/a/..", "/a/b/", "/nix/store", "/nix/store/00bgd045z0d4icpbc2yyz4gx48ak44la-a", "/./a", "/../a", "/a/.../b", "/a/..b/c"}
+
+func checkSplitClean(t *testing.T, p string) {
+	t.Helper()
+	if !strings.HasPrefix(p, "/") {
+		return
+	}
+	slash, clean := splitClean(p)
+	if want := path.Clean(p) == p; clean != want {
+		t.Fatalf("splitClean(%q) clean = %v, path.Clean gives %q", p, clean, path.Clean(p))
+	}
+	if clean && slash != strings.LastIndexByte(p, '/') {
+		t.Fatalf("splitClean(%q) last slash = %d, want %d", p, slash, strings.LastIndexByte(p, '/'))
+	}
+}
+
+func FuzzSplitClean(f *testing.F) {
+	for _, p := range splitCleanSeeds {
+		f.Add(p)
+	}
+	f.Fuzz(checkSplitClean)
 }

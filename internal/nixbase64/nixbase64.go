@@ -31,6 +31,21 @@ var decodeMap = func() (m [256]int8) {
 	return m
 }()
 
+// group[k][c] is the value of c as character k of a group of four, in
+// place (bits 18-23 for the first), or 1<<24 for a byte outside the alphabet.
+var group = func() (g [4][256]uint32) {
+	for k := range g {
+		for c, v := range decodeMap {
+			if v < 0 {
+				g[k][c] = 1 << 24
+			} else {
+				g[k][c] = uint32(v) << (18 - 6*k)
+			}
+		}
+	}
+	return g
+}()
+
 // AppendDecode appends the bytes s decodes to, by Nix's rules, to dst.
 func AppendDecode(dst []byte, s string) ([]byte, error) {
 	// Whole groups of four alphabet characters make three bytes; the first
@@ -39,11 +54,10 @@ func AppendDecode(dst []byte, s string) ([]byte, error) {
 	i := 0
 	for ; len(s)-i >= 4; i += 4 {
 		q := s[i : i+4]
-		a, b, c, e := decodeMap[q[0]], decodeMap[q[1]], decodeMap[q[2]], decodeMap[q[3]]
-		if a|b|c|e < 0 {
+		g := group[0][q[0]] | group[1][q[1]] | group[2][q[2]] | group[3][q[3]]
+		if g > 0xffffff {
 			break
 		}
-		g := uint32(a)<<18 | uint32(b)<<12 | uint32(c)<<6 | uint32(e)
 		dst = append(dst, byte(g>>16), byte(g>>8), byte(g))
 	}
 	var d uint32

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -46,6 +47,20 @@ func TestDecodeNixRules(t *testing.T) {
 	}
 }
 
+// TestDecodeErrorOffset checks the offset of the first bad character,
+// within the first whole groups of four and after a '\n' or at the end.
+func TestDecodeErrorOffset(t *testing.T) {
+	for _, tc := range []struct {
+		in  string
+		off int
+	}{{"*WJj", 0}, {"QWJjZG*m", 6}, {"QWJjZGVm!", 8}, {"QWJj\nZGV!", 8}, {"QWJjZGVmQWJjZGVmQWJjZGV-", 23}} {
+		_, err := Decode(tc.in)
+		if want := fmt.Sprintf("offset %d", tc.off); !errors.Is(err, ErrInvalid) || !strings.HasSuffix(err.Error(), want) {
+			t.Errorf("Decode(%q) = %v, want an error at %s", tc.in, err, want)
+		}
+	}
+}
+
 // TestDecodeMatchesStd checks the decoder on every canonical encoding of
 // short byte strings, where Nix and encoding/base64 agree.
 func TestDecodeMatchesStd(t *testing.T) {
@@ -80,4 +95,14 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("round trip of %q: %x, %v", s, again, err)
 		}
 	})
+}
+
+func BenchmarkDecode(b *testing.B) {
+	s := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xa5, 0x3c}, 32)) // a signature's 64 bytes
+	buf := make([]byte, 0, 64)
+	for b.Loop() {
+		if _, err := AppendDecode(buf, s); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -44,6 +44,29 @@ func TestDecodeRejects(t *testing.T) {
 	}
 }
 
+// TestDecodeErrors checks which fault Decode names when there are several:
+// the first in reading order, the padding bits of the first character
+// before a bad character after it.
+func TestDecodeErrors(t *testing.T) {
+	h := "1b4sb93wp679q4zx9k1ignby1yna3z7c4c2ri3wphylbc2dwsys0" // 32 bytes
+	for _, tc := range []struct{ in, msg string }{
+		{"e0", "character 'e' at offset 0"},
+		{"0e", "character 'e' at offset 1"},
+		{"z0", `non-zero padding bits in "z0"`},
+		{"ze", `non-zero padding bits in "ze"`},
+		{h[:51] + "e", "character 'e' at offset 51"},
+		{h[:20] + "t" + h[21:51] + "u", "character 't' at offset 20"},
+		{"z" + h[1:], "non-zero padding bits"},
+		{"z" + h[1:51] + "e", "non-zero padding bits"},
+		{h[:51], "length 51 is not"},
+	} {
+		_, err := DecodeString(tc.in)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("DecodeString(%q) = %v, want %q", tc.in, err, tc.msg)
+		}
+	}
+}
+
 // TestAgainstNix checks encoding against nix-hash --to-base32 for every
 // digest size Nix uses.
 func TestAgainstNix(t *testing.T) {
