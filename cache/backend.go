@@ -82,6 +82,20 @@ type Mover interface {
 	Move(ctx context.Context, from, to string) error
 }
 
+// Producer is implemented by the reader Push gives Backend.Put for a NAR
+// it dumps while uploading it (compression=none on a backend that is no
+// Stager, such as S3). Put may, instead of reading it, call Produce once
+// with a writer: the NAR is then dumped straight into w, in Put's
+// goroutine, without the pipe (and its copy) that Read goes through.
+// Produce returns nil only when it wrote exactly the size given to Put and
+// the dump matched the store database (NarHash, NarSize); otherwise Put
+// must not make the object visible, exactly as when a Read fails. An error
+// of w ends the dump, and Produce returns it (wrapped).
+type Producer interface {
+	io.Reader
+	Produce(w io.Writer) error
+}
+
 // Stager is implemented by backends that can write an object before its key
 // is known and then store it under a key without copying it (cache/file: a
 // temporary file in the key's directory, renamed into place). Push writes

@@ -56,9 +56,12 @@ func (c ctxWriter) Write(p []byte) (int, error) {
 //   - compression=none: the NAR file is the NAR, so its key
 //     "nar/<NarHash>.nar" is known from the store database before the dump;
 //     the dump streams straight into Backend.Put (or a staged object) and
-//     is hashed on the way. The upload's last byte is held back until the
-//     dump has ended and matched the database's NarHash and NarSize, so a
-//     mismatch fails the upload before the object exists (see holdLast).
+//     is hashed on the way: written into the backend's own buffers when it
+//     takes a Producer (cache/s3), else read through a pipe. The object is
+//     made only once the dump has ended and matched the database's NarHash
+//     and NarSize (a Produce that returned nil; a pipe whose last byte is
+//     held back until then, see holdLast), so a mismatch fails the upload
+//     before the object exists.
 //   - other methods on a Stager backend (cache/file): compressed straight
 //     into the staged object, committed under "nar/<FileHash>.nar<ext>"
 //     once the hashes are known and checked.
@@ -228,46 +231,120 @@ func (c *Cache) uploadPlain(ctx context.Context, it *pushItem, opts PushOptions,
 	if stager != nil {
 		return c.uploadStaged(ctx, it, opts, emit, reused, up, compress.Options{Method: compress.None}, stager)
 	}
-	pr, pw := io.Pipe()
-	type result struct {
-		nw  *nar.Writer
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		// Hand the NAR over in large pieces: every write to the pipe waits
-		// for the reading goroutine to be scheduled.
-		bw := bufio.NewWriterSize(pw, pipeChunk)
-		nw, _, err := c.dumpNAR(ctx, it, opts, emit, bw)
-		if err == nil {
-			err = bw.Flush()
-		}
-		// Only a dump that matched the database ends the stream cleanly
-		// (io.EOF), which is what lets holdLast give out the last byte.
-		pw.CloseWithError(err)
-		done <- result{nw, err}
-	}()
+	ns := &dumpStream{c: c, ctx: ctx, it: it, opts: opts, emit: emit, left: int64(up.narSize)}
 	start := time.Now()
-	putErr := c.Backend.Put(ctx, up.url, &holdLast{r: pr, left: int64(up.narSize)}, int64(up.narSize), nar.MIMEType)
-	pr.CloseWithError(errUploadEnded) // unblocks a dump the upload stopped reading
-	res := <-done
+	putErr := c.Backend.Put(ctx, up.url, ns, int64(up.narSize), nar.MIMEType)
+	nw, dumped, dumpErr := ns.finish()
 	switch {
-	case res.err != nil && !errors.Is(res.err, errUploadEnded):
+	case dumpErr != nil && !ns.ended(dumpErr):
 		if putErr == nil {
 			// Cannot happen with a backend that reads to the end, as Put
 			// must; never leave a wrong NAR file behind all the same.
 			_ = c.Backend.Delete(context.WithoutCancel(ctx), up.url)
 		}
-		return nil, res.err
+		return nil, dumpErr
 	case putErr != nil:
 		return nil, fmt.Errorf("upload %s: %w", up.url, putErr)
-	case res.err != nil:
+	case dumpErr != nil || !dumped:
 		_ = c.Backend.Delete(context.WithoutCancel(ctx), up.url)
 		return nil, fmt.Errorf("upload %s: the backend stored the NAR without reading all of it", up.url)
 	}
 	up.narAt = reused.written(ctx, up.url, start)
-	return res.nw, nil
+	return nw, nil
 }
+
+// dumpStream is the NAR of one path as Backend.Put takes it, dumped while
+// it is uploaded: written straight into the backend's writer by Produce
+// (cache/s3), or read through a pipe from a dump in another goroutine.
+type dumpStream struct {
+	c    *Cache
+	ctx  context.Context
+	it   *pushItem
+	opts PushOptions
+	emit func(Event)
+	left int64 // bytes of NarSize not yet written (Produce)
+
+	produced bool  // Produce was called
+	wErr     error // an error of Produce's writer
+	nw       *nar.Writer
+	err      error // the dump's
+
+	r    io.Reader // Read: holdLast on the pipe
+	pr   *io.PipeReader
+	done chan struct{} // closed when the piped dump ended
+}
+
+// Produce dumps the NAR into w (see Producer), refusing to write more than
+// NarSize bytes.
+func (s *dumpStream) Produce(w io.Writer) error {
+	if s.produced || s.r != nil {
+		return errors.New("cache: NAR stream consumed twice")
+	}
+	s.produced = true
+	s.nw, _, s.err = s.c.dumpNAR(s.ctx, s.it, s.opts, s.emit, writerFunc(func(p []byte) (int, error) {
+		if int64(len(p)) > s.left {
+			return 0, fmt.Errorf("%w: NAR longer than NarSize", ErrNarMismatch)
+		}
+		n, err := w.Write(p)
+		s.left -= int64(n)
+		if err != nil {
+			s.wErr = err
+		}
+		return n, err
+	}))
+	return s.err
+}
+
+// Read reads the NAR from a dump started on the first call, holding its
+// last byte back until the dump matched the store database (holdLast).
+func (s *dumpStream) Read(p []byte) (int, error) {
+	if s.r == nil {
+		if s.produced {
+			return 0, errors.New("cache: NAR stream consumed twice")
+		}
+		pr, pw := io.Pipe()
+		s.pr, s.done = pr, make(chan struct{})
+		s.r = &holdLast{r: pr, left: s.left}
+		go func() {
+			defer close(s.done)
+			// Hand the NAR over in large pieces: every write to the pipe
+			// waits for the reading goroutine to be scheduled.
+			bw := bufio.NewWriterSize(pw, pipeChunk)
+			nw, _, err := s.c.dumpNAR(s.ctx, s.it, s.opts, s.emit, bw)
+			if err == nil {
+				err = bw.Flush()
+			}
+			// Only a dump that matched the database ends the stream
+			// cleanly (io.EOF), which is what lets holdLast give out the
+			// last byte.
+			pw.CloseWithError(err)
+			s.nw, s.err = nw, err
+		}()
+	}
+	return s.r.Read(p)
+}
+
+// finish ends the stream once Put returned: it stops a piped dump that the
+// upload stopped reading and waits for it. It returns the NAR writer,
+// whether a dump ran, and the dump's error.
+func (s *dumpStream) finish() (*nar.Writer, bool, error) {
+	if s.pr != nil {
+		s.pr.CloseWithError(errUploadEnded) // unblocks a dump the upload stopped reading
+		<-s.done
+	}
+	return s.nw, s.produced || s.pr != nil, s.err
+}
+
+// ended reports whether the dump's error err came from the upload's side
+// (the writer Produce was given failed, or the upload stopped reading the
+// pipe) rather than from the dump itself.
+func (s *dumpStream) ended(err error) bool {
+	return errors.Is(err, errUploadEnded) || (s.wErr != nil && errors.Is(err, s.wErr))
+}
+
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // pipeChunk is the size of the pieces a streamed NAR is handed to the
 // upload in (measured: 64 KiB pieces, the NAR writer's, cost about 10% of

@@ -194,32 +194,45 @@ func TestChecksumRefusedFallsBack(t *testing.T) {
 	}
 }
 
-// TestStreamedPutMemory: a multipart Put from a plain reader (a NAR streamed
-// while it is dumped) holds at most 3 part buffers of 8 MiB: the bytes the
-// process allocates during a 96 MiB Put stay under 32 MiB, and the parts
-// sent are 8 MiB. Before, it held Threads x PartSize (4 x 16 MiB).
+// TestStreamedPutMemory: a multipart Put from a plain reader (or a
+// cache.Producer: a NAR dumped while it is uploaded) holds at most 3 part
+// buffers of 8 MiB: the bytes the process allocates during a 96 MiB Put stay
+// under 32 MiB, and the parts sent are 8 MiB, each with its CRC32C. Before,
+// it held Threads x PartSize (4 x 16 MiB).
 func TestStreamedPutMemory(t *testing.T) {
 	srv := testenv.StartS3(t)
 	bucket := newBucket(t, srv, false)
 	data := cachetest.Data(94, 96<<20)
-	pc := &partCounter{}
-	b := open(t, srv, bucket, func(o *s3.Options) { o.Transport = pc })
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	if err := b.Put(context.Background(), "nar/streamed.nar", cachetest.Plain(data), int64(len(data)), "application/x-nix-nar"); err != nil {
-		t.Fatal(err)
-	}
-	runtime.ReadMemStats(&after)
-	alloc := after.TotalAlloc - before.TotalAlloc
-	parts, n := pc.sent()
-	t.Logf("streamed Put of 96 MiB: %.1f MiB allocated, %d parts (%d bytes)", float64(alloc)/(1<<20), len(parts), n)
-	if alloc > 32<<20 {
-		t.Errorf("streamed Put of 96 MiB allocated %.1f MiB, want at most 32 (3 buffers of 8 MiB and change)", float64(alloc)/(1<<20))
-	}
-	if len(parts) != 12 || n != int64(len(data)) {
-		t.Errorf("sent %d parts (%d bytes), want 12 of 8 MiB", len(parts), n)
-	}
-	if got := cachetest.Read(t, b, "nar/streamed.nar"); !bytes.Equal(got, data) {
-		t.Fatal("object differs from the data")
+	for _, kind := range []string{"plain", "producer"} {
+		t.Run(kind, func(t *testing.T) {
+			pc := &partCounter{}
+			ph := &partHeaders{}
+			b := open(t, srv, bucket, func(o *s3.Options) { o.Transport = pc; pc.next = ph })
+			var r io.Reader = cachetest.Plain(data)
+			if kind == "producer" {
+				r = &producer{data: data}
+			}
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			if err := b.Put(context.Background(), "nar/streamed.nar", r, int64(len(data)), "application/x-nix-nar"); err != nil {
+				t.Fatal(err)
+			}
+			runtime.ReadMemStats(&after)
+			alloc := after.TotalAlloc - before.TotalAlloc
+			parts, n := pc.sent()
+			t.Logf("streamed Put of 96 MiB: %.1f MiB allocated, %d parts (%d bytes)", float64(alloc)/(1<<20), len(parts), n)
+			if alloc > 32<<20 {
+				t.Errorf("streamed Put of 96 MiB allocated %.1f MiB, want at most 32 (3 buffers of 8 MiB and change)", float64(alloc)/(1<<20))
+			}
+			if len(parts) != 12 || n != int64(len(data)) {
+				t.Errorf("sent %d parts (%d bytes), want 12 of 8 MiB", len(parts), n)
+			}
+			if ph.crc != 12 || ph.md5 != 0 {
+				t.Errorf("%d parts carried a CRC32C and %d a Content-MD5, want 12 and 0", ph.crc, ph.md5)
+			}
+			if got := cachetest.Read(t, b, "nar/streamed.nar"); !bytes.Equal(got, data) {
+				t.Fatal("object differs from the data")
+			}
+		})
 	}
 }

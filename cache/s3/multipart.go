@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/md5"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -191,7 +192,8 @@ func (m *multipart) bounds(i int) (int64, int64) {
 // putMultipart uploads size bytes (more than partSize) as a multipart upload,
 // resuming an unfinished upload of the key. sec is the body when the
 // reader is an io.ReaderAt (its parts are read in parallel), else r is read
-// in order. It checks the stored object's size after the completion.
+// in order, or written into the part buffers by its Produce when it is a
+// cache.Producer. It checks the stored object's size after the completion.
 func (b *Backend) putMultipart(ctx context.Context, key string, sec *io.SectionReader, r io.Reader, size, partSize int64, contentType string) error {
 	if size > MaxObjectSize {
 		return fmt.Errorf("s3: put %q: %d bytes is over S3's 5 TiB object size limit", key, size)
@@ -488,11 +490,12 @@ func hashPart(body io.ReadSeeker, useMD5 bool) ([]byte, error) {
 }
 
 // part sends part i, whose bytes body (seekable, for retries) holds, unless
-// the server already holds it. A failure to read body is a sourceError.
-func (m *multipart) part(ctx context.Context, i int, body io.ReadSeeker) error {
+// the server already holds it. crc is body's CRC32C when the caller has it
+// (nil: computed here). A failure to read body is a sourceError.
+func (m *multipart) part(ctx context.Context, i int, body io.ReadSeeker, crc []byte) error {
 	_, n := m.bounds(i)
 	if p, ok := m.stored[i]; ok && p.Size == n {
-		same, err := storedIs(p, body)
+		same, err := storedIs(p, body, crc)
 		if err != nil {
 			return &sourceError{fmt.Errorf("read part %d: %w", i, err)}
 		}
@@ -503,9 +506,12 @@ func (m *multipart) part(ctx context.Context, i int, body io.ReadSeeker) error {
 	}
 	for {
 		useMD5 := m.b.partMD5.Load()
-		sum, err := hashPart(body, useMD5)
-		if err != nil {
-			return &sourceError{fmt.Errorf("read part %d: %w", i, err)}
+		sum := crc
+		if useMD5 || sum == nil {
+			var err error
+			if sum, err = hashPart(body, useMD5); err != nil {
+				return &sourceError{fmt.Errorf("read part %d: %w", i, err)}
+			}
 		}
 		opts := minio.PutObjectPartOptions{DisableContentSha256: true}
 		if useMD5 {
@@ -531,9 +537,13 @@ func (m *multipart) part(ctx context.Context, i int, body io.ReadSeeker) error {
 
 // storedIs reports whether the stored part p holds the bytes of body: its
 // CRC32C when the server lists one, else its ETag (the MD5 of the part on
-// every S3 server for objects without SSE-KMS/SSE-C), is body's.
-func storedIs(p minio.ObjectPart, body io.ReadSeeker) (bool, error) {
+// every S3 server for objects without SSE-KMS/SSE-C), is body's. crc is
+// body's CRC32C when known (nil: computed here).
+func storedIs(p minio.ObjectPart, body io.ReadSeeker, crc []byte) (bool, error) {
 	if p.ChecksumCRC32C != "" {
+		if crc != nil {
+			return p.ChecksumCRC32C == base64.StdEncoding.EncodeToString(crc), nil
+		}
 		sum, err := hashPart(body, false)
 		return err == nil && p.ChecksumCRC32C == base64.StdEncoding.EncodeToString(sum), err
 	}
@@ -586,7 +596,7 @@ func (m *multipart) sendAt(ctx context.Context, sec *io.SectionReader) error {
 					continue
 				}
 				off, n := m.bounds(i)
-				if err := m.part(ctx, i, io.NewSectionReader(sec, off, n)); err != nil {
+				if err := m.part(ctx, i, io.NewSectionReader(sec, off, n), nil); err != nil {
 					cancel(err)
 				}
 			}
@@ -605,76 +615,184 @@ feed:
 	return context.Cause(ctx)
 }
 
-// sendStream sends the parts of a plain reader: it reads them in order into
-// at most buffers(partSize) buffers, and workers checksum each part and send
-// it if the server lacks it. The reader must end exactly after size bytes.
+// sendStream sends the parts of a plain reader: its bytes go in order into
+// at most buffers(partSize) part buffers (read into them, or written into
+// them by the reader's Produce when it is a cache.Producer), each part's
+// CRC32C is computed on the bytes as they arrive (still in the CPU's
+// cache), and workers send each full part the server lacks. The reader
+// must end exactly after size bytes.
 func (m *multipart) sendStream(ctx context.Context, r io.Reader) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	type job struct {
-		i   int
-		buf []byte
-	}
 	nbuf := min(m.b.buffers(m.partSize), m.nparts)
-	free := make(chan []byte, nbuf)
-	work := make(chan job)
+	s := &streamer{m: m, ctx: ctx, nbuf: nbuf, free: make(chan []byte, nbuf), work: make(chan streamedPart), i: 1}
 	var wg sync.WaitGroup
 	for range nbuf {
 		wg.Go(func() {
-			for j := range work {
+			for j := range s.work {
 				if ctx.Err() == nil {
-					if err := m.part(ctx, j.i, bytes.NewReader(j.buf)); err != nil {
+					if err := m.part(ctx, j.i, bytes.NewReader(j.buf), j.crc); err != nil {
 						cancel(err)
 					}
 				}
-				free <- j.buf[:cap(j.buf)]
+				s.free <- j.buf[:cap(j.buf)]
 			}
 		})
 	}
-	err := func() error {
-		allocated := 0
-		for i := 1; i <= m.nparts; i++ {
-			var buf []byte
-			if allocated < nbuf {
-				buf, allocated = m.b.getBuffer(m.partSize), allocated+1
-			} else {
-				select {
-				case buf = <-free:
-				case <-ctx.Done():
-					return nil
-				}
-			}
-			_, n := m.bounds(i)
-			if _, err := io.ReadFull(r, buf[:n]); err != nil {
-				if err == io.ErrUnexpectedEOF || err == io.EOF {
-					err = fmt.Errorf("%w: reader has fewer than %d bytes", cache.ErrSizeMismatch, m.size)
-				}
-				return &sourceError{err}
-			}
-			select {
-			case work <- job{i, buf[:n]}:
-			case <-ctx.Done():
-				return nil
-			}
+	var err error
+	if p, ok := r.(cache.Producer); ok {
+		err = p.Produce(s)
+		if err == nil && s.n < m.size {
+			err = fmt.Errorf("%w: reader has fewer than %d bytes", cache.ErrSizeMismatch, m.size)
 		}
-		// The reader must end here (an ExactReader fails a read past size).
-		if n, err := r.Read(make([]byte, 1)); n > 0 || err != io.EOF {
-			if err == nil || err == io.EOF {
-				err = fmt.Errorf("%w: reader has more than %d bytes", cache.ErrSizeMismatch, m.size)
-			}
-			return &sourceError{err}
-		}
-		return nil
-	}()
-	if err != nil {
-		cancel(err)
+	} else {
+		err = s.readFrom(r)
 	}
-	close(work)
+	if err != nil && context.Cause(ctx) == nil {
+		// The reader failed (not a part: that cancelled ctx first).
+		cancel(&sourceError{err})
+	}
+	close(s.work)
 	wg.Wait()
-	for len(free) > 0 {
-		m.b.putBuffer(<-free)
+	if s.buf != nil {
+		m.b.putBuffer(s.buf[:cap(s.buf)])
+	}
+	for len(s.free) > 0 {
+		m.b.putBuffer(<-s.free)
 	}
 	return context.Cause(ctx)
+}
+
+// streamedPart is a full part of a streamed upload and its CRC32C.
+type streamedPart struct {
+	i   int
+	buf []byte
+	crc []byte
+}
+
+// streamer cuts a stream into the parts of a multipart upload: it fills
+// one part buffer at a time (the bytes written to it, or read into it by
+// readFrom), keeps the part's CRC32C as it goes, and hands each full part
+// to the workers.
+type streamer struct {
+	m         *multipart
+	ctx       context.Context
+	nbuf      int
+	allocated int
+	free      chan []byte
+	work      chan streamedPart
+	i         int    // number of the part being filled
+	buf       []byte // its buffer, holding the part's bytes so far
+	crc       uint32
+	n         int64 // bytes taken
+}
+
+// errExcess reports bytes beyond the object's size.
+func (s *streamer) errExcess() error {
+	return fmt.Errorf("%w: reader has more than %d bytes", cache.ErrSizeMismatch, s.m.size)
+}
+
+// take makes a buffer ready for part s.i: a new one while fewer than nbuf
+// were made, else the first one a worker gives back.
+func (s *streamer) take() error {
+	if s.allocated < s.nbuf {
+		s.buf, s.allocated = s.m.b.getBuffer(s.m.partSize)[:0], s.allocated+1
+		return nil
+	}
+	select {
+	case buf := <-s.free:
+		s.buf = buf[:0]
+		return nil
+	case <-s.ctx.Done():
+		return context.Cause(s.ctx)
+	}
+}
+
+// room returns the free part of the buffer of part s.i, taking a buffer
+// first when none is held.
+func (s *streamer) room() ([]byte, error) {
+	if s.i > s.m.nparts {
+		return nil, s.errExcess()
+	}
+	if s.buf == nil {
+		if err := s.take(); err != nil {
+			return nil, err
+		}
+	}
+	_, n := s.m.bounds(s.i)
+	return s.buf[len(s.buf):n], nil
+}
+
+// filled accounts for n bytes put in the room, and hands the part over to
+// the workers once it is full.
+func (s *streamer) filled(n int) error {
+	room := s.buf[len(s.buf) : len(s.buf)+n]
+	s.crc = crc32.Update(s.crc, castagnoli, room)
+	s.buf = s.buf[:len(s.buf)+n]
+	s.n += int64(n)
+	if _, size := s.m.bounds(s.i); int64(len(s.buf)) < size {
+		return nil
+	}
+	p := streamedPart{i: s.i, buf: s.buf, crc: binary.BigEndian.AppendUint32(nil, s.crc)}
+	s.i, s.buf, s.crc = s.i+1, nil, 0
+	select {
+	case s.work <- p:
+		return nil
+	case <-s.ctx.Done():
+		s.m.b.putBuffer(p.buf[:cap(p.buf)])
+		return context.Cause(s.ctx)
+	}
+}
+
+// Write takes the next bytes of the object (Produce writes here).
+func (s *streamer) Write(p []byte) (int, error) {
+	total := len(p)
+	for len(p) > 0 {
+		room, err := s.room()
+		if err != nil {
+			return total - len(p), err
+		}
+		n := copy(room, p)
+		p = p[n:]
+		if err := s.filled(n); err != nil {
+			return total - len(p), err
+		}
+	}
+	return total, nil
+}
+
+// readFrom reads the object from r straight into the part buffers and
+// checks that r ends after size bytes.
+func (s *streamer) readFrom(r io.Reader) error {
+	for s.i <= s.m.nparts {
+		room, err := s.room()
+		if err != nil {
+			return err
+		}
+		n, err := r.Read(room)
+		if n > 0 {
+			if err := s.filled(n); err != nil {
+				return err
+			}
+		}
+		if err == io.EOF {
+			if s.n == s.m.size {
+				return nil // ended right after the last byte
+			}
+			return fmt.Errorf("%w: reader has fewer than %d bytes", cache.ErrSizeMismatch, s.m.size)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	// The reader must end here (an ExactReader fails a read past size).
+	if n, err := r.Read(make([]byte, 1)); n > 0 || err != io.EOF {
+		if err == nil || err == io.EOF {
+			err = s.errExcess()
+		}
+		return err
+	}
+	return nil
 }
 
 // complete completes the upload with every part's ETag and checks the

@@ -130,7 +130,8 @@ func FuzzETagMD5(f *testing.F) {
 
 // TestStoredIs: a stored part is compared by its CRC32C when the server
 // lists one (MinIO), by its ETag as an MD5 otherwise (versitygw), and never
-// taken for the local part when neither matches.
+// taken for the local part when neither matches; alike whether the local
+// part's CRC32C is computed there or known already.
 func TestStoredIs(t *testing.T) {
 	data := []byte("the bytes of one part")
 	crc := crc32.Checksum(data, castagnoli)
@@ -149,13 +150,17 @@ func TestStoredIs(t *testing.T) {
 		{"other etag", minio.ObjectPart{ETag: `"00000000000000000000000000000000"`}, false},
 		{"etag not an md5", minio.ObjectPart{ETag: `"abc-2"`}, false},
 	} {
-		body := bytes.NewReader(data)
-		got, err := storedIs(tc.part, body)
-		if err != nil || got != tc.want {
-			t.Errorf("%s: storedIs = %v, %v; want %v", tc.name, got, err, tc.want)
-		}
-		if pos, _ := body.Seek(0, io.SeekCurrent); pos != 0 {
-			t.Errorf("%s: body left at %d, want 0 (it is sent next)", tc.name, pos)
+		// The part's CRC32C computed here, or known already (a streamed
+		// part's, computed as its bytes came).
+		for _, known := range [][]byte{nil, binary.BigEndian.AppendUint32(nil, crc)} {
+			body := bytes.NewReader(data)
+			got, err := storedIs(tc.part, body, known)
+			if err != nil || got != tc.want {
+				t.Errorf("%s (crc known %v): storedIs = %v, %v; want %v", tc.name, known != nil, got, err, tc.want)
+			}
+			if pos, _ := body.Seek(0, io.SeekCurrent); pos != 0 {
+				t.Errorf("%s: body left at %d, want 0 (it is sent next)", tc.name, pos)
+			}
 		}
 	}
 }

@@ -82,6 +82,7 @@ func resumer(args []string) int {
 // partCounter counts the parts sent (PUTs with a partNumber) and their
 // bytes; stored, when set, receives the number of each part stored.
 type partCounter struct {
+	next   http.RoundTripper // nil: http.DefaultTransport
 	mu     sync.Mutex
 	parts  []int
 	bytes  int64
@@ -99,7 +100,11 @@ func (c *partCounter) RoundTrip(req *http.Request) (*http.Response, error) {
 			c.mu.Unlock()
 		}
 	}
-	resp, err := http.DefaultTransport.RoundTrip(req)
+	next := c.next
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	resp, err := next.RoundTrip(req)
 	if err == nil && resp.StatusCode == http.StatusOK && part > 0 && c.stored != nil {
 		c.stored <- part
 	}

@@ -595,7 +595,9 @@ func (o *object) Close() error { return o.obj.Close() }
 // io.ReaderAt, whose section [offset, offset+size) is read (offset is r's
 // current position if it is also an io.Seeker, else 0); otherwise read in
 // parts of at most 8 MiB into at most 3 buffers (24 MiB; fewer than Threads
-// when it is smaller) that upload in parallel. A multipart
+// when it is smaller) that upload in parallel, or written into them by
+// r's Produce when r is a cache.Producer (a NAR dumped during the upload;
+// the upload is completed only when Produce returned nil). A multipart
 // upload resumes the unfinished upload of the same key that a killed or
 // failed Put left, sending only the parts the server lacks (see
 // multipart.go). A reader with fewer or more than size bytes fails with
@@ -629,7 +631,9 @@ func (b *Backend) Put(ctx context.Context, key string, r io.Reader, size int64, 
 	}
 	if size > partSize {
 		if sec == nil {
-			r = cache.ExactReader(r, size)
+			if _, ok := r.(cache.Producer); !ok {
+				r = cache.ExactReader(r, size)
+			}
 			partSize = b.streamPartSizeFor(size)
 		}
 		return b.putMultipart(ctx, key, sec, r, size, partSize, contentType)

@@ -514,8 +514,8 @@ func TestParseLocation(t *testing.T) {
 }
 
 // TestFailedPutAborts checks that multipart uploads whose reader was at
-// fault (short or long) are aborted: no object and no incomplete upload
-// remain. (A cancelled Put leaves its upload for the next Put to resume:
+// fault (short or long, or a cache.Producer that fails after its bytes) are
+// aborted: no object and no incomplete upload remain. (A cancelled Put leaves its upload for the next Put to resume:
 // TestCancelledPutResumes.)
 func TestFailedPutAborts(t *testing.T) {
 	srv := testenv.StartS3(t)
@@ -528,6 +528,13 @@ func TestFailedPutAborts(t *testing.T) {
 		"long-plain":  func() (context.Context, io.Reader) { return context.Background(), cachetest.Plain(data) },
 		"short-readerat": func() (context.Context, io.Reader) {
 			return context.Background(), &shortAt{bytes.NewReader(data[:size]), 9 << 20}
+		},
+		"short-producer": func() (context.Context, io.Reader) { return context.Background(), &producer{data: data[:size-1]} },
+		"long-producer":  func() (context.Context, io.Reader) { return context.Background(), &producer{data: data} },
+		// All the bytes, then the check after them fails (a NAR whose
+		// NarHash does not match the store database).
+		"failing-producer": func() (context.Context, io.Reader) {
+			return context.Background(), &producer{data: data[:size], err: errors.New("injected mismatch")}
 		},
 	}
 	for name, mk := range cases {
@@ -558,6 +565,25 @@ func TestFailedPutAborts(t *testing.T) {
 	if len(keys) != 0 {
 		t.Errorf("objects left: %q", keys)
 	}
+}
+
+// producer is a cache.Producer (what Push gives Put for a NAR it dumps):
+// Produce writes data in 64 KiB writes, as the NAR dump does, then returns
+// err. Read fails, so a Put that reads it instead fails.
+type producer struct {
+	data []byte
+	err  error
+}
+
+func (p *producer) Read([]byte) (int, error) { return 0, errors.New("producer read, not produced") }
+
+func (p *producer) Produce(w io.Writer) error {
+	for off := 0; off < len(p.data); off += 64 << 10 {
+		if _, err := w.Write(p.data[off:min(off+64<<10, len(p.data))]); err != nil {
+			return err
+		}
+	}
+	return p.err
 }
 
 // shortAt is an io.ReaderAt whose reads from at fail, though its size
