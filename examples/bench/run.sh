@@ -10,7 +10,9 @@
 # to a fresh file:// cache with compression none, zstd, xz (ours with
 # parallel-compression=true; Nix plain and parallel) against nix copy; push
 # of a 31-path closure; push of a 1 GiB path (BIG_MIB) with zstd; push to a
-# local S3 server (versitygw) against one minio-go PutObject of the same NAR;
+# local S3 server (versitygw) against one minio-go PutObject of the same NAR
+# (and, for information, our backend's streamed Put of that NAR file: the
+# upload without the dump and NarHash; each side's CPU user+sys);
 # a fleet of 4 S3 backends under a server-side rate limit, with and without
 # the adaptive limiter (aimd); 4 upload-daemons draining into a distributed
 # MinIO (4 nodes x 2 drives), with and without a server-side limit (fleet);
@@ -70,19 +72,22 @@ PUB=$(cat "$WORK/key.pub")
 P=$(nix-store --add "$SRC")
 NARSIZE=$(nix-store --query --size "$P")
 
-# measure KEY CMD...: appends wall µs to KEY.t and peak RSS KiB to KEY.m.
+# measure KEY CMD...: appends wall µs to KEY.t, peak RSS KiB to KEY.m and
+# CPU time (user+sys) ms to KEY.c.
 measure() {
-  local key=$1 t0 t1
+  local key=$1 t0 t1 m u s
   shift
   t0=$(date +%s%N)
-  if ! /usr/bin/time -f %M -o "$WORK/rss" "$@" >/dev/null 2>"$WORK/err"; then
+  if ! /usr/bin/time -f "%M %U %S" -o "$WORK/rss" "$@" >/dev/null 2>"$WORK/err"; then
     echo "FAILED: $*" >&2
     cat "$WORK/err" >&2
     exit 1
   fi
   t1=$(date +%s%N)
   echo $(((t1 - t0) / 1000)) >>"$WORK/$key.t"
-  tail -1 "$WORK/rss" >>"$WORK/$key.m"
+  read -r m u s <<<"$(tail -1 "$WORK/rss")"
+  echo "$m" >>"$WORK/$key.m"
+  awk -v u="$u" -v s="$s" 'BEGIN {printf "%d\n", (u + s) * 1000}' >>"$WORK/$key.c"
 }
 median() { sort -n "$1" | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
@@ -278,11 +283,22 @@ elif ensure_versitygw; then
   cmd_s3() {
     local b="b$1$2"
     $S3 -public mkbucket "$b"
-    if [ "$1" = ours ]; then CMD=("$BIN/push" -q --secret-key "$KEY" --to "s3://$b?endpoint=$EP&region=us-east-1&addressing-style=path&compression=none" "$P")
-    else CMD=($S3 put "$b" nar/go.nar "$WORK/go.nar"); fi
+    case $1 in
+    ours) CMD=("$BIN/push" -q --secret-key "$KEY" --to "s3://$b?endpoint=$EP&region=us-east-1&addressing-style=path&compression=none" "$P") ;;
+    stream) CMD=($S3 put-stream "$b" nar/go.nar "$WORK/go.nar") ;;
+    *) CMD=($S3 put "$b" nar/go.nar "$WORK/go.nar") ;;
+    esac
   }
-  pair s3 "$N"
+  pair s3 "$N" "ours base stream"
   timerow "push $SRC to S3 (none) vs minio PutObject" s3 1.15
+  # Where the difference goes: the upload alone (our backend's streamed Put
+  # of the ready NAR file, no dump and no NarHash) and the client's CPU.
+  ST=$(median "$WORK/s3.stream.t") BT=$(median "$WORK/s3.base.t")
+  addrow "  our upload alone: the NAR file, streamed (info)" "$(sec "$ST"), $(mib "$(median "$WORK/s3.stream.m")")" \
+    "$(sec "$BT"), $(mib "$(median "$WORK/s3.base.m")")" "$(awk -v a="$ST" -v b="$BT" 'BEGIN {printf "%.2f", a / b}')" info -
+  OC=$(median "$WORK/s3.ours.c") SC=$(median "$WORK/s3.stream.c") BC=$(median "$WORK/s3.base.c")
+  addrow "  client CPU user+sys: push (upload alone) (info)" "$(sec "$OC"e3) ($(sec "$SC"e3))" "$(sec "$BC"e3)" \
+    "$(awk -v a="$OC" -v b="$BC" 'BEGIN {printf "%.2f", a / b}')" info -
   # Nix must substitute-check what we uploaded, over plain HTTP.
   verify_row "  our S3 upload: nix store verify over HTTP" "$EP/bours1" "$P"
   kill "$S3PID"; wait "$S3PID" 2>/dev/null || true; S3PID=""

@@ -3,29 +3,37 @@
 //
 //	s3helper -endpoint http://127.0.0.1:PORT [-public] mkbucket BUCKET
 //	s3helper -endpoint http://127.0.0.1:PORT put BUCKET KEY FILE
+//	s3helper -endpoint http://127.0.0.1:PORT put-stream BUCKET KEY FILE
 //
 // Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. put is one
 // minio-go PutObject of FILE with DisableContentSha256 (no aws-chunked
 // payload, as Nix needs over plain HTTP), minio-go's own part size and
 // concurrency: what any Go program would do without this library.
+// put-stream uploads FILE through this library's S3 backend as a plain
+// reader, as push streams a NAR (8 MiB parts, 3 buffers, each part's
+// CRC32C), but without dumping or hashing anything: the upload side of
+// push alone.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/nixcache/nixcache/cache/s3"
 )
 
 func main() {
 	endpoint := flag.String("endpoint", "", "S3 endpoint URL (http://host:port)")
 	public := flag.Bool("public", false, "mkbucket: allow anonymous s3:GetObject (so Nix can read over HTTP)")
 	flag.Usage = func() {
-		fmt.Fprintln(flag.CommandLine.Output(), "usage: s3helper -endpoint URL [-public] mkbucket BUCKET | put BUCKET KEY FILE")
+		fmt.Fprintln(flag.CommandLine.Output(), "usage: s3helper -endpoint URL [-public] mkbucket BUCKET | put BUCKET KEY FILE | put-stream BUCKET KEY FILE")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -64,16 +72,12 @@ func run(endpoint string, public bool, args []string) error {
 		}
 		return nil
 	case len(args) == 4 && args[0] == "put":
-		f, err := os.Open(args[3])
+		f, size, err := open(args[3])
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		fi, err := f.Stat()
-		if err != nil {
-			return err
-		}
-		_, err = c.PutObject(ctx, args[1], args[2], f, fi.Size(), minio.PutObjectOptions{
+		_, err = c.PutObject(ctx, args[1], args[2], f, size, minio.PutObjectOptions{
 			ContentType:          "application/x-nix-nar",
 			DisableContentSha256: true,
 		})
@@ -81,8 +85,38 @@ func run(endpoint string, public bool, args []string) error {
 			return fmt.Errorf("put %s/%s: %w", args[1], args[2], err)
 		}
 		return nil
+	case len(args) == 4 && args[0] == "put-stream":
+		b, err := s3.New(ctx, s3.Options{
+			Bucket: args[1], Endpoint: endpoint, Region: "us-east-1", AddressingStyle: "path",
+			Creds: credentials.NewEnvAWS(),
+		})
+		if err != nil {
+			return err
+		}
+		f, size, err := open(args[3])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		// Only Read: an io.ReaderAt would go up in parallel 16 MiB parts.
+		r := struct{ io.Reader }{f}
+		return b.Put(ctx, args[2], r, size, "application/x-nix-nar")
 	}
 	flag.Usage()
 	os.Exit(2)
 	return nil
+}
+
+// open opens the file to upload and returns its size.
+func open(name string) (*os.File, int64, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, 0, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, fi.Size(), nil
 }
