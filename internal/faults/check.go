@@ -238,8 +238,16 @@ type Uploads struct {
 	// failed request for that key: retries the client had to make.
 	Needed int
 	// Needless lists keys stored again although the previous upload of the
-	// key had succeeded and nothing failed for it since.
+	// key had succeeded and nothing failed for it since, and no read had
+	// found the key missing before that upload stored it (see Raced).
 	Needless []string
+	// Raced lists the keys stored again like Needless, but by an uploader
+	// that had seen the key missing: a HEAD or GET answered 404 before the
+	// key was stored, not yet matched with an upload (each store matches
+	// one). Two clients that check at the same moment both find the key
+	// missing and both upload it: a race between clients that do not
+	// coordinate (a fleet of daemons), not a check that was skipped.
+	Raced []string
 	// Refreshed counts uploads of a key that the client had just read back
 	// whole (a successful GET since the key was stored): a push that reuses
 	// a NAR file on a server that cannot renew modification times writes
@@ -258,10 +266,14 @@ type Uploads struct {
 // answered 2xx. A re-upload of a key is needed only after a failed upload
 // request for that key (the client could not know whether the object was
 // stored) or after the server answered 404 for the stored key (it lost
-// the object); otherwise it is needless. Server-side copies (Request.Copy)
+// the object); otherwise it is needless, or raced when its uploader had
+// found the key missing before it was stored. Server-side copies (Request.Copy)
 // upload nothing and are not counted. Requests are taken in log order.
 func AnalyzeLog(log []faultproxy.Request, bucket string) Uploads {
-	type state struct{ stored, failedSince, readBack bool }
+	type state struct {
+		stored, failedSince, readBack bool
+		missing                       int // reads answered 404 before it was stored, not matched with a store
+	}
 	var u Uploads
 	st := map[string]*state{}
 	prefix := "/" + bucket + "/"
@@ -271,6 +283,13 @@ func AnalyzeLog(log []faultproxy.Request, bucket string) Uploads {
 			continue
 		}
 		if r.Method == "HEAD" || r.Method == "GET" {
+			if s := st[key]; (s == nil || !s.stored) && r.Status == 404 {
+				if s == nil {
+					s = &state{}
+					st[key] = s
+				}
+				s.missing++
+			}
 			if s := st[key]; s != nil && s.stored && r.Method == "GET" && !r.Failed() {
 				s.readBack = true
 			}
@@ -308,16 +327,20 @@ func AnalyzeLog(log []faultproxy.Request, bucket string) Uploads {
 			continue
 		}
 		u.Stored++
-		if s.stored {
-			if s.failedSince {
-				u.Needed++
-			} else if s.readBack {
-				u.Refreshed++
-			} else {
-				u.Needless = append(u.Needless, key)
-			}
-		} else {
+		switch {
+		case !s.stored:
 			u.Keys++
+		case s.failedSince:
+			u.Needed++
+		case s.readBack:
+			u.Refreshed++
+		case s.missing > 0:
+			u.Raced = append(u.Raced, key)
+		default:
+			u.Needless = append(u.Needless, key)
+		}
+		if s.missing > 0 {
+			s.missing--
 		}
 		s.stored, s.failedSince, s.readBack = true, false, false
 	}

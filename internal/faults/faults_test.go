@@ -290,11 +290,32 @@ func TestAnalyzeLog(t *testing.T) {
 			req("POST", nar, "uploads=", 200),
 			req("POST", nar, "uploadId=v", 200),
 		}, 1, 2, 0, 0, []string{"nar/x.nar.zst"}},
+		// Two uploaders check at once, find it missing, both upload: raced.
+		{"raced", []faultproxy.Request{
+			req("HEAD", nar, "", 404),
+			req("HEAD", nar, "", 404),
+			req("PUT", nar, "", 200),
+			req("PUT", nar, "", 200),
+		}, 1, 2, 0, 0, nil},
+		// One check for two uploads: the second is needless.
+		{"checked once, stored twice", []faultproxy.Request{
+			req("HEAD", nar, "", 404),
+			req("PUT", nar, "", 200),
+			req("PUT", nar, "", 200),
+		}, 1, 2, 0, 0, []string{"nar/x.nar.zst"}},
+		// A check after the store finds it: a second upload is needless.
+		{"checked after stored", []faultproxy.Request{
+			req("HEAD", nar, "", 404),
+			req("PUT", nar, "", 200),
+			req("HEAD", nar, "", 200),
+			req("PUT", nar, "", 200),
+		}, 1, 2, 0, 0, []string{"nar/x.nar.zst"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u := AnalyzeLog(tc.log, "b")
 			if u.Keys != tc.keys || u.Stored != tc.stored || u.Failed != tc.failed || u.Needed != tc.needed ||
-				fmt.Sprint(u.Needless) != fmt.Sprint(tc.needless) {
+				fmt.Sprint(u.Needless) != fmt.Sprint(tc.needless) ||
+				(tc.name == "raced") != (len(u.Raced) == 1) {
 				t.Errorf("got %+v", u)
 			}
 		})

@@ -78,6 +78,10 @@ type FleetResult struct {
 	// the first of each file: after a failed request (Retried) or without
 	// one (Duplicates: daemons uploading the same NAR at once).
 	NARs, NARStores, NARRetried, NARDuplicates int
+	// NARRaced counts the Duplicates whose daemon had found the NAR file
+	// missing before another's upload stored it (Uploads.Raced); the rest
+	// were uploaded although the file was there when checked.
+	NARRaced int
 	// Parts is the number of multipart parts stored, PartsResent those
 	// stored again for the same NAR file and part number (by a retry, or by
 	// a second daemon resuming the same unfinished upload).
@@ -227,9 +231,9 @@ func (h *Harness) Fleet(ctx context.Context, opts FleetOptions) (FleetResult, er
 	res.Requests = int(h.proxy.Requests.Load() - req0)
 	res.SlowDowns = int(h.proxy.Injected.Load() - inj0)
 	up := AnalyzeLog(log, bucket)
-	res.Stored, res.Failed, res.Retried, res.Needless = up.Stored, up.Failed, up.Needed, len(up.Needless)
-	if len(up.Needless) > 0 {
-		h.cfg.Logf("fleet: stored again without a failure: %v", up.Needless)
+	res.Stored, res.Failed, res.Retried, res.Needless = up.Stored, up.Failed, up.Needed, len(up.Needless)+len(up.Raced)
+	if len(up.Needless)+len(up.Raced) > 0 {
+		h.cfg.Logf("fleet: stored again without a failure: %v; of them raced (seen missing before stored): %v", append(up.Needless, up.Raced...), up.Raced)
 	}
 	var narLog []faultproxy.Request
 	for _, r := range log {
@@ -239,7 +243,8 @@ func (h *Harness) Fleet(ctx context.Context, opts FleetOptions) (FleetResult, er
 	}
 	res.Parts, res.PartsResent = countParts(narLog)
 	nu := AnalyzeLog(narLog, bucket)
-	res.NARs, res.NARStores, res.NARRetried, res.NARDuplicates = nu.Keys, nu.Stored, nu.Needed, len(nu.Needless)
+	res.NARs, res.NARStores, res.NARRetried = nu.Keys, nu.Stored, nu.Needed
+	res.NARDuplicates, res.NARRaced = len(nu.Needless)+len(nu.Raced), len(nu.Raced)
 
 	read := opts.Cluster.S3(h.cfg.TB, opts.ReadNode)
 	if err := waitReadable(ctx, read.Endpoint, bucket); err != nil {
@@ -251,7 +256,7 @@ func (h *Harness) Fleet(ctx context.Context, opts FleetOptions) (FleetResult, er
 		return res, fmt.Errorf("%w: fleet: %w", ErrTrial, err)
 	}
 	res.Paths, res.Lost, res.Broken = cr.Checked, cr.Lost, cr.Broken
-	res.NARBytes, res.DupBytes = narBytes(ctx, h, read, bucket, nu.Needless)
+	res.NARBytes, res.DupBytes = narBytes(ctx, h, read, bucket, append(nu.Needless, nu.Raced...))
 	res.Duration = time.Since(start)
 	h.cfg.Logf("fleet: %s", res)
 	return res, nil
@@ -282,10 +287,10 @@ func (o FleetOptions) withDefaults() FleetOptions {
 // String is the trial's one-line summary.
 func (r FleetResult) String() string {
 	return fmt.Sprintf("%d daemons, %d builds, %d paths, lost %d, broken %d; node %d killed during %q; %d SlowDown; %d requests; "+
-		"%d stored, %d failed, %d retried, %d needless; NARs %d (%d B) stored %d times: %d after a failure, %d duplicates (%d B); "+
+		"%d stored, %d failed, %d retried, %d needless; NARs %d (%d B) stored %d times: %d after a failure, %d duplicates (%d B, %d raced); "+
 		"%d parts, %d sent again; %v",
 		r.Daemons, r.Builds, r.Paths, len(r.Lost), len(r.Broken), r.Killed, r.KilledDuring, r.SlowDowns, r.Requests,
-		r.Stored, r.Failed, r.Retried, r.Needless, r.NARs, r.NARBytes, r.NARStores, r.NARRetried, r.NARDuplicates, r.DupBytes,
+		r.Stored, r.Failed, r.Retried, r.Needless, r.NARs, r.NARBytes, r.NARStores, r.NARRetried, r.NARDuplicates, r.DupBytes, r.NARRaced,
 		r.Parts, r.PartsResent,
 		r.Duration.Round(100*time.Millisecond))
 }
@@ -606,7 +611,7 @@ func (h *Harness) FleetDrain(ctx context.Context, cluster *testenv.MinIOCluster,
 		}
 	}
 	nu := AnalyzeLog(narLog, bucket)
-	res.NARs, res.NARDuplicates = nu.Keys, len(nu.Needless)
+	res.NARs, res.NARDuplicates = nu.Keys, len(nu.Needless)+len(nu.Raced)
 	h.cfg.Logf("drain: %d paths in %v, %d requests: %v", len(all), res.Duration.Round(time.Millisecond), res.Requests, kinds)
 	if limited > 0 {
 		h.cfg.Logf("drain: %d refused by the limit, %d of %d in the first 2 s, %d of %d after", limited, earlyLimited, early, limited-earlyLimited, res.Requests-early)

@@ -87,13 +87,14 @@ func TestFleet(t *testing.T) {
 		if r.SlowDowns == 0 {
 			t.Errorf("trial %d: no SlowDown answered", i)
 		}
-		// Rare: 7 of the ~31 paths are pushed by every daemon (0 to 2 of
-		// 31 NAR files stored twice in the runs measured, the big one when
-		// two daemons begin its multipart upload at the same moment; 6 of
-		// 400 in BenchmarkFleet); one in five would mean the stat before
-		// each upload no longer works.
-		if r.NARDuplicates*5 > r.NARs {
-			t.Errorf("trial %d: %d of %d NAR files uploaded again without need (%d bytes)", i, r.NARDuplicates, r.NARs, r.DupBytes)
+		// 7 of the ~31 paths are pushed by every daemon, and daemons that
+		// check a NAR file at the same moment both upload it (0 to 2 of 31
+		// stored twice in quiet runs, 7 under a loaded CI machine; 6 of 400
+		// in BenchmarkFleet): those are raced. A duplicate whose daemon
+		// never saw the file missing means the stat before each upload no
+		// longer works.
+		if unraced := r.NARDuplicates - r.NARRaced; unraced*5 > r.NARs {
+			t.Errorf("trial %d: %d of %d NAR files uploaded again although they were there when checked (%d duplicates in all, %d bytes)", i, unraced, r.NARs, r.NARDuplicates, r.DupBytes)
 		}
 		total.add(r)
 	}
@@ -111,6 +112,7 @@ func (r *FleetResult) add(o FleetResult) {
 	r.Requests += o.Requests
 	r.Stored, r.Failed, r.Retried, r.Needless = r.Stored+o.Stored, r.Failed+o.Failed, r.Retried+o.Retried, r.Needless+o.Needless
 	r.NARs, r.NARStores, r.NARRetried, r.NARDuplicates = r.NARs+o.NARs, r.NARStores+o.NARStores, r.NARRetried+o.NARRetried, r.NARDuplicates+o.NARDuplicates
+	r.NARRaced += o.NARRaced
 	r.NARBytes, r.DupBytes = r.NARBytes+o.NARBytes, r.DupBytes+o.DupBytes
 	r.Parts, r.PartsResent = r.Parts+o.Parts, r.PartsResent+o.PartsResent
 	r.Duration += o.Duration
@@ -169,6 +171,7 @@ func TestNodeLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	up.Needless = append(up.Needless, up.Raced...) // one daemon never races itself
 	t.Logf("%d paths, %d stored, %d failed requests, %d retried, needless %v", res.Checked, up.Stored, up.Failed, up.Needed, up.Needless)
 	if err := res.Err(); err != nil {
 		t.Error(err)
