@@ -438,22 +438,36 @@ func (h *Harness) killNode(opts FleetOptions, stop chan struct{}, struck *atomic
 }
 
 // slowDownBursts answers half of the requests with 503 SlowDown for 300 ms
-// in every second until stop closes.
+// in every second until stop closes and at least one SlowDown was answered.
 func (h *Harness) slowDownBursts(stop chan struct{}, n *atomic.Int64) {
+	defer h.proxy.Set(faultproxy.Faults{})
+	injected0 := h.proxy.Injected.Load()
+	var stopped time.Time
+	// wait waits d, and reports whether to stop: once stop is closed,
+	// and a SlowDown was answered (when every daemon waited on a stalled
+	// server during the bursts so far, the bursts go on while they drain,
+	// for at most 30 s).
+	wait := func(d time.Duration) bool {
+		if stopped.IsZero() {
+			select {
+			case <-stop:
+				stopped = time.Now()
+			case <-time.After(d):
+				return false
+			}
+		} else {
+			time.Sleep(d)
+		}
+		return h.proxy.Injected.Load() > injected0 || time.Since(stopped) > 30*time.Second
+	}
 	for {
-		select {
-		case <-stop:
-			h.proxy.Set(faultproxy.Faults{})
+		if wait(700 * time.Millisecond) {
 			return
-		case <-time.After(700 * time.Millisecond):
 		}
 		h.proxy.Set(faultproxy.Faults{SlowDownRate: 0.5})
 		n.Add(1)
-		select {
-		case <-stop:
-			h.proxy.Set(faultproxy.Faults{})
+		if wait(300 * time.Millisecond) {
 			return
-		case <-time.After(300 * time.Millisecond):
 		}
 		h.proxy.Set(faultproxy.Faults{})
 	}
