@@ -1,7 +1,8 @@
 // Package cachetest is the conformance suite every cache.Backend must pass:
 // the contract of cache.Backend (atomic, all-or-nothing Put of exactly size
 // bytes, ErrNotFound, listing by prefix, concurrency, cancellation) checked
-// the same way against each implementation.
+// the same way against each implementation; and Source, the store of test
+// paths that push tests without Nix share.
 package cachetest
 
 import (
