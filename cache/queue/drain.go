@@ -562,7 +562,7 @@ func (d *Drainer) Stats() Stats {
 func (d *Drainer) writeStatus() {
 	b, err := json.MarshalIndent(d.Stats(), "", "  ")
 	if err == nil {
-		err = writeFileAtomic(filepath.Join(d.q.Dir(), StatusFile), append(b, '\n'))
+		err = writeFileAtomic(filepath.Join(d.q.Dir(), StatusFile), append(b, '\n'), false)
 	}
 	if err != nil {
 		d.log.Warn("cannot write status file", "err", err)
@@ -597,15 +597,21 @@ func (d *Drainer) WriteMetrics(w io.Writer) error {
 	return nil
 }
 
-// writeFileAtomic writes data to path through a temporary file and a rename.
-func writeFileAtomic(path string, data []byte) error {
+// writeFileAtomic writes data to path through a temporary file in its
+// directory (".<name>.*", mode 0600 from CreateTemp) and a rename. With
+// durable, the file is fsync'ed before the rename and the directory after
+// it: after a crash, path holds data or what it held before, never a mix.
+func writeFileAtomic(path string, data []byte, durable bool) error {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tmp-status-*")
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
-	_, err = f.Write(data) // mode 0600, from CreateTemp
+	_, err = f.Write(data)
+	if err == nil && durable {
+		err = f.Sync()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -614,6 +620,10 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	if err != nil {
 		_ = os.Remove(tmp)
+		return err
 	}
-	return err
+	if durable {
+		return syncDir(dir)
+	}
+	return nil
 }

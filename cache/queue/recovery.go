@@ -136,35 +136,10 @@ func (q *Queue) WriteCheckpoint(c Checkpoint) error {
 	if err != nil {
 		return fmt.Errorf("queue: checkpoint: %w", err)
 	}
-	if err := writeDurably(q.dir, RecoveryFile, append(b, '\n')); err != nil {
+	if err := writeFileAtomic(filepath.Join(q.dir, RecoveryFile), append(b, '\n'), true); err != nil {
 		return fmt.Errorf("queue: checkpoint: %w", err)
 	}
 	return nil
-}
-
-// writeDurably writes data to dir/name through a temporary file, fsync'ed
-// and renamed, then fsyncs dir.
-func writeDurably(dir, name string, data []byte) error {
-	f, err := os.CreateTemp(dir, "."+name+".*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, name))
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(dir)
 }
 
 // RemoveCheckpoint removes DIR/recovery.json (hooks fsync their entries
