@@ -158,11 +158,11 @@ const hookLimit = 10 * time.Second
 
 // recovery is the Drainer's side of crash recovery.
 type recovery struct {
-	on       bool      // checkpoints are kept
-	pending  bool      // recovery after a reboot has not succeeded yet
-	last     time.Time // when the last checkpoint was written
-	lastMod  time.Time // the entries directory's mtime then
-	resyncAt time.Time // a Sync is due then (after dropping a checkpoint)
+	on       bool        // checkpoints are kept
+	from     *Checkpoint // a recovery after a reboot still to do, from this checkpoint
+	last     time.Time   // when the last checkpoint was written (or tried)
+	lastMod  time.Time   // the entries directory's mtime then
+	resyncAt time.Time   // a Sync is due then (after dropping a checkpoint)
 }
 
 // startRecovery runs when the Drainer starts: after a reboot it queues
@@ -187,16 +187,16 @@ func (d *Drainer) startRecovery(ctx context.Context) {
 	}
 	boot := BootID()
 	var lastID int64
-	var why error
+	var why, idErr error
 	switch {
 	case d.opts.Recover == nil:
 		why = errors.New("no Recoverer")
 	case boot == "":
 		why = errors.New("the system has no boot id")
 	default:
-		lastID, err = d.opts.Recover.LastID(ctx)
-		if errors.Is(err, errors.ErrUnsupported) {
-			why = err
+		lastID, idErr = d.opts.Recover.LastID(ctx)
+		if errors.Is(idErr, errors.ErrUnsupported) {
+			why = idErr
 		}
 	}
 	if why != nil {
@@ -209,22 +209,23 @@ func (d *Drainer) startRecovery(ctx context.Context) {
 		return
 	}
 	d.rec.on = true
-	d.rec.pending = have && cp.BootID != boot
-	if err != nil {
+	if have && cp.BootID != boot {
+		d.rec.from = &cp
+	}
+	if idErr != nil {
 		// A passing failure (a lock held too long): keep the checkpoint
 		// and retry after CheckpointInterval.
-		d.log.Error("cannot read Nix's database for crash recovery; retrying", "err", err)
+		d.log.Error("cannot read Nix's database for crash recovery; retrying", "err", idErr)
 		d.rec.last = time.Now()
 		return
-	}
-	if d.rec.pending {
-		d.recover(ctx, cp)
 	}
 	d.checkpoint(ctx, lastID)
 }
 
-// recover queues again, durably, what Nix built since cp.
-func (d *Drainer) recover(ctx context.Context, cp Checkpoint) {
+// recover queues again, durably, what Nix built since d.rec.from, and
+// clears it when done.
+func (d *Drainer) recover(ctx context.Context) {
+	cp := d.rec.from
 	since := cp.Synced.Add(-d.opts.RecoveryMargin)
 	paths, err := d.opts.Recover.Built(ctx, since, cp.LastID)
 	if err == nil {
@@ -238,24 +239,22 @@ func (d *Drainer) recover(ctx context.Context, cp Checkpoint) {
 		d.log.Error("after a restart of the machine: cannot queue again what Nix built since the checkpoint; retrying later", "checkpoint", cp.Synced, "err", err)
 		return
 	}
-	d.rec.pending = false
+	d.rec.from = nil
 	d.log.Info("the machine restarted: queued again what Nix built since the checkpoint (paths already in the cache are not uploaded again)", "paths", len(paths), "since", since.Round(time.Second))
 }
 
 // checkpoint makes the entries durable and writes a new checkpoint; lastID
 // is Nix's last row id, read before. While a recovery is pending the old
-// checkpoint stays (its window only grows).
+// checkpoint stays (its window only grows), and a failed recovery is
+// tried again after CheckpointInterval.
 func (d *Drainer) checkpoint(ctx context.Context, lastID int64) {
-	if d.rec.pending {
-		cp, err := d.q.ReadCheckpoint()
-		if err != nil {
-			cp = Checkpoint{LastID: math.MaxInt64}
-		}
-		if d.recover(ctx, cp); d.rec.pending {
+	now := time.Now()
+	if d.rec.from != nil {
+		if d.recover(ctx); d.rec.from != nil {
+			d.rec.last = now
 			return
 		}
 	}
-	now := time.Now()
 	var mod time.Time
 	if fi, err := os.Stat(d.q.entries); err == nil {
 		mod = fi.ModTime()
@@ -290,7 +289,7 @@ func (d *Drainer) maybeCheckpoint(ctx context.Context, final bool) {
 	if !d.rec.on || (!final && time.Since(d.rec.last) < d.opts.CheckpointInterval) {
 		return
 	}
-	if fi, err := os.Stat(d.q.entries); err == nil && fi.ModTime().Equal(d.rec.lastMod) && !d.rec.pending {
+	if fi, err := os.Stat(d.q.entries); err == nil && fi.ModTime().Equal(d.rec.lastMod) && d.rec.from == nil {
 		return
 	}
 	lastID, err := d.opts.Recover.LastID(ctx)

@@ -303,3 +303,41 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestRecoveryFailureWaitsAnInterval: a recovery that failed is tried
+// again after CheckpointInterval, not at every poll (each try reads the
+// whole ValidPaths table).
+func TestRecoveryFailureWaitsAnInterval(t *testing.T) {
+	q := openNoRoots(t)
+	queue.SetBootID(t, "boot-2")
+	if err := q.WriteCheckpoint(queue.Checkpoint{BootID: "boot-1", Synced: time.Now(), LastID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	db := &fakeDB{fail: errors.New("database locked")}
+	opts := fastOpts()
+	opts.Recover = db
+	opts.ExitWhenEmpty = false
+	opts.CheckpointInterval = time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- queue.Run(ctx, q, newFakePusher(), opts) }()
+	// Wait for many polls: the status file is rewritten every 20 ms.
+	status := filepath.Join(q.Dir(), queue.StatusFile)
+	var seen []time.Time
+	waitUntil(t, "five status writes", func() bool {
+		if fi, err := os.Stat(status); err == nil && (len(seen) == 0 || !fi.ModTime().Equal(seen[len(seen)-1])) {
+			seen = append(seen, fi.ModTime())
+		}
+		return len(seen) >= 5
+	})
+	db.mu.Lock()
+	calls := len(db.calls)
+	db.mu.Unlock()
+	cancel() // the daemon's last checkpoint, on its way out, tries once more
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if calls != 1 {
+		t.Fatalf("Built called %d times within the first interval, want 1", calls)
+	}
+}
