@@ -73,6 +73,23 @@
 // stays (proved on both backends by TestCollectRace, which failed on S3
 // without it: a path found present was removed after the push).
 //
+// The collector's lease: waiting ReuseSettle is needed only when a
+// collector may be running. A collector that removes objects first stores
+// a lease under GCLeasePrefix, renews it every 10 s (a new object each
+// time, the previous one deleted after), ends no removal later than 30 s
+// after the start of its last successful renewal (it stops with an error
+// instead), and deletes its lease after its last removal ended. After its
+// touches (and after writing its pin), Push lists GCLeasePrefix; when no
+// lease is live (ModTime within 30 s plus 3 s of clock margin), it skips
+// the wait and goes straight to its checks that the reused objects are
+// still there. That is safe: a collector C that looked at R before the
+// touch t either still held a live lease at the listing, which began after
+// t, or had ended every removal by then, so the check after the listing
+// finds R missing if C removed it; a collector that stores its lease after
+// the listing began lists the cache after t, sees R's new ModTime and the
+// pin, and keeps them, as above. A collector of an older version (without
+// leases) must not run beside pushers of this one.
+//
 // On S3, Touch is a copy of the object onto itself, which renews
 // Last-Modified on AWS; a server that keeps it (versitygw 1.8, our test
 // server) makes Touch report ErrTouchUnsupported, and Push then goes on

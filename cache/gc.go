@@ -221,6 +221,7 @@ type collector struct {
 	pinAt   time.Time            // when the last look at the pins began
 	pinSeen map[string]time.Time // pin key -> ModTime read
 
+	lease *gcLease // nil in a dry run
 }
 
 // Collect removes from the cache what no root needs, safely beside pushes
@@ -274,7 +275,17 @@ func (c *Cache) Collect(ctx context.Context, opts GCOptions) (*GCReport, error) 
 	if g.dir == "" {
 		g.dir = storepath.DefaultDir
 	}
+	if opts.Delete {
+		// Before the listing: a push that finds no live lease after its
+		// touches knows this collection lists after them.
+		if g.lease, err = takeLease(ctx, c.Backend); err != nil {
+			return nil, fmt.Errorf("cache: gc: %w", err)
+		}
+	}
 	err = g.run(ctx, mover)
+	if g.lease != nil {
+		g.lease.release(ctx) // every removal has ended
+	}
 	g.report.Requests = *g.b.req
 	g.report.Duration = time.Since(g.start)
 	if err != nil {
@@ -287,7 +298,7 @@ func checkTrashPrefix(p string) error {
 	if !strings.HasSuffix(p, "/") || ValidateKey(strings.TrimSuffix(p, "/")) != nil {
 		return fmt.Errorf("cache: gc: trash prefix %q must be a key ending in /", p)
 	}
-	for _, reserved := range []string{"nar/", GCRootsPrefix, "log/", "realisations/", "debuginfo/"} {
+	for _, reserved := range []string{"nar/", GCRootsPrefix, GCLeasePrefix, "log/", "realisations/", "debuginfo/"} {
 		if strings.HasPrefix(p, reserved) {
 			return fmt.Errorf("cache: gc: trash prefix %q is inside %s, where the cache keeps its own objects", p, reserved)
 		}
@@ -812,9 +823,13 @@ const (
 // the object the listing showed (same ModTime, to the second) and older
 // than the grace period. The look and the removal both end within
 // gcDeleteWindow of the look's start, or the removal is not attempted
-// (ReuseSettle relies on that bound).
+// (ReuseSettle relies on that bound), and within the collector's lease:
+// once it lapsed, the collection stops.
 func (g *collector) checkAndRemove(ctx context.Context, key string, listed int64, remove func(context.Context, string) error) (outcome, error) {
 	t0 := time.Now()
+	if !g.lease.holds(t0.Add(gcDeleteWindow)) {
+		return outKept, errLeaseLapsed
+	}
 	wctx, cancel := context.WithDeadline(ctx, t0.Add(gcDeleteWindow))
 	defer cancel()
 	oi, err := g.b.Stat(wctx, key)

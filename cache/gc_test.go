@@ -296,11 +296,14 @@ func TestPushLosesReuseRace(t *testing.T) {
 	statted, touched := make(chan struct{}), make(chan struct{})
 	gcSide := cache.New(&raceBackend{Backend: g.b, key: key, gc: true, statted: statted, touched: touched}, cache.Options{})
 	pushSide := cache.New(&raceBackend{Backend: g.b, key: key, statted: statted, touched: touched}, cache.Options{})
-	var pushErr error
+	var (
+		pushErr error
+		sum     *cache.Summary
+	)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, pushErr = pushSide.Push(ctx, g.src, []storepath.Path{g.top2}, cache.PushOptions{})
+		sum, pushErr = pushSide.Push(ctx, g.src, []storepath.Path{g.top2}, cache.PushOptions{})
 	}()
 	if _, err := gcSide.Collect(ctx, cache.GCOptions{Delete: true}); err != nil {
 		t.Fatal(err)
@@ -308,6 +311,9 @@ func TestPushLosesReuseRace(t *testing.T) {
 	<-done
 	if !errors.Is(pushErr, cache.ErrCollected) {
 		t.Fatalf("push: %v, want ErrCollected", pushErr)
+	}
+	if sum.CollectorWaits != 1 {
+		t.Errorf("the push waited for the collector %d times, want once (its lease was live)", sum.CollectorWaits)
 	}
 	if exists(t, g.b, cache.NarInfoKey(g.top2)) {
 		t.Fatal("top2 published although shared was collected")

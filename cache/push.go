@@ -182,6 +182,10 @@ type Summary struct {
 	// Presence counts the requests made to find which paths of the
 	// closure are already in the cache (see Cache.Present).
 	Presence PresenceStats
+	// CollectorWaits counts the times the push waited ReuseSettle before
+	// relying on objects already in the cache, because a garbage
+	// collector held a live lease on the cache (see GCLeasePrefix).
+	CollectorWaits int
 }
 
 // String is a one-line summary, as the push command prints it.
@@ -280,20 +284,22 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 		return <-cacheInfo
 	}
 	defer waitCacheInfo()
+	reused := newReuse(c)
+	defer func() { sum.CollectorWaits = int(reused.waits.Load()) }()
 	if opts.Pin != "" {
 		if err := waitCacheInfo(); err != nil {
 			return sum, err
 		}
 		// A collector that listed the cache before the pin sees it within
-		// ReuseSettle; only then is "present" a promise (see Collect).
+		// ReuseSettle (at once when none runs); only then is "present" a
+		// promise (see Collect).
 		if err := c.Pin(ctx, opts.Pin, closure); err != nil {
 			return sum, err
 		}
-		if err := sleepUntil(ctx, time.Now().Add(ReuseSettle)); err != nil {
+		if err := reused.settled(ctx, time.Now()); err != nil {
 			return sum, err
 		}
 	}
-	reused := newReuse(c)
 	emit := func(e Event) {
 		if opts.Progress != nil {
 			opts.Progress(e)

@@ -24,7 +24,8 @@ var ErrCollected = errors.New("cache: reused object removed by a concurrent garb
 // collector that looked at the object before the touch has removed it by
 // then (its removal ends within gcDeleteWindow of its look), and one that
 // looks after the touch sees a changed object and keeps it. See the
-// package documentation.
+// package documentation. The wait is skipped when no collector holds a
+// live lease after the touch (see GCLeasePrefix).
 type reuse struct {
 	c       *Cache
 	toucher Toucher     // nil: the backend cannot touch; nothing to do
@@ -33,6 +34,10 @@ type reuse struct {
 	keys    []string
 	once    sync.Once
 	err     error
+
+	waitMu  sync.Mutex
+	clearAt time.Time    // when the last look that found no live lease began
+	waits   atomic.Int64 // Summary.CollectorWaits
 }
 
 func newReuse(c *Cache) *reuse {
@@ -70,7 +75,7 @@ func (r *reuse) confirm(ctx context.Context) error {
 		return nil
 	}
 	r.once.Do(func() {
-		if r.err = sleepUntil(ctx, r.at.Add(ReuseSettle)); r.err != nil {
+		if r.err = r.settled(ctx, r.at); r.err != nil {
 			return
 		}
 		r.err = forEach(ctx, r.keys, 16, func(key string) error {
@@ -175,10 +180,31 @@ func (r *reuse) settle(ctx context.Context, at time.Time, key string, size int64
 	if at.IsZero() {
 		return nil
 	}
-	if err := sleepUntil(ctx, at.Add(ReuseSettle)); err != nil {
+	if err := r.settled(ctx, at); err != nil {
 		return err
 	}
 	return r.c.stillThere(ctx, key, size)
+}
+
+// settled returns once every removal that a collector may have decided
+// before at has ended: at once when a look at the collectors' leases begun
+// at or after at finds none live (a collector still running would hold
+// one; one that ended released it after its last removal, and one that
+// starts later lists the cache after at), else at at plus ReuseSettle.
+// Concurrent callers share a look.
+func (r *reuse) settled(ctx context.Context, at time.Time) error {
+	r.waitMu.Lock()
+	defer r.waitMu.Unlock()
+	if !r.clearAt.IsZero() && !r.clearAt.Before(at) {
+		return ctx.Err()
+	}
+	look := time.Now()
+	if r.c.noCollector(ctx) {
+		r.clearAt = look
+		return ctx.Err()
+	}
+	r.waits.Add(1)
+	return sleepUntil(ctx, at.Add(ReuseSettle))
 }
 
 // freshWindow is the longest a narinfo is published after its NAR file was

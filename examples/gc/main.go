@@ -1,6 +1,6 @@
 // Command gc removes from a Nix binary cache what no root needs, safely
-// beside pushes running at the same time (see package cache, "Garbage
-// collection beside live pushes").
+// beside pushes running at the same time (see package cache; with --delete
+// it holds a lease, gcleases/ in the cache, until its last removal).
 //
 //	gc --cache URL [--keep PATH]... [--keep-file FILE]... [--keep-days N]
 //	   [--max-size SIZE] [--grace DURATION] [--delete [--trash PREFIX]]
