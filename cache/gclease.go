@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,10 +13,11 @@ import (
 )
 
 // GCLeasePrefix is where a collector that removes objects keeps its
-// lease: objects "gcleases/ID-SEQ", written before it lists the cache,
-// renewed every gcLeaseRenew under a new SEQ (the previous one is deleted
-// only after the new one is stored, so that some lease of a running
-// collector is always there), and deleted after its last removal ended. A
+// lease: objects "gcleases/ID-SEQ" (ID random: the bucket may be public),
+// written before it lists the cache, renewed every gcLeaseRenew under a
+// new SEQ (the previous one is deleted only after the new one is stored,
+// so that some lease of a running collector is always there), and deleted
+// after its last removal ended. A
 // collector removes nothing past gcLeaseTTL after the start of its last
 // successful renewal; a push that finds no live lease after touching what
 // it reuses (and after writing its pin) need not wait ReuseSettle. Keys
@@ -60,7 +60,7 @@ func takeLease(ctx context.Context, b Backend) (*gcLease, error) {
 	_, _ = rand.Read(r[:])
 	l := &gcLease{
 		b:    b,
-		id:   GCLeasePrefix + leaseHost() + "-" + hex.EncodeToString(r[:]),
+		id:   GCLeasePrefix + hex.EncodeToString(r[:]),
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
 	}
@@ -69,25 +69,6 @@ func takeLease(ctx context.Context, b Backend) (*gcLease, error) {
 	}
 	go l.keep(ctx)
 	return l, nil
-}
-
-// leaseHost is this machine's name reduced to characters safe in a key,
-// for whoever looks at a lease; "collector" when there is none.
-func leaseHost() string {
-	h, _ := os.Hostname()
-	h = strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' {
-			return r
-		}
-		return -1
-	}, h)
-	if len(h) > 64 {
-		h = h[:64]
-	}
-	if h == "" {
-		return "collector"
-	}
-	return h
 }
 
 // renew stores the lease under the next SEQ, then deletes the previous
@@ -99,7 +80,7 @@ func (l *gcLease) renew(ctx context.Context) error {
 	key := l.id + "-" + strconv.Itoa(l.seq)
 	prev := l.key
 	l.mu.Unlock()
-	body := "nixcache garbage collector, pid " + strconv.Itoa(os.Getpid()) + ", renewed " + start.UTC().Format(time.RFC3339) + "\n"
+	body := "nixcache garbage collector, renewed " + start.UTC().Format(time.RFC3339) + "\n"
 	if err := l.b.Put(ctx, key, strings.NewReader(body), int64(len(body)), "text/plain"); err != nil {
 		return fmt.Errorf("lease %s: %w", key, err)
 	}
