@@ -474,6 +474,10 @@ if [ -n "$PERCALL" ]; then
   [ -n "$FSYNCED" ] && addrow "  per call, no daemon checkpoint: entry fsync'ed (info)" "$FSYNCED ms" "$SPAWN ms" - info -
   addrow "31-drv build: queue hook vs no hook" "$HMS ms" "$NONE ms" "$HRATIO" "<= 1.30x" "$(verdict "$HRATIO" 1.3)"
   addrow "  31-drv build: /bin/true hook vs no hook (info)" "$TRUEMS ms" "$NONE ms" "$(awk -v a="$TRUEMS" -v b="$NONE" 'BEGIN {printf "%.2f", a / b}')" info -
+  # Sync mode: each build's hook runs `upload-daemon push` to a file:// cache (zstd); each push
+  # reuses the previous paths already in the cache (no collector runs: no ReuseSettle wait).
+  SYNCMS=$(sed -n 's/.*sync hook \([0-9]*\) \[.*/\1/p' "$WORK/hook.txt")
+  [ -n "$SYNCMS" ] && [ "$SYNCMS" != 0 ] && addrow "  31-drv build: sync-mode hook vs no hook (info)" "$SYNCMS ms" "$NONE ms" "$(awk -v a="$SYNCMS" -v b="$NONE" 'BEGIN {printf "%.2f", a / b}')" info -
   PBQ=$(sed -n 's/^per build: any hook costs \(-*[0-9]*\) ms in Nix; ours in queue mode \(-*[0-9]*\) ms.*/\2/p' "$WORK/hook.txt")
   PBT=$(sed -n 's/^per build: any hook costs \(-*[0-9]*\) ms in Nix.*/\1/p' "$WORK/hook.txt")
   addrow "  per build in Nix: queue hook vs /bin/true (info)" "$PBQ ms" "$PBT ms" - info -
