@@ -98,13 +98,13 @@ func TestCollectRace(t *testing.T) {
 	d := raceDuration(t)
 	t.Run("file", func(t *testing.T) {
 		dir := t.TempDir()
-		raceOn(t, "file://"+dir+"?compression=none", "file://"+dir, key, pool, d)
+		raceOn(t, "file://"+dir+"?compression=none", "", "file://"+dir, key, pool, d)
 	})
 	t.Run("s3", func(t *testing.T) {
 		s := testenv.StartS3(t)
 		s.MakeBucket(t, "gcrace", true)
 		s.SetEnv(t)
-		raceOn(t, s.URL("gcrace", "compression=none"), s.Endpoint+"/gcrace", key, pool, d)
+		raceOn(t, s.URL("gcrace", "compression=none"), "", s.Endpoint+"/gcrace", key, pool, d)
 	})
 	// MinIO renews Last-Modified on a copy onto itself (versitygw does not):
 	// here pushes touch what they reuse, as on AWS.
@@ -112,15 +112,23 @@ func TestCollectRace(t *testing.T) {
 		s := testenv.StartMinIO(t)
 		s.MakeBucket(t, "gcrace", true)
 		s.SetEnv(t)
-		raceOn(t, s.URL("gcrace", "compression=none"), s.Endpoint+"/gcrace", key, pool, d)
+		raceOn(t, s.URL("gcrace", "compression=none"), "", s.Endpoint+"/gcrace", key, pool, d)
 	})
 }
 
-func raceOn(t *testing.T, url, nixURL string, key testenv.NixKey, pool []storepath.Path, d time.Duration) {
+// raceOn runs the race on the cache at url; the collector uses gcURL
+// when set (the same cache through another server), and Nix reads nixURL.
+func raceOn(t *testing.T, url, gcURL, nixURL string, key testenv.NixKey, pool []storepath.Path, d time.Duration) {
 	ctx := context.Background()
 	c, err := cache.Open(ctx, url, cache.WithSecretKeyFiles(key.SecretFile))
 	if err != nil {
 		t.Fatal(err)
+	}
+	gc := c
+	if gcURL != "" {
+		if gc, err = cache.Open(ctx, gcURL); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := c.EnsureCacheInfo(ctx, pool[0].Dir()); err != nil {
 		t.Fatal(err)
@@ -180,7 +188,7 @@ func raceOn(t *testing.T, url, nixURL string, key testenv.NixKey, pool []storepa
 		defer wg.Done()
 		rng := rand.New(rand.NewPCG(99, 7))
 		for time.Now().Before(deadline) && !t.Failed() {
-			rep, err := c.Collect(ctx, cache.GCOptions{Delete: true, Grace: 0, Jobs: 4})
+			rep, err := gc.Collect(ctx, cache.GCOptions{Delete: true, Grace: 0, Jobs: 4})
 			if err != nil {
 				t.Errorf("collect: %v", err)
 				return

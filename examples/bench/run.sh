@@ -54,6 +54,10 @@ cleanup() {
 }
 trap cleanup EXIT
 log() { echo "[$(date +%T)] $*" >&2; }
+# Sections that time file-system work start with no dirty pages left by the
+# ones before (GiBs of cache files), so that their writeback does not land
+# inside the next measurement.
+flush() { sync; }
 
 if [ ! -x /usr/bin/time ]; then
   log "installing GNU time"
@@ -191,6 +195,7 @@ cmd_xz() { # base: Nix's xz; basep: Nix's xz with parallel-compression=true
 }
 XZN=$XZ_RUNS
 if want push; then
+flush
 pair none "$N"
 pair zstd "$N"
 pair xz "$XZN" "ours base basep"
@@ -216,6 +221,7 @@ fi
 
 # --- 31-path closure --------------------------------------------------------------
 if want closure; then
+flush
 {
   echo "let seed = \"bench-$$-$(date +%s%N)\"; mk = name: deps: derivation { inherit name; system = builtins.currentSystem;"
   echo "  builder = \"/bin/sh\"; PATH = \"/usr/bin:/bin\";"
@@ -235,6 +241,7 @@ fi
 
 # --- 1 GiB path -------------------------------------------------------------------
 if want big && [ "$BIG_MIB" -gt 0 ]; then
+flush
   log "generating a $BIG_MIB MiB path"
   mkdir "$WORK/big"
   # Half random (incompressible), half text (compressible).
@@ -453,6 +460,7 @@ fi
 
 # --- post-build hook ---------------------------------------------------------------------
 if want hook; then
+flush
 log "hook overhead (hook-overhead.sh)"
 HN=200 HR=5
 if [ "$QUICK" = 1 ]; then HN=50 HR=3; fi
