@@ -63,12 +63,16 @@ var clusterSeq atomic.Int64
 // until /minio/health/cluster answers 200 (write quorum). When the test
 // ends, the nodes are killed and the namespaces deleted, whatever happened.
 // It needs root, the ip program and the MinIO binary: without them it skips
-// the test, or fails it under CI=true.
+// the test, or fails it under CI=true. Clusters take turns on a machine
+// (test binaries of several packages run at once under go test ./...): a
+// second one waits until the first one's test has ended, since 8 MinIO
+// processes on 2 cores made a restarted node miss its minute to rejoin.
 func StartMinIOCluster(t TB) *MinIOCluster {
 	t.Helper()
 	RequireRoot(t)
 	RequireTool(t, "ip")
 	bin := requireMinIO(t)
+	takeClusterTurn(t)
 	sweepNamespaces()
 	c := &MinIOCluster{
 		AccessKey: "nixcacheaccess",
@@ -95,6 +99,32 @@ func StartMinIOCluster(t TB) *MinIOCluster {
 		t.Fatalf("minio cluster: %v", err)
 	}
 	return c
+}
+
+// takeClusterTurn waits for the machine's cluster lock (an flock on a file
+// in the temporary directory, released when the test ends or its process
+// dies).
+func takeClusterTurn(t TB) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "nixcache-minio-cluster.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatalf("minio cluster: lock: %v", err)
+	}
+	start := time.Now()
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		t.Fatalf("minio cluster: lock %s: %v", f.Name(), err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Logf("minio cluster: waited %v for another test's cluster", d.Round(time.Second))
+	}
+	t.Cleanup(func() { f.Close() }) // runs after the cluster's own cleanup
 }
 
 // Hub is the name of the hub namespace, for `ip netns exec HUB CMD`: a
@@ -209,14 +239,15 @@ func (c *MinIOCluster) Kill(i int) {
 
 // Restart starts node i again (or for the first time) with its drives as
 // they are, and waits until the node itself answers /minio/health/cluster
-// with 200: it has rejoined and serves requests (it may still be healing
+// with 200 (within 2 minutes: a node that rejoins a busy cluster may take
+// more than one): it has rejoined and serves requests (it may still be healing
 // what was written while it was down).
 func (c *MinIOCluster) Restart(i int) error {
 	n, err := c.start(i)
 	if err != nil || n == nil {
 		return err
 	}
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		select {
 		case <-n.done:
 			return fmt.Errorf("minio node %d exited: %s", i, tail(n.log.String()))
