@@ -27,7 +27,8 @@ const GCRootsPrefix = "gcroots/"
 // ReuseSettle is how long Push waits, after touching the objects it reuses
 // (the narinfos of references already in the cache, a NAR file already
 // there), before it checks that they are still there and publishes
-// narinfos that rely on them. It is twice gcDeleteWindow, the longest a
+// narinfos that rely on them; only while a collector holds a live lease
+// (see GCLeasePrefix). It is twice gcDeleteWindow, the longest a
 // collector takes from its last look at an object to the end of its
 // removal; see the package documentation.
 const ReuseSettle = 2 * gcDeleteWindow

@@ -3,7 +3,6 @@ package cache
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -56,11 +55,9 @@ type gcLease struct {
 // takeLease stores a new lease and renews it in the background until
 // release.
 func takeLease(ctx context.Context, b Backend) (*gcLease, error) {
-	var r [8]byte
-	_, _ = rand.Read(r[:])
 	l := &gcLease{
 		b:    b,
-		id:   GCLeasePrefix + hex.EncodeToString(r[:]),
+		id:   GCLeasePrefix + rand.Text(),
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
 	}
