@@ -78,9 +78,10 @@
 // a lease under GCLeasePrefix, renews it every 10 s (a new object each
 // time, the previous one deleted after), ends no removal later than 30 s
 // after the start of its last successful renewal (it stops with an error
-// instead), and deletes its lease after its last removal ended. After its
-// touches (and after writing its pin), Push lists GCLeasePrefix; when no
-// lease is live (ModTime within 30 s plus 3 s of clock margin), it skips
+// instead), and deletes its lease one gcDeleteWindow (1 s) after the
+// deadline of its last removal (the margin ReuseSettle leaves for a request
+// the server carries out late). After its touches (and after writing its
+// pin), Push lists GCLeasePrefix; when no lease is live (ModTime within 30 s plus 3 s of clock margin), it skips
 // the wait and goes straight to its checks that the reused objects are
 // still there. That is safe: a collector C that looked at R before the
 // touch t either still held a live lease at the listing, which began after

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nixcache/nixcache/narinfo"
@@ -223,6 +224,8 @@ type collector struct {
 	pinSeen map[string]time.Time // pin key -> ModTime read
 
 	lease *gcLease // nil in a dry run
+	// lastEnd is the latest deadline (UnixNano) a removal was given.
+	lastEnd atomic.Int64
 }
 
 // Collect removes from the cache what no root needs, safely beside pushes
@@ -285,7 +288,11 @@ func (c *Cache) Collect(ctx context.Context, opts GCOptions) (*GCReport, error) 
 	}
 	err = g.run(ctx, mover)
 	if g.lease != nil {
-		g.lease.release(ctx) // every removal has ended
+		// A removal ends by its deadline; give one more gcDeleteWindow for
+		// a request the server carries out late, the margin ReuseSettle
+		// (2 windows after a look) leaves too, before pushes stop waiting.
+		time.Sleep(time.Until(time.Unix(0, g.lastEnd.Load()).Add(gcDeleteWindow)))
+		g.lease.release(ctx)
 	}
 	g.report.Requests = *g.b.req
 	g.report.Duration = time.Since(g.start)
@@ -831,7 +838,9 @@ func (g *collector) checkAndRemove(ctx context.Context, key string, listed int64
 	if !g.lease.holds(t0.Add(gcDeleteWindow)) {
 		return outKept, errLeaseLapsed
 	}
-	wctx, cancel := context.WithDeadline(ctx, t0.Add(gcDeleteWindow))
+	end := t0.Add(gcDeleteWindow)
+	g.noteEnd(end)
+	wctx, cancel := context.WithDeadline(ctx, end)
 	defer cancel()
 	oi, err := g.b.Stat(wctx, key)
 	switch {
@@ -856,6 +865,16 @@ func (g *collector) checkAndRemove(ctx context.Context, key string, listed int64
 		return outKept, ctx.Err()
 	}
 	return outKept, nil
+}
+
+// noteEnd raises lastEnd to end.
+func (g *collector) noteEnd(end time.Time) {
+	for {
+		last := g.lastEnd.Load()
+		if end.UnixNano() <= last || g.lastEnd.CompareAndSwap(last, end.UnixNano()) {
+			return
+		}
+	}
 }
 
 // sweepNarInfos removes garbage narinfos, referrers before references: a
