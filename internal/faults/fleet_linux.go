@@ -446,7 +446,8 @@ func (h *Harness) slowDownBursts(stop chan struct{}, n *atomic.Int64) {
 	// wait waits d, and reports whether to stop: once stop is closed,
 	// and a SlowDown was answered (when every daemon waited on a stalled
 	// server during the bursts so far, the bursts go on while they drain,
-	// for at most 30 s).
+	// for at most 2 minutes: MinIO has held CompleteMultipartUpload for up
+	// to 96 s after a node was killed).
 	wait := func(d time.Duration) bool {
 		if stopped.IsZero() {
 			select {
@@ -458,7 +459,7 @@ func (h *Harness) slowDownBursts(stop chan struct{}, n *atomic.Int64) {
 		} else {
 			time.Sleep(d)
 		}
-		return h.proxy.Injected.Load() > injected0 || time.Since(stopped) > 30*time.Second
+		return h.proxy.Injected.Load() > injected0 || time.Since(stopped) > 2*time.Minute
 	}
 	for {
 		if wait(700 * time.Millisecond) {
