@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 
@@ -17,6 +16,13 @@ import (
 // ErrBadRealisation is wrapped by errors about a realisation that cannot be
 // parsed or whose id is not a derivation output id.
 var ErrBadRealisation = errors.New("cache: bad realisation")
+
+// maxRealisationSize bounds what is read of a ".doi" object: Nix's are a
+// few hundred bytes (more with many dependent realisations).
+const maxRealisationSize = 1 << 20
+
+// realisationMIMEType is the Content-Type realisations are stored with.
+const realisationMIMEType = "application/json"
 
 // Realisation says which store path an output of a content-addressed
 // derivation (Nix's experimental ca-derivations) was built into: Nix's
@@ -227,7 +233,7 @@ func (c *Cache) publishRealisations(ctx context.Context, rs RealisationSource, p
 				errs = append(errs, &PathError{p, err})
 				continue
 			}
-			if err := c.Backend.Put(ctx, key, bytes.NewReader(data), int64(len(data)), "application/json"); err != nil {
+			if err := c.Backend.Put(ctx, key, bytes.NewReader(data), int64(len(data)), realisationMIMEType); err != nil {
 				errs = append(errs, &PathError{p, fmt.Errorf("upload %s: %w", key, err)})
 				continue
 			}
@@ -241,14 +247,11 @@ func (c *Cache) publishRealisations(ctx context.Context, rs RealisationSource, p
 // ErrNotFound when the cache has none.
 func (c *Cache) GetRealisation(ctx context.Context, id string, dir storepath.Dir) (*Realisation, error) {
 	key := RealisationKey(id)
-	rc, err := c.Backend.Get(ctx, key)
-	if err != nil {
-		return nil, fmt.Errorf("cache: read %s: %w", key, err)
-	}
-	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, 1<<20))
-	if err != nil {
-		return nil, fmt.Errorf("cache: read %s: %w", key, err)
+	data, err := c.readLimited(ctx, key, maxRealisationSize, ErrBadRealisation)
+	if errors.Is(err, ErrBadRealisation) {
+		return nil, err // says "cache:" already
+	} else if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
 	}
 	r, err := ParseRealisation(data, dir)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -229,6 +230,19 @@ func verifyExtras(t *testing.T, c *cache.Cache, b caBuild, pub string) {
 	if sum, err := c.Repair(ctx, nil, cache.RepairOptions{Verify: cache.VerifyOptions{TrustedKeys: keys(pub)}}); sum.Bad != 2 || !errors.Is(err, signature.ErrUntrusted) || !errors.Is(err, cache.ErrBadLog) {
 		t.Fatalf("Repair (verify --repair) must report what Verify does: %v, %v", sum, err)
 	}
+	// Rotation leaves the forged realisation as it is, reported once.
+	rotSec, _ := nixKey(t, "nixcache-ca-rot-1")
+	rot, err := signature.LoadSecretKeyFile(rotSec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := c.Repair(ctx, nil, cache.RepairOptions{Verify: cache.VerifyOptions{TrustedKeys: keys(pub)}, SignWith: []signature.SecretKey{rot}})
+	if sum.NotSigned != 1 || sum.Bad != 2 || !errors.Is(err, cache.ErrBadLog) || strings.Count(fmt.Sprint(err), "has no valid signature") != 1 {
+		t.Fatalf("Repair with SignWith beside a forged realisation: %v, %v; want it not signed and reported once", sum, err)
+	}
+	if data := cachetest.Read(t, c.Backend, topDoc); !bytes.Equal(data, forged) {
+		t.Fatalf("Repair with SignWith rewrote the forged %s: %s", topDoc, data)
+	}
 	put(topDoc, orig)
 	if err := c.Backend.Delete(ctx, "log/not-a-derivation"); err != nil {
 		t.Fatal(err)
@@ -244,5 +258,141 @@ func verifyExtras(t *testing.T, c *cache.Cache, b caBuild, pub string) {
 	put(cache.NarInfoKey(b.dep), ni)
 	if got := bad(); len(got) != 0 {
 		t.Fatalf("Verify after restoring: %v", got)
+	}
+}
+
+// TestRotateRealisations (key rotation with content-addressed derivations):
+// after a push signed by OLD, a Repair of the two output paths with
+// SignWith NEW signs their narinfos but not the realisations, and `nix copy
+// --from` trusting only NEW refuses them ("lacks a valid signature"). A
+// Repair of the whole cache signs the realisations too, keeping OLD's
+// signatures and changing nothing else; nix copy --from trusting only NEW
+// then registers them, Nix substitutes the derivation with --max-jobs 0
+// trusting either key alone, and one more Repair changes nothing. Nix
+// judges copy --from on file:// (it writes .drv files into the source
+// store), substitution on file:// and on the S3 server over HTTP.
+func TestRotateRealisations(t *testing.T) {
+	for _, backend := range []string{"file", "s3"} {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			b := buildCA(t)
+			oldSec, oldPub := nixKey(t, "nixcache-ca-old-1")
+			newSec, newPub := nixKey(t, "nixcache-ca-new-1")
+			url, nixURL := zstdCache(t, backend, "rotate-ca")
+			c, err := cache.Open(ctx, url+"&secret-key="+oldSec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Push(ctx, openStore(t), []storepath.Path{b.top}, cache.PushOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			newKey, err := signature.LoadSecretKeyFile(newSec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			opts := cache.RepairOptions{Verify: cache.VerifyOptions{TrustedKeys: mustPub(t, oldPub)}, SignWith: []signature.SecretKey{newKey}}
+			docs := func() map[string][]byte {
+				t.Helper()
+				got := map[string][]byte{}
+				if err := c.Backend.List(ctx, "realisations/", func(oi cache.ObjectInfo) error {
+					got[oi.Key] = cachetest.Read(t, c.Backend, oi.Key)
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+				if len(got) < 2 {
+					t.Fatalf("%d realisations in the cache, want at least 2 (dep and top)", len(got))
+				}
+				return got
+			}
+			realise := func(trusted string) ([]byte, error) {
+				deleteCA(t, b)
+				return testenv.NixCmd("nix-store", append(append([]string{}, caFeatures[:2]...), "--realise", string(b.drv),
+					"--option", "substituters", nixURL, "--option", "trusted-public-keys", trusted, "--max-jobs", "0")...)
+			}
+			// nix copy --from checks the realisations' signatures (Nix
+			// 2.8's --realise checks only the narinfos'); it writes the
+			// .drv files into the source store, so file:// only.
+			copyFrom := func(from, trusted string) error {
+				deleteCA(t, b)
+				_, err := testenv.NixCmd("nix", append(append(append([]string{}, caFeatures...), "copy", "--from", from, "--to", "auto",
+					"--option", "trusted-public-keys", trusted), b.fileArgs()...)...)
+				return err
+			}
+
+			sum, err := c.Repair(ctx, []storepath.Path{b.top, b.dep}, opts)
+			if err != nil || sum.Signed != 2 {
+				t.Fatalf("Repair of the two paths with SignWith: %v, %v; want 2 narinfos signed", sum, err)
+			}
+			before := docs()
+			for key, data := range before {
+				if strings.Contains(string(data), "nixcache-ca-new-1:") {
+					t.Fatalf("%s signed by NEW by a Repair of paths: %s", key, data)
+				}
+			}
+			if backend == "file" {
+				// From a copy: the .drv files it writes must not be in the
+				// cache the whole-cache Repair checks next.
+				snapshot := filepath.Join(t.TempDir(), "cache")
+				if err := os.CopyFS(snapshot, os.DirFS(strings.TrimPrefix(nixURL, "file://"))); err != nil {
+					t.Fatal(err)
+				}
+				if err := copyFrom("file://"+snapshot, newPub); err == nil || !strings.Contains(err.Error(), "lacks a valid signature") {
+					t.Fatalf("nix copy --from trusting only NEW before the realisations were signed: %v, want a refused realisation", err)
+				}
+			}
+
+			var signed []string
+			opts.Signed = func(p storepath.Path, key string, changed bool, err error) {
+				if strings.HasPrefix(key, "realisations/") {
+					if err != nil || !changed || (p != b.top && p != b.dep) {
+						t.Errorf("Signed(%s, %s, %v, %v)", p, key, changed, err)
+					}
+					signed = append(signed, key)
+				}
+			}
+			sum, err = c.Repair(ctx, nil, opts)
+			if err != nil || sum.Signed != len(before) || sum.NotSigned != 0 || sum.Bad != 0 || len(signed) != len(before) {
+				t.Fatalf("Repair of the whole cache with SignWith: %v, %v, realisations reported %v; want the %d realisations signed", sum, err, signed, len(before))
+			}
+			for key, data := range docs() {
+				r, err := cache.ParseRealisation(data, storepath.DefaultDir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Verify(mustPub(t, newPub)) != nil || r.Verify(mustPub(t, oldPub)) != nil || len(r.Signatures) != 2 {
+					t.Fatalf("%s after rotation: %s, want OLD's and NEW's signatures", key, data)
+				}
+				old, err := cache.ParseRealisation(before[key], storepath.DefaultDir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Fingerprint() != old.Fingerprint() {
+					t.Fatalf("%s changed beyond its signatures:\n%s\nwas\n%s", key, data, before[key])
+				}
+			}
+			for _, pub := range []string{newPub, oldPub} {
+				if out, err := realise(pub); err != nil {
+					t.Fatalf("nix-store --realise %s --max-jobs 0 trusting only %s: %v\n%s", b.drv, pub, err, out)
+				} else if got := strings.TrimSpace(string(out)); got != string(b.top) {
+					t.Fatalf("realised %s, want %s", got, b.top)
+				}
+			}
+			opts.Signed = nil
+			after := docs()
+			if sum, err := c.Repair(ctx, nil, opts); err != nil || sum.Signed != 0 || sum.NotSigned != 0 {
+				t.Fatalf("Repair again: %v, %v; want nothing signed", sum, err)
+			}
+			for key, data := range docs() {
+				if !bytes.Equal(data, after[key]) {
+					t.Fatalf("%s rewritten by a Repair with nothing to sign", key)
+				}
+			}
+			if backend == "file" {
+				if err := copyFrom(nixURL, newPub); err != nil {
+					t.Fatalf("nix copy --from trusting only NEW after rotation: %v", err)
+				}
+			}
+		})
 	}
 }

@@ -50,14 +50,19 @@ type RepairOptions struct {
 	// verifies with Verify.TrustedKeys (key rotation), keeping the other
 	// signatures. A narinfo that does not verify is not signed (so with no
 	// TrustedKeys nothing is). Repaired narinfos are signed with them too.
+	// A Repair of the whole cache (no paths) signs its realisations the
+	// same way, so that Nix trusting only the new keys still substitutes
+	// content-addressed derivations.
 	SignWith []signature.SecretKey
 	// Repaired, if set, is called once for every bad path after Repair
 	// tried to fix it (only when Source is set).
 	Repaired func(RepairResult)
 	// Signed, if set, is called (from several goroutines) for every narinfo
-	// checked when SignWith is set: err nil and changed false when every
-	// signature was there already, err wrapping ErrNotSigned when the
-	// narinfo was left as it was.
+	// and realisation checked when SignWith is set: err nil and changed
+	// false when every signature was there already, err wrapping
+	// ErrNotSigned when the object was left as it was. For a realisation, p
+	// is its output path ("" when it did not parse) and key its
+	// "realisations/<id>.doi".
 	Signed func(p storepath.Path, key string, changed bool, err error)
 }
 
@@ -94,9 +99,9 @@ type RepairSummary struct {
 	// Checked narinfos; Bad of them failed verification, Repaired of those
 	// verify now.
 	Checked, Bad, Repaired int
-	// Signed narinfos got a SignWith signature; NotSigned were left as
-	// they were because they do not verify with the trusted keys or could
-	// not be rewritten.
+	// Signed narinfos and realisations got a SignWith signature; NotSigned
+	// were left as they were because they do not verify with the trusted
+	// keys or could not be rewritten.
 	Signed, NotSigned int
 }
 
@@ -141,7 +146,8 @@ type badPath struct {
 // correct narinfo; whichever lands last wins, and both are good.
 //
 // Without paths, realisations and build logs are checked as by Verify and
-// reported (counted in Bad), not mended.
+// reported (counted in Bad), not mended; with SignWith, the realisations
+// are signed as the narinfos are.
 //
 // It returns the counts and an error joining one *PathError per path still
 // bad (or a narinfo SignWith could not be added to although it verifies);
@@ -205,7 +211,7 @@ func (c *Cache) Repair(ctx context.Context, paths []storepath.Path, opts RepairO
 		if dir == "" {
 			dir = storepath.DefaultDir
 		}
-		err := c.verifyExtras(ctx, dir, opts.Verify, func(p storepath.Path, err error) {
+		docs, err := c.verifyExtras(ctx, dir, opts.Verify, func(p storepath.Path, err error) {
 			if opts.Verify.Result != nil {
 				opts.Verify.Result(p, err)
 			}
@@ -218,6 +224,29 @@ func (c *Cache) Repair(ctx context.Context, paths []storepath.Path, opts RepairO
 		})
 		if err != nil {
 			return sum, err
+		}
+		// Key rotation covers realisations too: Nix (nix copy --from)
+		// registers one only with a valid signature by a key it trusts.
+		for _, d := range docs {
+			if len(opts.SignWith) == 0 {
+				break
+			}
+			if err := ctx.Err(); err != nil {
+				return sum, err
+			}
+			p, changed, serr := c.addRealisationSignatures(ctx, d.key, dir, opts.Verify.TrustedKeys, opts.SignWith)
+			if opts.Signed != nil {
+				opts.Signed(p, d.key, changed, serr)
+			}
+			switch {
+			case serr != nil:
+				sum.NotSigned++
+				if !d.reported {
+					errs = append(errs, &PathError{Path: p, Err: serr})
+				}
+			case changed:
+				sum.Signed++
+			}
 		}
 	}
 	results := make([]RepairResult, len(bad))
@@ -465,19 +494,73 @@ func (c *Cache) addSignatures(ctx context.Context, key string, trusted []signatu
 	return false, fmt.Errorf("%w: %s kept changing while being signed", ErrNotSigned, key)
 }
 
+// addRealisationSignatures is addSignatures for the realisation at key: it
+// adds a signature by each of keys when one of its signatures verifies with
+// trusted, and rewrites it (only if unchanged since it was read). It
+// returns the realisation's output path when it parsed.
+func (c *Cache) addRealisationSignatures(ctx context.Context, key string, dir storepath.Dir, trusted []signature.PublicKey, keys []signature.SecretKey) (storepath.Path, bool, error) {
+	var out storepath.Path
+	for range 3 {
+		data, err := c.readLimited(ctx, key, maxRealisationSize, ErrBadRealisation)
+		if err != nil {
+			return out, false, fmt.Errorf("%w: %w", ErrNotSigned, err)
+		}
+		r, err := ParseRealisation(data, dir)
+		if err != nil {
+			return out, false, fmt.Errorf("%w: %s: %w", ErrNotSigned, key, err)
+		}
+		out = r.OutPath
+		if RealisationKey(r.ID) != key {
+			return out, false, fmt.Errorf("%w: %w: %s holds id %s", ErrNotSigned, ErrBadRealisation, key, r.ID)
+		}
+		if err := r.Verify(trusted); err != nil {
+			return out, false, fmt.Errorf("%w: %w", ErrNotSigned, err)
+		}
+		fp := r.Fingerprint()
+		changed := false
+		for _, k := range keys {
+			if !slices.Contains(r.Signatures, k.Sign(fp)) {
+				r.Sign(k)
+				changed = true
+			}
+		}
+		if !changed {
+			return out, false, nil
+		}
+		text, err := r.MarshalJSON()
+		if err != nil {
+			return out, false, fmt.Errorf("%w: %w", ErrNotSigned, err)
+		}
+		if again, err := c.readLimited(ctx, key, maxRealisationSize, ErrBadRealisation); err != nil || !bytes.Equal(again, data) {
+			continue
+		}
+		if err := c.Backend.Put(ctx, key, bytes.NewReader(text), int64(len(text)), realisationMIMEType); err != nil {
+			return out, false, fmt.Errorf("%w: write %s: %w", ErrNotSigned, key, err)
+		}
+		return out, true, nil
+	}
+	return out, false, fmt.Errorf("%w: %s kept changing while being signed", ErrNotSigned, key)
+}
+
 // readSmall reads a narinfo-sized object (at most narinfo.MaxSize bytes).
 func (c *Cache) readSmall(ctx context.Context, key string) ([]byte, error) {
+	return c.readLimited(ctx, key, narinfo.MaxSize, ErrBadNarInfo)
+}
+
+// readLimited reads an object of at most limit bytes; a larger one is an
+// error wrapping tooLarge.
+func (c *Cache) readLimited(ctx context.Context, key string, limit int, tooLarge error) ([]byte, error) {
 	rc, err := c.Backend.Get(ctx, key)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", key, err)
 	}
 	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, narinfo.MaxSize+1))
+	data, err := io.ReadAll(io.LimitReader(rc, int64(limit)+1))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", key, err)
 	}
-	if len(data) > narinfo.MaxSize {
-		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrBadNarInfo, key, narinfo.MaxSize)
+	if len(data) > limit {
+		return nil, fmt.Errorf("%w: %s is larger than %d bytes", tooLarge, key, limit)
 	}
 	return data, nil
 }

@@ -115,7 +115,7 @@ func (c *Cache) Verify(ctx context.Context, paths []storepath.Path, opts VerifyO
 		if dir == "" {
 			dir = storepath.DefaultDir
 		}
-		if err := c.verifyExtras(ctx, dir, opts, report); err != nil {
+		if _, err := c.verifyExtras(ctx, dir, opts, report); err != nil {
 			return n, err
 		}
 	}

@@ -21,8 +21,9 @@ import (
 //     (a valid store path name ending in .drv), as Nix names them.
 //
 // Only bad objects are reported: with the realisation's output path, or ""
-// when unknown (the error then names the key).
-func (c *Cache) verifyExtras(ctx context.Context, dir storepath.Dir, opts VerifyOptions, report func(p storepath.Path, err error)) error {
+// when unknown (the error then names the key). It returns the realisations
+// it listed, each with whether it was reported (Repair signs them).
+func (c *Cache) verifyExtras(ctx context.Context, dir storepath.Dir, opts VerifyOptions, report func(p storepath.Path, err error)) ([]listedRealisation, error) {
 	var docs, logs []string
 	err := c.Backend.List(ctx, "realisations/", func(oi ObjectInfo) error {
 		docs = append(docs, oi.Key)
@@ -35,14 +36,17 @@ func (c *Cache) verifyExtras(ctx context.Context, dir storepath.Dir, opts Verify
 		})
 	}
 	if err != nil {
-		return fmt.Errorf("cache: list realisations and logs: %w", err)
+		return nil, fmt.Errorf("cache: list realisations and logs: %w", err)
 	}
-	for _, key := range docs {
+	listed := make([]listedRealisation, len(docs))
+	for i, key := range docs {
 		if err := ctx.Err(); err != nil {
-			return err
+			return nil, err
 		}
+		listed[i].key = key
 		if p, err := c.verifyRealisation(ctx, key, dir, opts); err != nil {
 			report(p, err)
+			listed[i].reported = true
 		}
 	}
 	for _, key := range logs {
@@ -54,7 +58,14 @@ func (c *Cache) verifyExtras(ctx context.Context, dir storepath.Dir, opts Verify
 			report("", fmt.Errorf("%w: %s: %w", ErrBadLog, key, err))
 		}
 	}
-	return nil
+	return listed, nil
+}
+
+// listedRealisation is a realisation's key as verifyExtras listed it, and
+// whether it reported the realisation as bad.
+type listedRealisation struct {
+	key      string
+	reported bool
 }
 
 // ErrBadLog is wrapped by Verify's report of a build log whose key does not

@@ -18,8 +18,9 @@
 // store has it and its contents match the store database) and publishes a
 // fresh narinfo signed with --secret-key, printing "PATH: repaired" or
 // "PATH: not repaired: why". --sign-with adds a signature by that key to
-// every narinfo that verifies with the trusted keys (key rotation), keeping
-// the others. Both are idempotent and never delete anything. Exit status:
+// every narinfo (and, without PATH, every realisation) that verifies with
+// the trusted keys (key rotation), keeping the others. Both are idempotent
+// and never delete anything. Exit status:
 //
 //	0  every path checked is good (after repair)
 //	1  bad paths found (and not repaired)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"github.com/nixcache/nixcache/cache"
@@ -20,7 +21,8 @@ type Mend struct {
 	Repair     bool
 	SecretKeys []cli.Setting
 	// SignWith are the key files of the rotation: their signature is added
-	// to every narinfo that verifies with Trusted.
+	// to every narinfo (and, when no paths are given, every realisation)
+	// that verifies with the trusted keys.
 	SignWith []cli.Setting
 	// Verify is how paths are checked (trusted keys, upstream, jobs); its
 	// Jobs is also the number of uploads at once.
@@ -37,7 +39,7 @@ func (m *Mend) Flags(fl *cli.FlagSet) {
 		m.SecretKeys = append(m.SecretKeys, cli.Setting{Value: s, Name: fmt.Sprintf("--secret-key %d", len(m.SecretKeys)+1)})
 		return nil
 	})
-	fl.Func("sign-with", "add a signature by the secret key in `FILE` to every narinfo that verifies with the trusted keys (key rotation; repeatable)", func(s string) error {
+	fl.Func("sign-with", "add a signature by the secret key in `FILE` to every narinfo (and, without PATH, realisation) that verifies with the trusted keys (key rotation; repeatable)", func(s string) error {
 		m.SignWith = append(m.SignWith, cli.Setting{Value: s, Name: fmt.Sprintf("--sign-with %d", len(m.SignWith)+1)})
 		return nil
 	})
@@ -79,7 +81,7 @@ func (m *Mend) Run(ctx context.Context, c *cache.Cache, paths []storepath.Path) 
 		Signed: func(p storepath.Path, key string, _ bool, err error) {
 			if err != nil {
 				name := string(p)
-				if name == "" {
+				if name == "" || strings.HasPrefix(key, "realisations/") {
 					name = key
 				}
 				say("%s: %v", name, err)
