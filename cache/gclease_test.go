@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nixcache/nixcache/cache"
+	"github.com/nixcache/nixcache/signature"
 	"github.com/nixcache/nixcache/storepath"
 )
 
@@ -166,4 +167,41 @@ func TestCollectNeedsLease(t *testing.T) {
 		t.Fatalf("collect without a lease: %v", err)
 	}
 	g.check(t, []storepath.Path{g.top1, g.old, g.shared, g.leaf}, nil)
+}
+
+// TestNoClosureTouchesReferences: a push of top2 alone (NoClosure) with an
+// upstream key set relies on its reference shared, already in our cache;
+// like any reused narinfo, shared's is touched (so a collector that listed
+// it before keeps it) and, while a collector's lease is live, the push
+// waits before publishing top2's.
+func TestNoClosureTouchesReferences(t *testing.T) {
+	g := newGens(t, false)
+	putLease(t, g, "elsewhere-1-1", 0)
+	_, upPub, err := signature.GenerateKey("upstream-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(g.dir, cache.NarInfoKey(g.shared))
+	before, err := os.Stat(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := g.c.Push(context.Background(), g.src, []storepath.Path{g.top2}, cache.PushOptions{NoClosure: true, SkipSignedBy: []signature.PublicKey{upPub}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Uploaded != 1 {
+		t.Fatalf("summary: %s, want top2 uploaded", sum)
+	}
+	after, err := os.Stat(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.ModTime().After(before.ModTime().Add(30 * time.Minute)) {
+		t.Errorf("%s not touched: ModTime %v, was %v", key, after.ModTime(), before.ModTime())
+	}
+	if sum.CollectorWaits == 0 {
+		t.Error("push relied on shared without waiting for the live collector lease")
+	}
+	g.check(t, []storepath.Path{g.top2, g.shared, g.leaf}, nil)
 }

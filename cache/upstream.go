@@ -183,7 +183,9 @@ func (s *skipper) report() {
 // references handles NoClosure pushes: a reference outside the pushed
 // paths that is not in our cache but is served upstream (signed in the
 // store database, or found upstream) counts as present for the narinfos
-// that refer to it. It adds such references to items, already done.
+// that refer to it. It adds such references to items, already done. One
+// in our cache is left out: publishNarInfo checks it again and touches it,
+// as it does any reused narinfo, so that a concurrent collector keeps it.
 func (s *skipper) references(ctx context.Context, missing []*pushItem, items map[storepath.Path]*pushItem, jobs int) error {
 	var refs []*pushItem
 	seen := map[storepath.Path]bool{}
@@ -196,9 +198,7 @@ func (s *skipper) references(ctx context.Context, missing []*pushItem, items map
 		}
 	}
 	if err := forEach(ctx, refs, jobs, func(it *pushItem) error {
-		ok, err := s.c.hasNarInfo(ctx, it.path)
-		if err != nil || ok {
-			it.present = ok
+		if ok, err := s.c.hasNarInfo(ctx, it.path); err != nil || ok {
 			return err
 		}
 		if ok, err := s.local(ctx, it); err != nil || ok {
@@ -207,6 +207,7 @@ func (s *skipper) references(ctx context.Context, missing []*pushItem, items map
 			it.present = ok
 			return nil
 		}
+		var err error
 		it.present, err = s.remote(ctx, it.info)
 		return err
 	}); err != nil {
