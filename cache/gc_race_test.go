@@ -130,6 +130,11 @@ func raceOn(t *testing.T, url, gcURL, nixURL string, key testenv.NixKey, pool []
 			t.Fatal(err)
 		}
 	}
+	// The collector's removals, for the report of a failure (a removal the
+	// server carries out after the collector gave up on it would show as
+	// a failed one shortly before).
+	dels := &deleteLog{Backend: gc.Backend}
+	gc = cache.New(dels, gc.Options())
 	if err := c.EnsureCacheInfo(ctx, pool[0].Dir()); err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +179,7 @@ func raceOn(t *testing.T, url, gcURL, nixURL string, key testenv.NixKey, pool []
 				}
 				// Still pinned (only this pusher replaces its pin).
 				if _, err := c.Verify(ctx, closure, cache.VerifyOptions{TrustedKeys: trusted}); err != nil {
-					t.Errorf("pusher %d: closure of %s reported uploaded does not verify: %v", i, top.Name(), err)
+					t.Errorf("pusher %d: closure of %s reported uploaded does not verify: %v\n%s", i, top.Name(), err, dels.report(time.Now().Add(-10*time.Second)))
 					return
 				}
 				mu.Lock()
@@ -216,4 +221,40 @@ func raceOn(t *testing.T, url, gcURL, nixURL string, key testenv.NixKey, pool []
 			t.Errorf("pusher %d's last closure: nix store verify exit code %d", i, code)
 		}
 	}
+}
+
+// deleteLog records the Deletes made through it.
+type deleteLog struct {
+	cache.Backend
+	mu  sync.Mutex
+	log []deleteEvent
+}
+
+type deleteEvent struct {
+	key        string
+	start, end time.Time
+	err        error
+}
+
+func (d *deleteLog) Delete(ctx context.Context, key string) error {
+	start := time.Now()
+	err := d.Backend.Delete(ctx, key)
+	d.mu.Lock()
+	d.log = append(d.log, deleteEvent{key, start, time.Now(), err})
+	d.mu.Unlock()
+	return err
+}
+
+// report lists the failed Deletes, and every Delete that ended after since.
+func (d *deleteLog) report(since time.Time) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var b strings.Builder
+	fmt.Fprintf(&b, "collector's removals (failed ones, and all since %s):\n", since.Format("15:04:05.000"))
+	for _, e := range d.log {
+		if e.err != nil || e.end.After(since) {
+			fmt.Fprintf(&b, "  %s  %s .. %s  err=%v\n", e.key, e.start.Format("15:04:05.000"), e.end.Format("15:04:05.000"), e.err)
+		}
+	}
+	return b.String()
 }
