@@ -79,7 +79,12 @@ func (c *Cache) openNAR(ctx context.Context, ni *narinfo.NarInfo, maxMemory int6
 		// is read.
 		s.in = io.LimitReader(s.in, int64(min(ni.FileSize, 1<<62))+1)
 	}
-	if !ni.FileHash.IsZero() {
+	switch {
+	case ni.FileHash.IsZero():
+	case ni.Compression == compress.None && ni.FileHash.Algorithm() == ni.NarHash.Algorithm():
+		// The file is the NAR: its hash is the NAR's, computed once.
+		s.file = s.nar
+	default:
 		s.file = nixhash.NewHasher(ni.FileHash.Algorithm())
 		s.in = io.TeeReader(s.in, s.file)
 	}
@@ -105,8 +110,8 @@ type narStream struct {
 	body      io.ReadCloser
 	in        io.Reader // body, limited and hashed
 	dec       io.ReadCloser
-	nar, file *nixhash.Hasher
-	err       error // sticky: io.EOF once verified
+	nar, file *nixhash.Hasher // file is nar when the file is the NAR (compression none)
+	err       error           // sticky: io.EOF once verified
 }
 
 func (s *narStream) Read(p []byte) (int, error) {
@@ -150,7 +155,11 @@ func (s *narStream) drain() error {
 	if s.file == nil {
 		return nil
 	}
-	if _, err := io.Copy(io.Discard, s.in); err != nil {
+	rest := io.Discard
+	if s.file == s.nar {
+		rest = s.nar // not teed: hash what the NAR reader left
+	}
+	if _, err := io.Copy(rest, s.in); err != nil {
 		return fmt.Errorf("read NAR %s: %w", s.url, err)
 	}
 	return nil

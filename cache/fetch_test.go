@@ -274,18 +274,22 @@ func editFile(t *testing.T, path string, edit func([]byte) []byte) {
 // bug in a writer) could do, so that only the NAR checks catch it.
 func replaceNAR(t *testing.T, dir string, p storepath.Path, secret signature.SecretKey, nar []byte) {
 	t.Helper()
+	ni := narinfoOf(t, dir, p)
+	method, ext := compress.Zstd, ".nar.zst"
+	if ni.Compression == compress.None {
+		method, ext = compress.None, ".nar"
+	}
 	var buf bytes.Buffer
-	zw, err := compress.NewWriter(&buf, compress.Options{Method: compress.Zstd})
+	zw, err := compress.NewWriter(&buf, compress.Options{Method: method})
 	if err != nil {
 		t.Fatal(err)
 	}
 	zw.Write(nar)
 	zw.Close()
-	ni := narinfoOf(t, dir, p)
 	h := nixhash.NewHasher(nixhash.SHA256)
 	h.Write(buf.Bytes())
 	ni.FileHash, ni.FileSize = h.SumHash(), uint64(buf.Len())
-	ni.URL, ni.Compression = "nar/replaced-"+p.HashPart()+".nar.zst", compress.Zstd
+	ni.URL, ni.Compression = "nar/replaced-"+p.HashPart()+ext, method
 	if err := os.WriteFile(filepath.Join(dir, ni.URL), buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -370,11 +374,18 @@ func copyDir(t *testing.T, from, to string) {
 	}
 }
 
-// TestFetchRefusesTampering damages a cache in each way a NAR or narinfo
-// can be damaged: Nix's own verify refuses each damaged cache, and Fetch
-// and FetchClosure, over file:// and http://, fail with the matching error
-// and leave nothing behind.
+// TestFetchRefusesTampering damages a cache (zstd, and uncompressed, where
+// the file is the NAR and is hashed once) in each way a NAR or narinfo can
+// be damaged: Nix's own verify refuses each damaged cache, and Fetch and
+// FetchClosure, over file:// and http://, fail with the matching error and
+// leave nothing behind.
 func TestFetchRefusesTampering(t *testing.T) {
+	for _, method := range []string{compress.Zstd, compress.None} {
+		t.Run(method, func(t *testing.T) { fetchRefusesTampering(t, method) })
+	}
+}
+
+func fetchRefusesTampering(t *testing.T, method string) {
 	ctx := context.Background()
 	top, paths, key := fetchPaths(t)
 	secret, err := signature.LoadSecretKeyFile(key.SecretFile)
@@ -382,12 +393,15 @@ func TestFetchRefusesTampering(t *testing.T) {
 		t.Fatal(err)
 	}
 	clean := filepath.Join(t.TempDir(), "clean")
-	c, err := cache.Open(ctx, "file://"+clean, cache.WithSecretKeyFiles(key.SecretFile))
+	c, err := cache.Open(ctx, "file://"+clean+"?compression="+method, cache.WithSecretKeyFiles(key.SecretFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Push(ctx, openStore(t), paths, cache.PushOptions{}); err != nil {
 		t.Fatal(err)
+	}
+	if got := narinfoOf(t, clean, top).Compression; got != method {
+		t.Fatalf("pushed with Compression %q, want %q", got, method)
 	}
 	opts := cache.FetchOptions{TrustedKeys: trustedKeys(t, key.Public)}
 	for _, tc := range tamperCases {
