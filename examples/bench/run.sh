@@ -8,8 +8,9 @@
 # from date +%s%N around /usr/bin/time, peak RSS from /usr/bin/time -f %M.
 # Rows: NAR dump and hash of SRC (/usr/local/go); push of SRC as a store path
 # to a fresh file:// cache with compression none, zstd, xz (ours with
-# parallel-compression=true; Nix plain and parallel) against nix copy; push
-# of a 31-path closure; push of a 1 GiB path (BIG_MIB) with zstd; push to a
+# parallel-compression=true; Nix plain and parallel) against nix copy; fetch
+# of SRC from the zstd cache against nix copy --from; push of a 31-path
+# closure; push of a 1 GiB path (BIG_MIB) with zstd; push to a
 # local S3 server (versitygw) against one minio-go PutObject of the same NAR
 # (and, for information, our backend's streamed Put of that NAR file: the
 # upload without the dump and NarHash; each side's CPU user+sys);
@@ -35,7 +36,7 @@ N=${RUNS:-$([ "$QUICK" = 1 ] && echo 3 || echo 5)}
 SRC=${SRC:-/usr/local/go}
 BIG_MIB=${BIG_MIB:-1024}
 XZ_RUNS=${XZ_RUNS:-$([ "$QUICK" = 1 ] && echo 1 || echo "$N")}
-SECTIONS=${SECTIONS:-"nar push closure big s3 aimd fleet presence resume narinfo hook"}
+SECTIONS=${SECTIONS:-"nar push fetch closure big s3 aimd fleet presence resume narinfo hook"}
 RESUME_MIB=${RESUME_MIB:-$([ "$QUICK" = 1 ] && echo 512 || echo 4096)}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 VERSITYGW=${VERSITYGW:-/root/.cache/nixcache-bin/versitygw}
@@ -69,7 +70,7 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "building (load average $LOAD_START)"
 BIN=$WORK/bin
 mkdir -p "$BIN"
-(cd "$REPO" && go build -o "$BIN" ./examples/nar ./examples/push ./examples/bench/s3helper ./examples/bench/partcount)
+(cd "$REPO" && go build -o "$BIN" ./examples/nar ./examples/push ./examples/fetch ./examples/bench/s3helper ./examples/bench/partcount)
 nix-store --generate-binary-cache-key bench-1 "$WORK/key.sec" "$WORK/key.pub"
 KEY=$WORK/key.sec
 PUB=$(cat "$WORK/key.pub")
@@ -217,6 +218,37 @@ sizerow() { # WHAT OURS BASE MAX: compressed bytes, ratio target
 sizerow "  compressed size zstd (vs nix copy)" "$ZS1" "$ZS2" 1.05
 sizerow "  compressed size xz (vs Nix's liblzma -6)" "$XS1" "$XS2" 1.25
 rm -rf "$WORK"/cache-*
+fi
+
+# --- fetch of SRC from file:// ---------------------------------------------------
+# Reading a cache: our fetch (signature checked, NAR decompressed and both
+# hashes checked while it streams, the tree restored) against Nix
+# substituting the same path from the same cache (written by our push, zstd)
+# into a fresh chroot store (nix copy --from ... --to local?root=DIR; Nix
+# also registers the path in that store's database). Every run writes into
+# a new directory: deleting the last run's 10,000 files just before makes
+# ext4's inode allocator skip the recently freed inodes, one by one, and
+# that cost would swamp the row.
+if want fetch; then
+flush
+"$BIN/push" -q --secret-key "$KEY" --to "file://$WORK/cache-fetch?compression=zstd" "$P" 2>/dev/null
+cmd_fetch() {
+  if [ "$1" = ours ]; then CMD=("$BIN/fetch" --from "file://$WORK/cache-fetch" --trusted-key "$PUB" "$P" "$WORK/fetch/ours-$2")
+  else CMD=("${NIX[@]}" copy --from "file://$WORK/cache-fetch" --to "local?root=$WORK/fetch/base-$2" --option trusted-public-keys "$PUB" "$P"); fi
+}
+mkdir -p "$WORK/fetch"
+pair fetch "$N"
+timerow "fetch $SRC, zstd (vs nix copy --from)" fetch 1.00
+# Same contents, symlinks and executable files as Nix's copy (modes
+# otherwise differ by design: Nix canonicalises its store to 0444/0555).
+execs() { (cd "$1" && find . -type f -perm -u+x | sort); }
+if diff -r --no-dereference "$WORK/fetch/ours-1" "$WORK/fetch/base-1$P" >/dev/null 2>&1 &&
+  [ "$(execs "$WORK/fetch/ours-1")" = "$(execs "$WORK/fetch/base-1$P")" ]; then
+  addrow "  fetched tree: same as Nix's (diff -r, exec bits)" "same" "" - same PASS
+else
+  addrow "  fetched tree: same as Nix's (diff -r, exec bits)" "DIFFERENT" "" - same FAIL
+fi
+rm -rf "$WORK/fetch" "$WORK/cache-fetch"
 fi
 
 # --- 31-path closure --------------------------------------------------------------
