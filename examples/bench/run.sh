@@ -8,9 +8,8 @@
 # from date +%s%N around /usr/bin/time, peak RSS from /usr/bin/time -f %M.
 # Rows: NAR dump and hash of SRC (/usr/local/go); push of SRC as a store path
 # to a fresh file:// cache with compression none, zstd, xz (ours with
-# parallel-compression=true; Nix plain and parallel) against nix copy; fetch
-# of SRC from the zstd cache against nix copy --from; push of a 31-path
-# closure; push of a 1 GiB path (BIG_MIB) with zstd; push to a
+# parallel-compression=true; Nix plain and parallel) against nix copy; push
+# of a 31-path closure; push of a 1 GiB path (BIG_MIB) with zstd; push to a
 # local S3 server (versitygw) against one minio-go PutObject of the same NAR
 # (and, for information, our backend's streamed Put of that NAR file: the
 # upload without the dump and NarHash; each side's CPU user+sys);
@@ -22,7 +21,8 @@
 # libraries; the post-build hook (hook-overhead.sh); resume: a RESUME_MIB
 # (4096; 512 with --quick) path pushed to S3, killed at ~70% of its bytes and
 # pushed again, against the same push with nothing to resume (bytes counted
-# by examples/bench/partcount). versitygw is built when missing, as .ci/run
+# by examples/bench/partcount); last, fetch of SRC from a zstd file:// cache
+# against nix copy --from. versitygw is built when missing, as .ci/run
 # does. The table goes to stdout
 # at the end; progress to stderr. Needs root, Nix, Go; leaves nothing behind.
 set -euo pipefail
@@ -36,7 +36,7 @@ N=${RUNS:-$([ "$QUICK" = 1 ] && echo 3 || echo 5)}
 SRC=${SRC:-/usr/local/go}
 BIG_MIB=${BIG_MIB:-1024}
 XZ_RUNS=${XZ_RUNS:-$([ "$QUICK" = 1 ] && echo 1 || echo "$N")}
-SECTIONS=${SECTIONS:-"nar push fetch closure big s3 aimd fleet presence resume narinfo hook"}
+SECTIONS=${SECTIONS:-"nar push closure big s3 aimd fleet presence resume narinfo hook fetch"}
 RESUME_MIB=${RESUME_MIB:-$([ "$QUICK" = 1 ] && echo 512 || echo 4096)}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 VERSITYGW=${VERSITYGW:-/root/.cache/nixcache-bin/versitygw}
@@ -218,37 +218,6 @@ sizerow() { # WHAT OURS BASE MAX: compressed bytes, ratio target
 sizerow "  compressed size zstd (vs nix copy)" "$ZS1" "$ZS2" 1.05
 sizerow "  compressed size xz (vs Nix's liblzma -6)" "$XS1" "$XS2" 1.25
 rm -rf "$WORK"/cache-*
-fi
-
-# --- fetch of SRC from file:// ---------------------------------------------------
-# Reading a cache: our fetch (signature checked, NAR decompressed and both
-# hashes checked while it streams, the tree restored) against Nix
-# substituting the same path from the same cache (written by our push, zstd)
-# into a fresh chroot store (nix copy --from ... --to local?root=DIR; Nix
-# also registers the path in that store's database). Every run writes into
-# a new directory: deleting the last run's 10,000 files just before makes
-# ext4's inode allocator skip the recently freed inodes, one by one, and
-# that cost would swamp the row.
-if want fetch; then
-flush
-"$BIN/push" -q --secret-key "$KEY" --to "file://$WORK/cache-fetch?compression=zstd" "$P" 2>/dev/null
-cmd_fetch() {
-  if [ "$1" = ours ]; then CMD=("$BIN/fetch" --from "file://$WORK/cache-fetch" --trusted-key "$PUB" "$P" "$WORK/fetch/ours-$2")
-  else CMD=("${NIX[@]}" copy --from "file://$WORK/cache-fetch" --to "local?root=$WORK/fetch/base-$2" --option trusted-public-keys "$PUB" "$P"); fi
-}
-mkdir -p "$WORK/fetch"
-pair fetch "$N"
-timerow "fetch $SRC, zstd (vs nix copy --from)" fetch 1.00
-# Same contents, symlinks and executable files as Nix's copy (modes
-# otherwise differ by design: Nix canonicalises its store to 0444/0555).
-execs() { (cd "$1" && find . -type f -perm -u+x | sort); }
-if diff -r --no-dereference "$WORK/fetch/ours-1" "$WORK/fetch/base-1$P" >/dev/null 2>&1 &&
-  [ "$(execs "$WORK/fetch/ours-1")" = "$(execs "$WORK/fetch/base-1$P")" ]; then
-  addrow "  fetched tree: same as Nix's (diff -r, exec bits)" "same" "" - same PASS
-else
-  addrow "  fetched tree: same as Nix's (diff -r, exec bits)" "DIFFERENT" "" - same FAIL
-fi
-rm -rf "$WORK/fetch" "$WORK/cache-fetch"
 fi
 
 # --- 31-path closure --------------------------------------------------------------
@@ -527,6 +496,39 @@ if [ -n "$PERCALL" ]; then
   NIXFSYNC=$(sed -n 's/^in Nix: .* enqueue \([0-9]*\) (p90 \([0-9]*\)).*/\1 \2/p' "$WORK/hook.txt")
   [ -n "$NIXFSYNC" ] && addrow "  in Nix: enqueue (entry, as deployed), p50 p90 (info)" "$(awk -v a="${NIXFSYNC% *}" -v b="${NIXFSYNC#* }" 'BEGIN {printf "%.2f %.2f ms", a / 1000, b / 1000}')" - - info -
 fi
+
+# --- fetch of SRC from file:// ---------------------------------------------------
+# Reading a cache: our fetch (signature checked, NAR decompressed and both
+# hashes checked while it streams, the tree restored) against Nix
+# substituting the same path from the same cache (written by our push, zstd)
+# into a fresh chroot store (nix copy --from ... --to local?root=DIR; Nix
+# also registers the path in that store's database). Every run writes into
+# a new directory, and this section runs last, its trees removed only at
+# exit: on a journal-less ext4, for about 30 s after many files are deleted
+# the inode allocator skips each recently freed inode, one by one, and that
+# cost would swamp this row (deleting the last run's 10,000 files just
+# before) or the rows after it.
+if want fetch; then
+flush
+"$BIN/push" -q --secret-key "$KEY" --to "file://$WORK/cache-fetch?compression=zstd" "$P" 2>/dev/null
+cmd_fetch() {
+  if [ "$1" = ours ]; then CMD=("$BIN/fetch" --from "file://$WORK/cache-fetch" --trusted-key "$PUB" "$P" "$WORK/fetch/ours-$2")
+  else CMD=("${NIX[@]}" copy --from "file://$WORK/cache-fetch" --to "local?root=$WORK/fetch/base-$2" --option trusted-public-keys "$PUB" "$P"); fi
+}
+mkdir -p "$WORK/fetch"
+pair fetch "$N"
+timerow "fetch $SRC, zstd (vs nix copy --from)" fetch 1.00
+# Same contents, symlinks and executable files as Nix's copy (modes
+# otherwise differ by design: Nix canonicalises its store to 0444/0555).
+execs() { (cd "$1" && find . -type f -perm -u+x | sort); }
+if diff -r --no-dereference "$WORK/fetch/ours-1" "$WORK/fetch/base-1$P" >/dev/null 2>&1 &&
+  [ "$(execs "$WORK/fetch/ours-1")" = "$(execs "$WORK/fetch/base-1$P")" ]; then
+  addrow "  fetched tree: same as Nix's (diff -r, exec bits)" "same" "" - same PASS
+else
+  addrow "  fetched tree: same as Nix's (diff -r, exec bits)" "DIFFERENT" "" - same FAIL
+fi
+fi
+
 fi
 
 # --- table --------------------------------------------------------------------------------
