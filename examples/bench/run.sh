@@ -504,10 +504,10 @@ fi
 # into a fresh chroot store (nix copy --from ... --to local?root=DIR; Nix
 # also registers the path in that store's database). Every run writes into
 # a new directory, and this section runs last, its trees removed only at
-# exit: on a journal-less ext4, for about 30 s after many files are deleted
-# the inode allocator skips each recently freed inode, one by one, and that
-# cost would swamp this row (deleting the last run's 10,000 files just
-# before) or the rows after it.
+# exit: on a journal-less ext4 the inode allocator skips each inode freed
+# in the last minute (six while its inode table block is still dirty), one
+# by one, so deleting the last run's 10,000 files would slow this row and
+# every file creation in the rows after it (the hook's entries too).
 if want fetch; then
 flush
 "$BIN/push" -q --secret-key "$KEY" --to "file://$WORK/cache-fetch?compression=zstd" "$P" 2>/dev/null
