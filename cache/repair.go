@@ -227,25 +227,34 @@ func (c *Cache) Repair(ctx context.Context, paths []storepath.Path, opts RepairO
 		}
 		// Key rotation covers realisations too: Nix (nix copy --from)
 		// registers one only with a valid signature by a key it trusts.
-		for _, d := range docs {
-			if len(opts.SignWith) == 0 {
-				break
+		if len(opts.SignWith) > 0 {
+			jobs := opts.Verify.Jobs
+			if jobs <= 0 {
+				jobs = 4
 			}
-			if err := ctx.Err(); err != nil {
-				return sum, err
-			}
-			p, changed, serr := c.addRealisationSignatures(ctx, d.key, dir, opts.Verify.TrustedKeys, opts.SignWith)
-			if opts.Signed != nil {
-				opts.Signed(p, d.key, changed, serr)
-			}
-			switch {
-			case serr != nil:
-				sum.NotSigned++
-				if !d.reported {
-					errs = append(errs, &PathError{Path: p, Err: serr})
+			err := forEach(ctx, docs, jobs, func(d listedRealisation) error {
+				p, changed, serr := c.addRealisationSignatures(ctx, d.key, dir, opts.Verify.TrustedKeys, opts.SignWith)
+				if opts.Signed != nil {
+					opts.Signed(p, d.key, changed, serr)
 				}
-			case changed:
-				sum.Signed++
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case serr != nil:
+					sum.NotSigned++
+					if !d.reported {
+						errs = append(errs, &PathError{Path: p, Err: serr})
+					}
+				case changed:
+					sum.Signed++
+				}
+				return nil
+			})
+			if err == nil {
+				err = ctx.Err()
+			}
+			if err != nil {
+				return sum, err
 			}
 		}
 	}
