@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/nixcache/nixcache/cache"
@@ -342,13 +343,18 @@ func TestRotateRealisations(t *testing.T) {
 				}
 			}
 
-			var signed []string
-			opts.Signed = func(p storepath.Path, key string, changed bool, err error) {
+			var (
+				mu     sync.Mutex
+				signed []string
+			)
+			opts.Signed = func(p storepath.Path, key string, changed bool, err error) { // from several goroutines
 				if strings.HasPrefix(key, "realisations/") {
 					if err != nil || !changed || (p != b.top && p != b.dep) {
 						t.Errorf("Signed(%s, %s, %v, %v)", p, key, changed, err)
 					}
+					mu.Lock()
 					signed = append(signed, key)
+					mu.Unlock()
 				}
 			}
 			sum, err = c.Repair(ctx, nil, opts)
