@@ -128,12 +128,36 @@ func TestFleetUnderServerLimit(t *testing.T) {
 		// The server's capacity at 8 requests in flight: one client keeping
 		// 8 in flight without a limiter (the proxy refuses nothing then).
 		p.Set(faultproxy.Faults{Limit: faultproxy.Limit{MaxInFlight: 8}})
-		// Measured before and after the fleet (the machine's load varies).
-		before := runFleet(t, srv, p, bucket, 1, 8, 4<<10, -1, 2*time.Second)
-		fleet := runFleet(t, srv, p, bucket, 4, 8, 4<<10, 0, 5*time.Second)
-		after := runFleet(t, srv, p, bucket, 1, 8, 4<<10, -1, 2*time.Second)
-		t.Logf("one client, 8 in flight: %.1f/s before, %.1f/s after; %d refused", before.rate(), after.rate(), before.limited+after.limited)
-		checkFleet(t, fleet, (before.rate()+after.rate())/2, 0.15)
+		// Measured before and after the fleet, since the machine's load
+		// varies (go test runs other packages at once). When one is more
+		// than 1.5 times the other, the load changed under the fleet and
+		// its share of the capacity cannot be told: the run is repeated, up
+		// to three times, and the last is judged against the lower one.
+		// (A CI run measured 341/s before and 694/s after a fleet that made
+		// 337/s.)
+		var (
+			fleet    fleetResult
+			capacity float64
+		)
+		// A first, unmeasured second: connections, the server's caches
+		// (without it the first measurement ran at 60-70% of the second).
+		runFleet(t, srv, p, bucket, 1, 8, 4<<10, -1, time.Second)
+		for attempt := 1; ; attempt++ {
+			before := runFleet(t, srv, p, bucket, 1, 8, 4<<10, -1, 2*time.Second)
+			fleet = runFleet(t, srv, p, bucket, 4, 8, 4<<10, 0, 5*time.Second)
+			after := runFleet(t, srv, p, bucket, 1, 8, 4<<10, -1, 2*time.Second)
+			lo, hi := min(before.rate(), after.rate()), max(before.rate(), after.rate())
+			t.Logf("attempt %d: one client, 8 in flight: %.1f/s before, %.1f/s after; %d refused", attempt, before.rate(), after.rate(), before.limited+after.limited)
+			if hi <= 1.5*lo {
+				capacity = (lo + hi) / 2
+				break
+			}
+			if attempt == 3 {
+				capacity = lo
+				break
+			}
+		}
+		checkFleet(t, fleet, capacity, 0.15)
 	})
 	t.Run("rate", func(t *testing.T) {
 		const rate = 40
