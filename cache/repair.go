@@ -457,73 +457,49 @@ func (s keepSigs) QueryPathInfo(ctx context.Context, p storepath.Path) (*PathInf
 // changed it and it is still the narinfo that was read (else it starts
 // over, a few times). It reports whether the narinfo was rewritten.
 func (c *Cache) addSignatures(ctx context.Context, key string, trusted []signature.PublicKey, keys []signature.SecretKey) (bool, error) {
-	for range 3 {
-		data, err := c.readSmall(ctx, key)
-		if err != nil {
-			return false, fmt.Errorf("%w: %w", ErrNotSigned, err)
-		}
+	return c.rewrite(ctx, key, narinfo.MaxSize, ErrBadNarInfo, narinfo.MIMEType, func(data []byte) ([]byte, error) {
 		ni, err := narinfo.Unmarshal(data)
 		if err != nil {
-			return false, fmt.Errorf("%w: %w: %s: %w", ErrNotSigned, ErrBadNarInfo, key, err)
+			return nil, fmt.Errorf("%w: %s: %w", ErrBadNarInfo, key, err)
 		}
 		if err := ni.Verify(trusted); err != nil {
-			return false, fmt.Errorf("%w: %w", ErrNotSigned, err)
+			return nil, err
 		}
 		fp, err := ni.Fingerprint()
 		if err != nil {
-			return false, fmt.Errorf("%w: %w", ErrNotSigned, err)
+			return nil, err
 		}
 		changed := false
 		for _, k := range keys {
 			if !slices.Contains(ni.Sigs, k.Sign(fp)) {
 				if err := ni.Sign(k); err != nil {
-					return false, fmt.Errorf("%w: %w", ErrNotSigned, err)
+					return nil, err
 				}
 				changed = true
 			}
 		}
 		if !changed {
-			return false, nil
+			return nil, nil
 		}
-		text, err := ni.MarshalText()
-		if err != nil {
-			return false, fmt.Errorf("%w: %w", ErrNotSigned, err)
-		}
-		// Narrow the window in which a concurrent writer's fresh narinfo
-		// would be replaced by this older one (the Backend has no
-		// conditional Put): read it again right before writing.
-		if again, err := c.readSmall(ctx, key); err != nil || !bytes.Equal(again, data) {
-			continue
-		}
-		if err := c.Backend.Put(ctx, key, bytes.NewReader(text), int64(len(text)), narinfo.MIMEType); err != nil {
-			return false, fmt.Errorf("%w: write %s: %w", ErrNotSigned, key, err)
-		}
-		return true, nil
-	}
-	return false, fmt.Errorf("%w: %s kept changing while being signed", ErrNotSigned, key)
+		return ni.MarshalText()
+	})
 }
 
-// addRealisationSignatures is addSignatures for the realisation at key: it
-// adds a signature by each of keys when one of its signatures verifies with
-// trusted, and rewrites it (only if unchanged since it was read). It
+// addRealisationSignatures is addSignatures for the realisation at key. It
 // returns the realisation's output path when it parsed.
 func (c *Cache) addRealisationSignatures(ctx context.Context, key string, dir storepath.Dir, trusted []signature.PublicKey, keys []signature.SecretKey) (storepath.Path, bool, error) {
 	var out storepath.Path
-	for range 3 {
-		data, err := c.readLimited(ctx, key, maxRealisationSize, ErrBadRealisation)
-		if err != nil {
-			return out, false, fmt.Errorf("%w: %w", ErrNotSigned, err)
-		}
+	changed, err := c.rewrite(ctx, key, maxRealisationSize, ErrBadRealisation, realisationMIMEType, func(data []byte) ([]byte, error) {
 		r, err := ParseRealisation(data, dir)
 		if err != nil {
-			return out, false, fmt.Errorf("%w: %s: %w", ErrNotSigned, key, err)
+			return nil, fmt.Errorf("%s: %w", key, err)
 		}
 		out = r.OutPath
 		if RealisationKey(r.ID) != key {
-			return out, false, fmt.Errorf("%w: %w: %s holds id %s", ErrNotSigned, ErrBadRealisation, key, r.ID)
+			return nil, fmt.Errorf("%w: %s holds id %s", ErrBadRealisation, key, r.ID)
 		}
 		if err := r.Verify(trusted); err != nil {
-			return out, false, fmt.Errorf("%w: %w", ErrNotSigned, err)
+			return nil, err
 		}
 		fp := r.Fingerprint()
 		changed := false
@@ -534,26 +510,42 @@ func (c *Cache) addRealisationSignatures(ctx context.Context, key string, dir st
 			}
 		}
 		if !changed {
-			return out, false, nil
+			return nil, nil
 		}
-		text, err := r.MarshalJSON()
-		if err != nil {
-			return out, false, fmt.Errorf("%w: %w", ErrNotSigned, err)
-		}
-		if again, err := c.readLimited(ctx, key, maxRealisationSize, ErrBadRealisation); err != nil || !bytes.Equal(again, data) {
-			continue
-		}
-		if err := c.Backend.Put(ctx, key, bytes.NewReader(text), int64(len(text)), realisationMIMEType); err != nil {
-			return out, false, fmt.Errorf("%w: write %s: %w", ErrNotSigned, key, err)
-		}
-		return out, true, nil
-	}
-	return out, false, fmt.Errorf("%w: %s kept changing while being signed", ErrNotSigned, key)
+		return r.MarshalJSON()
+	})
+	return out, changed, err
 }
 
-// readSmall reads a narinfo-sized object (at most narinfo.MaxSize bytes).
-func (c *Cache) readSmall(ctx context.Context, key string) ([]byte, error) {
-	return c.readLimited(ctx, key, narinfo.MaxSize, ErrBadNarInfo)
+// rewrite reads the object under key (at most limit bytes, else an error
+// wrapping tooLarge), lets edit make its new text (nil: nothing to change),
+// and stores that only if the object is still the one read, re-reading it
+// right before the write (the Backend has no conditional Put: this narrows
+// the window in which a concurrent writer's fresh object would be replaced
+// by an older one); else it starts over, a few times. It reports whether
+// it rewrote the object; its errors wrap ErrNotSigned.
+func (c *Cache) rewrite(ctx context.Context, key string, limit int, tooLarge error, mime string, edit func(data []byte) ([]byte, error)) (bool, error) {
+	for range 3 {
+		data, err := c.readLimited(ctx, key, limit, tooLarge)
+		if err != nil {
+			return false, fmt.Errorf("%w: %w", ErrNotSigned, err)
+		}
+		text, err := edit(data)
+		if err != nil {
+			return false, fmt.Errorf("%w: %w", ErrNotSigned, err)
+		}
+		if text == nil {
+			return false, nil
+		}
+		if again, err := c.readLimited(ctx, key, limit, tooLarge); err != nil || !bytes.Equal(again, data) {
+			continue
+		}
+		if err := c.Backend.Put(ctx, key, bytes.NewReader(text), int64(len(text)), mime); err != nil {
+			return false, fmt.Errorf("%w: write %s: %w", ErrNotSigned, key, err)
+		}
+		return true, nil
+	}
+	return false, fmt.Errorf("%w: %s kept changing while being signed", ErrNotSigned, key)
 }
 
 // readLimited reads an object of at most limit bytes; a larger one is an
