@@ -71,6 +71,29 @@ func deleteCA(t *testing.T, b caBuild) {
 	testenv.DeleteWithReferrers(t, string(b.top), string(b.dep))
 }
 
+// copyFrom deletes b's outputs and runs `nix copy --from` the cache at
+// from, trusting only the key trusted. It checks the realisations'
+// signatures (Nix 2.8's --realise checks only the narinfos'), and it
+// evaluates the expression against the source store and writes the .drv
+// files there: possible on file:// only (over HTTP the cache is read-only).
+func (b caBuild) copyFrom(t *testing.T, from, trusted string) error {
+	t.Helper()
+	deleteCA(t, b)
+	_, err := testenv.NixCmd("nix", append(append(append([]string{}, caFeatures...), "copy", "--from", from, "--to", "auto",
+		"--option", "trusted-public-keys", trusted), b.fileArgs()...)...)
+	return err
+}
+
+// realise deletes b's outputs and substitutes its derivation from the
+// cache at nixURL with --max-jobs 0 (no build), trusting only trusted; it
+// returns what nix-store --realise printed.
+func (b caBuild) realise(t *testing.T, nixURL, trusted string) ([]byte, error) {
+	t.Helper()
+	deleteCA(t, b)
+	return testenv.NixCmd("nix-store", append(append([]string{}, caFeatures[:2]...), "--realise", string(b.drv),
+		"--option", "substituters", nixURL, "--option", "trusted-public-keys", trusted, "--max-jobs", "0")...)
+}
+
 // TestPushRealisationsCA (issue 14, realisations): pushing the output of a
 // floating content-addressed derivation publishes its realisations after
 // the narinfos, as `nix copy` writes them (byte for byte but for our
@@ -124,30 +147,18 @@ func TestPushRealisationsCA(t *testing.T) {
 				}
 			}
 
-			copyFrom := func(trusted string) error {
-				_, err := testenv.NixCmd("nix", append(append(append([]string{}, caFeatures...), "copy", "--from", nixURL, "--to", "auto",
-					"--option", "trusted-public-keys", trusted), b.fileArgs()...)...)
-				return err
-			}
-			// nix copy --from evaluates the expression against the source
-			// store and writes the .drv files there: possible on file://
-			// only (over HTTP the cache is read-only).
 			if backend == "file" {
-				deleteCA(t, b)
-				if err := copyFrom(otherPub); err == nil || !strings.Contains(err.Error(), "lacks a valid signature") {
+				if err := b.copyFrom(t, nixURL, otherPub); err == nil || !strings.Contains(err.Error(), "lacks a valid signature") {
 					t.Fatalf("nix copy --from our cache trusting another key: %v, want a refused realisation", err)
 				}
 			}
-			deleteCA(t, b)
-			if out, err := testenv.NixCmd("nix-store", append(append([]string{}, caFeatures[:2]...), "--realise", string(b.drv),
-				"--option", "substituters", nixURL, "--option", "trusted-public-keys", pub, "--max-jobs", "0")...); err != nil {
+			if out, err := b.realise(t, nixURL, pub); err != nil {
 				t.Fatalf("nix-store --realise %s --max-jobs 0 from our cache: %v\n%s", b.drv, err, out)
 			} else if got := strings.TrimSpace(string(out)); got != string(b.top) {
 				t.Fatalf("realised %s, want %s", got, b.top)
 			}
 			if backend == "file" {
-				deleteCA(t, b)
-				if err := copyFrom(pub); err != nil {
+				if err := b.copyFrom(t, nixURL, pub); err != nil {
 					t.Fatalf("nix copy --from our cache trusting our key: %v", err)
 				}
 				for _, p := range []storepath.Path{b.top, b.dep} {
@@ -306,21 +317,6 @@ func TestRotateRealisations(t *testing.T) {
 				}
 				return got
 			}
-			realise := func(trusted string) ([]byte, error) {
-				deleteCA(t, b)
-				return testenv.NixCmd("nix-store", append(append([]string{}, caFeatures[:2]...), "--realise", string(b.drv),
-					"--option", "substituters", nixURL, "--option", "trusted-public-keys", trusted, "--max-jobs", "0")...)
-			}
-			// nix copy --from checks the realisations' signatures (Nix
-			// 2.8's --realise checks only the narinfos'); it writes the
-			// .drv files into the source store, so file:// only.
-			copyFrom := func(from, trusted string) error {
-				deleteCA(t, b)
-				_, err := testenv.NixCmd("nix", append(append(append([]string{}, caFeatures...), "copy", "--from", from, "--to", "auto",
-					"--option", "trusted-public-keys", trusted), b.fileArgs()...)...)
-				return err
-			}
-
 			sum, err := c.Repair(ctx, []storepath.Path{b.top, b.dep}, opts)
 			if err != nil || sum.Signed != 2 {
 				t.Fatalf("Repair of the two paths with SignWith: %v, %v; want 2 narinfos signed", sum, err)
@@ -338,7 +334,7 @@ func TestRotateRealisations(t *testing.T) {
 				if err := os.CopyFS(snapshot, os.DirFS(strings.TrimPrefix(nixURL, "file://"))); err != nil {
 					t.Fatal(err)
 				}
-				if err := copyFrom("file://"+snapshot, newPub); err == nil || !strings.Contains(err.Error(), "lacks a valid signature") {
+				if err := b.copyFrom(t, "file://"+snapshot, newPub); err == nil || !strings.Contains(err.Error(), "lacks a valid signature") {
 					t.Fatalf("nix copy --from trusting only NEW before the realisations were signed: %v, want a refused realisation", err)
 				}
 			}
@@ -378,7 +374,7 @@ func TestRotateRealisations(t *testing.T) {
 				}
 			}
 			for _, pub := range []string{newPub, oldPub} {
-				if out, err := realise(pub); err != nil {
+				if out, err := b.realise(t, nixURL, pub); err != nil {
 					t.Fatalf("nix-store --realise %s --max-jobs 0 trusting only %s: %v\n%s", b.drv, pub, err, out)
 				} else if got := strings.TrimSpace(string(out)); got != string(b.top) {
 					t.Fatalf("realised %s, want %s", got, b.top)
@@ -395,7 +391,7 @@ func TestRotateRealisations(t *testing.T) {
 				}
 			}
 			if backend == "file" {
-				if err := copyFrom(nixURL, newPub); err != nil {
+				if err := b.copyFrom(t, nixURL, newPub); err != nil {
 					t.Fatalf("nix copy --from trusting only NEW after rotation: %v", err)
 				}
 			}
