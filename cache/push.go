@@ -336,6 +336,16 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 	if err := c.markPresent(ctx, list, opts, sum); err != nil {
 		return sum, err
 	}
+	// The infos of the paths to upload, in one batch (one query of the
+	// store database instead of one per path; what the batch misses is
+	// asked for below, path by path).
+	var need []*pushItem
+	for _, it := range list {
+		if !it.present && !it.upstream && it.info == nil {
+			need = append(need, it)
+		}
+	}
+	prefetch(ctx, src, need)
 	if err := forEach(ctx, list, opts.checkJobs(), func(it *pushItem) error {
 		if it.present || it.upstream {
 			return nil
@@ -419,7 +429,7 @@ func (c *Cache) Push(ctx context.Context, src Source, paths []storepath.Path, op
 		emit(Event{Kind: EventFailed, Path: it.path, NarSize: it.info.NarSize, Err: err})
 	}
 	metaSem := make(chan struct{}, opts.checkJobs())
-	queue := make(chan *pushItem)
+	queue := make(chan *pushItem, len(missing))
 	for range min(opts.jobs(), max(len(missing), 1)) {
 		workers.Add(1)
 		go func() {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/nixcache/nixcache/cache/compress"
@@ -143,6 +144,9 @@ func (c *Cache) dumpNAR(ctx context.Context, it *pushItem, opts PushOptions, emi
 	return nw, last, nil
 }
 
+// fileBufs recycles compressNAR's output buffers across paths.
+var fileBufs = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
+
 // compressNAR dumps the NAR of it.path through the compressor into out and
 // fills up's hashes and sizes (FileHash is NarHash without compression).
 func (c *Cache) compressNAR(ctx context.Context, it *pushItem, opts PushOptions, emit func(Event), copts compress.Options, out io.Writer, up *uploaded) (*nar.Writer, time.Time, error) {
@@ -154,7 +158,12 @@ func (c *Cache) compressNAR(ctx context.Context, it *pushItem, opts PushOptions,
 	// The NAR writer and the parallel compressors write blocks of 64 KiB or
 	// more, which go straight through; the buffer is for single-stream
 	// compressors that write in small pieces.
-	bw := bufio.NewWriterSize(out, 64<<10)
+	bw := fileBufs.Get().(*bufio.Writer)
+	bw.Reset(out)
+	defer func() {
+		bw.Reset(nil)
+		fileBufs.Put(bw)
+	}()
 	comp, err := compress.NewWriter(bw, copts)
 	if err != nil {
 		return nil, time.Time{}, err

@@ -66,7 +66,9 @@ func (w *Writer) AddTree(narPath, fsPath string) error {
 	} else {
 		d = newFastDumper(w, fsPath)
 	}
-	if err := d.dumpRoot(narPath); err != nil {
+	err := d.dumpRoot(narPath)
+	d.release()
+	if err != nil {
 		return w.fail(err)
 	}
 	return nil
@@ -76,6 +78,8 @@ func (w *Writer) AddTree(narPath, fsPath string) error {
 // (dump_portable.go) or the platform's fast one (newFastDumper).
 type treeDumper interface {
 	dumpRoot(narPath string) error
+	// release frees what the walk held on to (once dumpRoot returned).
+	release()
 }
 
 // dirEntry is a directory entry being dumped: its name on disk, its name

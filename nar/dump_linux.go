@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,6 +19,23 @@ const (
 // entry's type from d_type, so that the only stat is the fstat of each
 // regular file (about 1.7 times the speed of the portable walker).
 func newFastDumper(w *Writer, root string) treeDumper { return &linuxDumper{w: w, root: root} }
+
+// direntBufs recycles the getdents buffers of dumps (one per AddTree), so
+// that dumping many small store paths in a row allocates few.
+var direntBufs = sync.Pool{New: func() any {
+	b := make([]byte, direntSize)
+	return &b
+}}
+
+// release hands the dumper's getdents buffer back once the dump is over
+// (the entries parsed from it are copies).
+func (d *linuxDumper) release() {
+	if d.dirent != nil {
+		b := d.dirent
+		d.dirent = nil
+		direntBufs.Put(&b)
+	}
+}
 
 type linuxDumper struct {
 	w      *Writer
@@ -149,7 +167,7 @@ func (f *fdReader) Read(p []byte) (int, error) {
 // dir dumps the entries of the open directory fd.
 func (d *linuxDumper) dir(fd int, narPath, rel string) error {
 	if d.dirent == nil {
-		d.dirent = make([]byte, direntSize)
+		d.dirent = *direntBufs.Get().(*[]byte)
 	}
 	start := len(d.ents)
 	for {

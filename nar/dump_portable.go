@@ -17,6 +17,8 @@ type portableDumper struct {
 
 func (d *portableDumper) dumpRoot(narPath string) error { return d.object(d.root, narPath, "") }
 
+func (d *portableDumper) release() {}
+
 func (d *portableDumper) object(fsPath, narPath, rel string) error {
 	fi, err := os.Lstat(fsPath)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // appendStr appends s as a NAR string: u64le length, bytes, zero padding.
@@ -85,8 +86,16 @@ type Writer struct {
 // until the first WriteHeader. Its AddTree applies Nix's case hack where
 // Nix does by default (DefaultCaseHack; see SetCaseHack). Close does not close w.
 func NewWriter(w io.Writer) *Writer {
-	return &Writer{w: w, buf: make([]byte, 0, writeBufSize), caseHack: DefaultCaseHack}
+	return &Writer{w: w, buf: (*writeBufs.Get().(*[]byte))[:0], caseHack: DefaultCaseHack}
 }
+
+// writeBufs recycles Writers' buffers: a Close that succeeded hands its
+// buffer back, so that dumping many small store paths in a row (a closure)
+// allocates and clears one buffer, not one per path.
+var writeBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, writeBufSize)
+	return &b
+}}
 
 // EnableListing makes the Writer record a .ls listing of what it writes,
 // with the narOffset of each regular file, available from Listing after
@@ -471,5 +480,11 @@ func (w *Writer) Close() error {
 		return err
 	}
 	w.err = ErrClosed
+	// Every method returns ErrClosed from now on: the buffer is free.
+	if cap(w.buf) == writeBufSize {
+		b := w.buf[:0]
+		writeBufs.Put(&b)
+	}
+	w.buf = nil
 	return nil
 }

@@ -426,7 +426,7 @@ func (p *parallelWriter) newBuf(n int) []byte {
 		if p.started {
 			return make([]byte, 0, p.size)
 		}
-		return make([]byte, 0, min(p.size, max(n, 64<<10)))
+		return make([]byte, 0, min(p.size, max(n, 4<<10)))
 	}
 }
 
