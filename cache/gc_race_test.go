@@ -19,7 +19,7 @@ import (
 	"github.com/nixcache/nixcache/storepath"
 )
 
-var gcRace = flag.Duration("gc.race", 0, "how long TestCollectRace runs on each backend (default: 2m under CI=true, 5s with -short, else 15s; or $NIXCACHE_GC_RACE)")
+var gcRace = flag.Duration("gc.race", 0, "how long TestCollectRace runs at least on each backend (default: 2m under CI=true, 5s with -short, else 15s; or $NIXCACHE_GC_RACE); it goes on until it has seen enough to prove anything, for at most as long again (a minute or more)")
 
 func raceDuration(t *testing.T) time.Duration {
 	if *gcRace > 0 {
@@ -140,7 +140,12 @@ func raceOn(t *testing.T, url, gcURL, nixURL string, key testenv.NixKey, pool []
 	}
 	store := openStore(t)
 	trusted := mustPub(t, key.Public)
-	deadline := time.Now().Add(d)
+	// The race runs for d, and then on (up to d plus another d, at least a
+	// minute) until it has seen what the checks below need: collections
+	// that removed something, pushes that waited for a collector's lease
+	// and pushes that found none (a short run, -short's 5 s, often has not).
+	start := time.Now()
+	deadline, hardDeadline := start.Add(d), start.Add(d+max(d, time.Minute))
 	var (
 		pushes, collectedRetries, collections atomic.Int64
 		waited, unwaited                      atomic.Int64 // pushes that waited for a live lease, and not
@@ -149,13 +154,20 @@ func raceOn(t *testing.T, url, gcURL, nixURL string, key testenv.NixKey, pool []
 		last                                  = map[int][]storepath.Path{}
 		wg                                    sync.WaitGroup
 	)
+	enough := func() bool {
+		return collections.Load() >= 2 && pushes.Load() >= 2 && removed.Load() > 0 && waited.Load() > 0 && unwaited.Load() > 0
+	}
+	running := func() bool {
+		now := time.Now()
+		return now.Before(deadline) || (!enough() && now.Before(hardDeadline))
+	}
 	const pushers = 2
 	for i := range pushers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(i), 7))
-			for time.Now().Before(deadline) && !t.Failed() {
+			for running() && !t.Failed() {
 				top := pool[len(pool)/2+rng.IntN(len(pool)/2)]
 				sum, err := c.Push(ctx, store, []storepath.Path{top}, cache.PushOptions{Pin: fmt.Sprintf("pusher-%d", i), Jobs: 2})
 				if sum.CollectorWaits > 0 {
@@ -192,7 +204,7 @@ func raceOn(t *testing.T, url, gcURL, nixURL string, key testenv.NixKey, pool []
 	go func() {
 		defer wg.Done()
 		rng := rand.New(rand.NewPCG(99, 7))
-		for time.Now().Before(deadline) && !t.Failed() {
+		for running() && !t.Failed() {
 			rep, err := gc.Collect(ctx, cache.GCOptions{Delete: true, Grace: 0, Jobs: 4})
 			if err != nil {
 				t.Errorf("collect: %v", err)
@@ -208,12 +220,12 @@ func raceOn(t *testing.T, url, gcURL, nixURL string, key testenv.NixKey, pool []
 	}()
 	wg.Wait()
 	t.Logf("%s: %d collections (%d paths removed, %d kept as refreshed by a push), %d pushes succeeded, %d pushes lost a reused path to the collector and were retried; %d pushes waited for a collector's live lease, %d found none",
-		d, collections.Load(), removed.Load(), refreshed.Load(), pushes.Load(), collectedRetries.Load(), waited.Load(), unwaited.Load())
+		time.Since(start).Round(time.Second), collections.Load(), removed.Load(), refreshed.Load(), pushes.Load(), collectedRetries.Load(), waited.Load(), unwaited.Load())
 	if t.Failed() {
 		return
 	}
-	if collections.Load() < 2 || pushes.Load() < 2 || removed.Load() == 0 || waited.Load() == 0 || unwaited.Load() == 0 {
-		t.Fatalf("too little happened to prove anything")
+	if !enough() {
+		t.Fatalf("too little happened to prove anything in %s", time.Since(start).Round(time.Second))
 	}
 	checkConsistent(t, c)
 	for i, closure := range last {
