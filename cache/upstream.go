@@ -78,45 +78,6 @@ func (c *Cache) readNarInfoKey(ctx context.Context, key string) (*narinfo.NarInf
 	return ni, nil
 }
 
-// BatchSource is a Source that also answers for many paths in one call
-// (*localstore.Store: one database query, or one nix path-info process).
-// With PushOptions.SkipSignedBy, Push reads the whole closure's path infos
-// this way, BatchSize paths per call, instead of one call per path.
-type BatchSource interface {
-	Source
-	// QueryPathInfos returns the infos of paths in the same order; it may
-	// fail as a whole when one path is not valid.
-	QueryPathInfos(ctx context.Context, paths []storepath.Path) ([]*PathInfo, error)
-}
-
-// BatchSize is how many paths Push asks a BatchSource about at once.
-const BatchSize = 500
-
-// prefetch fills in the path infos of items from a BatchSource. A batch
-// that fails is left to the per-path queries, which name the bad path.
-func prefetch(ctx context.Context, src Source, items []*pushItem) {
-	bs, ok := src.(BatchSource)
-	if !ok {
-		return
-	}
-	for start := 0; start < len(items); start += BatchSize {
-		chunk := items[start:min(start+BatchSize, len(items))]
-		paths := make([]storepath.Path, len(chunk))
-		for i, it := range chunk {
-			paths[i] = it.path
-		}
-		infos, err := bs.QueryPathInfos(ctx, paths)
-		if err != nil || len(infos) != len(chunk) {
-			continue
-		}
-		for i, it := range chunk {
-			if infos[i] != nil && infos[i].Path == it.path {
-				it.info = infos[i]
-			}
-		}
-	}
-}
-
 // skipper applies PushOptions.SkipSignedBy and PushOptions.Upstream.
 type skipper struct {
 	c        *Cache

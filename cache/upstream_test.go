@@ -277,6 +277,7 @@ func TestVerifyUpstreamReferences(t *testing.T) {
 type batchFake struct {
 	*fakeSource
 	single, batch atomic.Int32
+	asked         atomic.Int32 // paths asked about in batches
 }
 
 func (b *batchFake) QueryPathInfo(ctx context.Context, p storepath.Path) (*cache.PathInfo, error) {
@@ -286,6 +287,7 @@ func (b *batchFake) QueryPathInfo(ctx context.Context, p storepath.Path) (*cache
 
 func (b *batchFake) QueryPathInfos(ctx context.Context, paths []storepath.Path) ([]*cache.PathInfo, error) {
 	b.batch.Add(1)
+	b.asked.Add(int32(len(paths)))
 	out := make([]*cache.PathInfo, len(paths))
 	for i, p := range paths {
 		info, err := b.fakeSource.QueryPathInfo(ctx, p)
@@ -315,6 +317,31 @@ func TestPushSkipBatchesStoreQueries(t *testing.T) {
 	}
 	if s, b := src.single.Load(), src.batch.Load(); s != 0 || b != 1 {
 		t.Fatalf("%d single and %d batch queries, want 0 and 1", s, b)
+	}
+}
+
+// TestPushBatchesStoreQueries: without any skip option too, a BatchSource
+// is asked about the paths to upload in one batch, and only about those
+// (not the ones already in the cache), never once per path.
+func TestPushBatchesStoreQueries(t *testing.T) {
+	ctx := context.Background()
+	src := &batchFake{fakeSource: newFakeSource(t)}
+	base, _, top := chain(t, src.fakeSource)
+	c, err := cache.Open(ctx, "file://"+t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum, err := c.Push(ctx, src, []storepath.Path{base}, cache.PushOptions{}); err != nil || sum.Uploaded != 1 {
+		t.Fatalf("push base: %+v, %v", sum, err)
+	}
+	if s, b, a := src.single.Load(), src.batch.Load(), src.asked.Load(); s != 0 || b != 1 || a != 1 {
+		t.Fatalf("push base: %d single and %d batch queries for %d paths, want 0, 1 and 1", s, b, a)
+	}
+	if sum, err := c.Push(ctx, src, []storepath.Path{top}, cache.PushOptions{}); err != nil || sum.Uploaded != 2 || sum.Skipped != 1 {
+		t.Fatalf("push top: %+v, %v", sum, err)
+	}
+	if s, b, a := src.single.Load(), src.batch.Load(), src.asked.Load(); s != 0 || b != 2 || a != 3 {
+		t.Fatalf("push top: %d single and %d batch queries for %d paths in all, want 0, 2 and 3 (base is in the cache)", s, b, a)
 	}
 }
 
