@@ -112,7 +112,7 @@ type GCReport struct {
 	KeptYoung     GCCount `json:"kept_young"`
 	KeptRecent    GCCount `json:"kept_recent"`
 	KeptBudget    GCCount `json:"kept_size_budget"`
-	KeptRefreshed GCCount `json:"kept_refreshed"` // touched since the listing, or removal failed
+	KeptRefreshed GCCount `json:"kept_refreshed"` // touched or published since the listing, or removal failed
 	Kept          GCCount `json:"kept"`
 	// Unreadable narinfos are kept; while there are any, no NAR file is
 	// removed (the collector cannot tell which one they name).
@@ -364,6 +364,9 @@ func (g *collector) run(ctx context.Context, mover Mover) error {
 		return err
 	}
 	g.mark()
+	if err := g.relist(ctx); err != nil {
+		return err
+	}
 	remove := func(ctx context.Context, key string) error {
 		if mover != nil {
 			g.b.count(&g.b.req.Move)
@@ -438,6 +441,68 @@ func (g *collector) list(ctx context.Context) error {
 	g.progress("list", g.report.Objects, g.report.Objects, true)
 	if err != nil {
 		return fmt.Errorf("list: %w", err)
+	}
+	return nil
+}
+
+// relist lists the cache once more, before anything is removed, and keeps
+// every narinfo that the first listing did not show, with its closure and
+// its NAR file. A server may leave out of a listing an object that is being
+// overwritten or touched at that moment: MinIO does, for a copy onto itself
+// (what a push's touch of a reused narinfo is); while four narinfos were
+// touched in a loop, 105 of 1768 looks at them in 442 listings missed one.
+// A narinfo missing from the listing would have made its NAR file a stray
+// and its references garbage, although it is there. A narinfo left out of
+// both listings is still possible, but far rarer. Only a collection that
+// removes pays for the second listing.
+func (g *collector) relist(ctx context.Context) error {
+	if !g.opts.Delete {
+		return nil
+	}
+	var added []int32
+	err := g.b.List(ctx, "", func(oi ObjectInfo) error {
+		k, ok := strings.CutSuffix(oi.Key, ".narinfo")
+		if !ok || strings.Contains(k, "/") {
+			return nil
+		}
+		d, ok := digestOf(k)
+		if !ok {
+			return nil
+		}
+		id := g.node(d)
+		if n := &g.nodes[id]; n.state == nodeUnlisted {
+			n.state, n.mtime, n.keySz = nodeListed, oi.ModTime.UnixNano(), int32(min(oi.Size, 1<<30))
+			g.report.NarInfos++
+			added = append(added, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list again: %w", err)
+	}
+	if len(added) == 0 {
+		return nil
+	}
+	if err := g.readNarInfos(ctx); err != nil { // the nodes just listed
+		return err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, id := range added {
+		n := &g.nodes[id]
+		switch {
+		case n.state != nodeRead:
+		case n.reason == whyNone:
+			g.keepClosure(id)
+		default:
+			// Kept already (a kept narinfo refers to it), but its own
+			// references were unknown when the closures were marked.
+			for _, r := range n.refs {
+				if g.nodes[r].reason == whyNone {
+					g.keepClosure(r)
+				}
+			}
+		}
 	}
 	return nil
 }
