@@ -37,6 +37,11 @@
 // that covers a push's short gap between writing a NAR file and publishing
 // its narinfo); the Stat and the removal end within gcDeleteWindow (1 s) or
 // the removal is not made. A narinfo kept at that point keeps its closure.
+// Before it removes anything, Collect lists the cache once more and keeps
+// every narinfo the first listing did not show, with its closure and NAR
+// file: a server may leave out of a listing an object being copied onto
+// itself at that moment (MinIO does, and a touch is such a copy), which
+// would make a live narinfo's NAR file look unreferenced.
 //
 // The danger is a push that relies on an object R the collector listed and
 // marked as garbage, and publishes a narinfo X the collector never saw: a
@@ -97,8 +102,8 @@
 // without touches: there, reused objects are protected by pins, the grace
 // period and the 6 s margin only.
 //
-// Cost at scale: Collect makes one List (1,000 keys a page on S3), one GET
-// per narinfo, and for each object removed one Stat and one delete (two
+// Cost at scale: Collect makes one List (1,000 keys a page on S3; two when
+// it removes), one GET per narinfo, and for each object removed one Stat and one delete (two
 // requests on S3), independent of NAR sizes. Measured with BenchmarkGC
 // (examples/gc) on 2 shared cores: 100,000 narinfos on file:// take 16.7 s
 // and 108 MiB peak RSS to plan (100,002 requests), and 57 s and 126 MiB to
