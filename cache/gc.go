@@ -424,13 +424,9 @@ func (g *collector) list(ctx context.Context) error {
 			g.nars[id].mtime, g.nars[id].size = oi.ModTime.UnixNano(), oi.Size
 		case strings.Contains(k, "/"):
 		case strings.HasSuffix(k, ".narinfo"):
-			d, ok := digestOf(strings.TrimSuffix(k, ".narinfo"))
-			if !ok {
-				return nil // not a narinfo Nix would look up: leave it
+			if id, ok := g.narInfoNode(k); ok { // else not a narinfo Nix would look up: leave it
+				g.noteListed(id, oi)
 			}
-			n := &g.nodes[g.node(d)]
-			n.state, n.mtime, n.keySz = nodeListed, oi.ModTime.UnixNano(), int32(min(oi.Size, 1<<30))
-			g.report.NarInfos++
 		case strings.HasSuffix(k, ".ls"):
 			if _, ok := digestOf(strings.TrimSuffix(k, ".ls")); ok {
 				g.listings = append(g.listings, gcListing{k, oi.ModTime.UnixNano(), oi.Size})
@@ -443,6 +439,27 @@ func (g *collector) list(ctx context.Context) error {
 		return fmt.Errorf("list: %w", err)
 	}
 	return nil
+}
+
+// narInfoNode returns the node of key when it is a narinfo Nix would look
+// up ("<hashpart>.narinfo" at the cache's root).
+func (g *collector) narInfoNode(key string) (int32, bool) {
+	k, ok := strings.CutSuffix(key, ".narinfo")
+	if !ok || strings.Contains(k, "/") {
+		return 0, false
+	}
+	d, ok := digestOf(k)
+	if !ok {
+		return 0, false
+	}
+	return g.node(d), true
+}
+
+// noteListed records the listing of narinfo node id.
+func (g *collector) noteListed(id int32, oi ObjectInfo) {
+	n := &g.nodes[id]
+	n.state, n.mtime, n.keySz = nodeListed, oi.ModTime.UnixNano(), int32(min(oi.Size, 1<<30))
+	g.report.NarInfos++
 }
 
 // relist lists the cache once more, before anything is removed, and keeps
@@ -461,18 +478,8 @@ func (g *collector) relist(ctx context.Context) error {
 	}
 	var added []int32
 	err := g.b.List(ctx, "", func(oi ObjectInfo) error {
-		k, ok := strings.CutSuffix(oi.Key, ".narinfo")
-		if !ok || strings.Contains(k, "/") {
-			return nil
-		}
-		d, ok := digestOf(k)
-		if !ok {
-			return nil
-		}
-		id := g.node(d)
-		if n := &g.nodes[id]; n.state == nodeUnlisted {
-			n.state, n.mtime, n.keySz = nodeListed, oi.ModTime.UnixNano(), int32(min(oi.Size, 1<<30))
-			g.report.NarInfos++
+		if id, ok := g.narInfoNode(oi.Key); ok && g.nodes[id].state == nodeUnlisted {
+			g.noteListed(id, oi)
 			added = append(added, id)
 		}
 		return nil
