@@ -23,10 +23,11 @@
 # 3. Where a call's time goes: the hook built with -tags hooktrace, run by
 #    examples/bench/hooktrace (spawn = fork, exec, Go runtime start and
 #    package initialisers up to main; exit = until wait(2) returns), next
-#    to /bin/true and hooktrace's "floor" (a Go process that only reads the
-#    .drv, symlinks the entry and fsyncs the entries directory: the least
-#    a durable Go hook costs); then one 31-derivation build with the
-#    traced hook, and its phases as Nix ran it.
+#    to /bin/true, hooktrace's "empty" (a Go process that does nothing:
+#    the least any Go hook costs) and its "floor" (a Go process that only
+#    reads the .drv, symlinks the entry and fsyncs the entries directory:
+#    the least a durable Go hook costs); then one 31-derivation build with
+#    the traced hook, and its phases as Nix ran it.
 # Needs root (local Nix store), Nix and Go. Leaves nothing but $WORK.
 # BENCH_BIN=DIR uses the post-build-hook and upload-daemon binaries in DIR
 # instead of building them (to compare two versions, run the script once
@@ -130,7 +131,7 @@ echo "drained: $(ls "$WORK/cache2" | grep -c narinfo) narinfos"
 if [ -x "$BIN/hooktrace" ] && [ -x "$BIN/post-build-hook-trace" ]; then
   checkpoint "$QWORK/trace/q" # hooktrace queues in DIR/q
   checkpoint "$QWORK/q3"
-  echo "trace: $("$BIN/hooktrace" -n "$N" -queue "$QWORK/trace" /bin/true floor "$BIN/post-build-hook-trace" | tr '\n' ' ')"
+  echo "trace: $("$BIN/hooktrace" -n "$N" -queue "$QWORK/trace" /bin/true empty floor "$BIN/post-build-hook-trace" | tr '\n' ' ')"
   HOOK=$BIN/post-build-hook-trace build traced NIXCACHE_QUEUE="$QWORK/q3" >/dev/null
   echo "in Nix: $("$BIN/hooktrace" -nixlog "$WORK/traced.log")"
 fi

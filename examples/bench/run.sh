@@ -12,7 +12,8 @@
 # of a 31-path closure; push of a 1 GiB path (BIG_MIB) with zstd; push to a
 # local S3 server (versitygw) against one minio-go PutObject of the same NAR
 # (and, for information, our backend's streamed Put of that NAR file: the
-# upload without the dump and NarHash; each side's CPU user+sys);
+# upload without the dump and NarHash; each side's CPU user+sys, and the
+# server's; every run on a clean page cache);
 # a fleet of 4 S3 backends under a server-side rate limit, with and without
 # the adaptive limiter (aimd); 4 upload-daemons draining into a distributed
 # MinIO (4 nodes x 2 drives), with and without a server-side limit (fleet);
@@ -77,11 +78,20 @@ PUB=$(cat "$WORK/key.pub")
 P=$(nix-store --add "$SRC")
 NARSIZE=$(nix-store --query --size "$P")
 
-# measure KEY CMD...: appends wall µs to KEY.t, peak RSS KiB to KEY.m and
-# CPU time (user+sys) ms to KEY.c.
+# server_ms: CPU time (user+sys) ms the S3 server started by start_s3 has
+# used so far (0 when none runs).
+server_ms() {
+  if [ -n "${S3PID:-}" ] && [ -r "/proc/$S3PID/stat" ]; then
+    awk -v hz="$(getconf CLK_TCK)" '{printf "%d\n", ($14 + $15) * 1000 / hz}' "/proc/$S3PID/stat"
+  else echo 0; fi
+}
+# measure KEY CMD...: appends wall µs to KEY.t, peak RSS KiB to KEY.m,
+# CPU time (user+sys) ms to KEY.c and the S3 server's CPU time ms during
+# the run to KEY.sc.
 measure() {
-  local key=$1 t0 t1 m u s
+  local key=$1 t0 t1 m u s s0
   shift
+  s0=$(server_ms)
   t0=$(date +%s%N)
   if ! /usr/bin/time -f "%M %U %S" -o "$WORK/rss" "$@" >/dev/null 2>"$WORK/err"; then
     echo "FAILED: $*" >&2
@@ -93,6 +103,7 @@ measure() {
   read -r m u s <<<"$(tail -1 "$WORK/rss")"
   echo "$m" >>"$WORK/$key.m"
   awk -v u="$u" -v s="$s" 'BEGIN {printf "%d\n", (u + s) * 1000}' >>"$WORK/$key.c"
+  echo $(($(server_ms) - s0)) >>"$WORK/$key.sc"
 }
 median() { sort -n "$1" | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
@@ -290,6 +301,11 @@ elif ensure_versitygw; then
   S3="$BIN/s3helper -endpoint $EP"
   cmd_s3() {
     local b="b$1$2"
+    # Each run uploads into a new bucket on a clean page cache: the earlier
+    # runs' objects (but the one verified below) are removed and written
+    # back first, so that no run pays for another's writeback.
+    find "$WORK/s3" -mindepth 1 -maxdepth 1 ! -name bours1 ! -name '.*' -exec rm -rf {} +
+    sync
     $S3 -public mkbucket "$b"
     case $1 in
     ours) CMD=("$BIN/push" -q --secret-key "$KEY" --to "s3://$b?endpoint=$EP&region=us-east-1&addressing-style=path&compression=none" "$P") ;;
@@ -307,6 +323,14 @@ elif ensure_versitygw; then
   OC=$(median "$WORK/s3.ours.c") SC=$(median "$WORK/s3.stream.c") BC=$(median "$WORK/s3.base.c")
   addrow "  client CPU user+sys: push (upload alone) (info)" "$(sec "$OC"e3) ($(sec "$SC"e3))" "$(sec "$BC"e3)" \
     "$(awk -v a="$OC" -v b="$BC" 'BEGIN {printf "%.2f", a / b}')" info -
+  # Both sides share the cores: the server's CPU (its MD5 and CRC64 of every
+  # byte) plus the client's, spread over all cores, is the least wall time
+  # either side can take; the gap to the target shows how much is CPU.
+  OS=$(median "$WORK/s3.ours.sc") BS=$(median "$WORK/s3.base.sc")
+  addrow "  server CPU (versitygw): push vs PutObject (info)" "$(sec "$OS"e3)" "$(sec "$BS"e3)" \
+    "$(awk -v a="$OS" -v b="$BS" 'BEGIN {printf "%.2f", a / b}')" info -
+  addrow "  both sides' CPU / $(nproc) cores (info)" "$(awk -v c="$OC" -v s="$OS" -v n="$(nproc)" 'BEGIN {printf "%.3f s", (c + s) / n / 1000}')" \
+    "$(awk -v c="$BC" -v s="$BS" -v n="$(nproc)" 'BEGIN {printf "%.3f s", (c + s) / n / 1000}')" - info -
   # Nix must substitute-check what we uploaded, over plain HTTP.
   verify_row "  our S3 upload: nix store verify over HTTP" "$EP/bours1" "$P"
   kill "$S3PID"; wait "$S3PID" 2>/dev/null || true; S3PID=""
@@ -490,6 +514,9 @@ if [ -n "$PERCALL" ]; then
   PBQ=$(sed -n 's/^per build: any hook costs \(-*[0-9]*\) ms in Nix; ours in queue mode \(-*[0-9]*\) ms.*/\2/p' "$WORK/hook.txt")
   PBT=$(sed -n 's/^per build: any hook costs \(-*[0-9]*\) ms in Nix.*/\1/p' "$WORK/hook.txt")
   addrow "  per build in Nix: queue hook vs /bin/true (info)" "$PBQ ms" "$PBT ms" - info -
+  # A Go process that does nothing (hooktrace "empty"): the least any Go hook costs.
+  EMPTY=$(sed -n 's/.* empty: total \([0-9]*\) us per call.*/\1/p' "$WORK/hook.txt")
+  [ -n "$EMPTY" ] && addrow "  per call: a Go process doing nothing (info)" "$(awk -v a="$EMPTY" 'BEGIN {printf "%.2f ms", a / 1000}')" "$SPAWN ms" - info -
   # The floor: a Go process that only symlinks the entry and fsyncs its directory (hooktrace "floor").
   FLOOR=$(sed -n 's/.* floor: total \([0-9]*\) us per call.*/\1/p' "$WORK/hook.txt")
   [ -n "$FLOOR" ] && addrow "  per call: floor, Go start + fsync'd entry (info)" "$(awk -v a="$FLOOR" 'BEGIN {printf "%.2f ms", a / 1000}')" "$SPAWN ms" - info -

@@ -11,8 +11,13 @@ import (
 )
 
 // floorEnv, set in its environment, makes hooktrace act as the "floor"
-// hook instead.
-const floorEnv = "HOOKTRACE_FLOOR"
+// hook instead; emptyEnv makes it exit at once, as the "empty" binary: a
+// Go process that does nothing (the runtime's start and exit, and
+// hooktrace's package initialisers, which are the floor's too).
+const (
+	floorEnv = "HOOKTRACE_FLOOR"
+	emptyEnv = "HOOKTRACE_EMPTY"
+)
 
 // floor does the least a queue-mode hook must do for an entry to be
 // durable, with nothing else (no configuration, no watchdog, no checks,

@@ -43,6 +43,9 @@ import (
 )
 
 func main() {
+	if os.Getenv(emptyEnv) != "" {
+		return
+	}
 	if os.Getenv(floorEnv) != "" {
 		os.Exit(floor())
 	}

@@ -43,12 +43,16 @@ func percentile(v []float64, p int) float64 {
 // call runs bin once and records its phases.
 func call(s *stats, bin, drv, queue string) error {
 	env := append(os.Environ(), "OUT_PATHS=", "DRV_PATH="+drv, "NIXCACHE_QUEUE="+queue)
-	if bin == "floor" {
+	if bin == "floor" || bin == "empty" {
 		self, err := os.Executable()
 		if err != nil {
 			return err
 		}
-		bin, env = self, append(env, floorEnv+"=1")
+		mode := floorEnv
+		if bin == "empty" {
+			mode = emptyEnv
+		}
+		bin, env = self, append(env, mode+"=1")
 	}
 	cmd := exec.Command(bin)
 	cmd.Env = env
