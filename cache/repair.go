@@ -178,7 +178,7 @@ func (c *Cache) Repair(ctx context.Context, paths []storepath.Path, opts RepairO
 			var changed bool
 			serr := fmt.Errorf("%w: %w", ErrNotSigned, verr)
 			if ni != nil && NarInfoKey(ni.StorePath) == key {
-				changed, serr = c.addSignatures(ctx, key, opts.Verify.TrustedKeys, opts.SignWith)
+				changed, serr = c.addSignatures(ctx, key, ni, opts.Verify.TrustedKeys, opts.SignWith)
 			}
 			if opts.Signed != nil {
 				opts.Signed(p, key, changed, serr)
@@ -456,8 +456,21 @@ func (s keepSigs) QueryPathInfo(ctx context.Context, p storepath.Path) (*PathInf
 // if its signatures verify with trusted, and stores it again only if that
 // changed it and it is still the narinfo that was read (else it starts
 // over, a few times). It reports whether the narinfo was rewritten.
-func (c *Cache) addSignatures(ctx context.Context, key string, trusted []signature.PublicKey, keys []signature.SecretKey) (bool, error) {
-	return c.rewrite(ctx, key, narinfo.MaxSize, ErrBadNarInfo, narinfo.MIMEType, func(data []byte) ([]byte, error) {
+//
+// read is the narinfo as Verify has just read it from key. Written out
+// again, a narinfo Nix or this package wrote is the same text byte for
+// byte, so rewrite starts from that instead of reading the narinfo once
+// more: signing reads each narinfo twice, not three times (Verify's read,
+// and rewrite's read right before its write, which must find this very
+// text). A narinfo written otherwise (fields in another order, say) fails
+// that comparison, and rewrite starts over from the text it re-read: three
+// reads, as before.
+func (c *Cache) addSignatures(ctx context.Context, key string, read *narinfo.NarInfo, trusted []signature.PublicKey, keys []signature.SecretKey) (bool, error) {
+	var first []byte
+	if read != nil {
+		first, _ = read.MarshalText() // nil on an error: rewrite reads
+	}
+	return c.rewrite(ctx, key, first, narinfo.MaxSize, ErrBadNarInfo, narinfo.MIMEType, func(data []byte) ([]byte, error) {
 		ni, err := narinfo.Unmarshal(data)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %w", ErrBadNarInfo, key, err)
@@ -489,7 +502,7 @@ func (c *Cache) addSignatures(ctx context.Context, key string, trusted []signatu
 // returns the realisation's output path when it parsed.
 func (c *Cache) addRealisationSignatures(ctx context.Context, key string, dir storepath.Dir, trusted []signature.PublicKey, keys []signature.SecretKey) (storepath.Path, bool, error) {
 	var out storepath.Path
-	changed, err := c.rewrite(ctx, key, maxRealisationSize, ErrBadRealisation, realisationMIMEType, func(data []byte) ([]byte, error) {
+	changed, err := c.rewrite(ctx, key, nil, maxRealisationSize, ErrBadRealisation, realisationMIMEType, func(data []byte) ([]byte, error) {
 		r, err := ParseRealisation(data, dir)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", key, err)
@@ -522,13 +535,18 @@ func (c *Cache) addRealisationSignatures(ctx context.Context, key string, dir st
 // and stores that only if the object is still the one read, re-reading it
 // right before the write (the Backend has no conditional Put: this narrows
 // the window in which a concurrent writer's fresh object would be replaced
-// by an older one); else it starts over, a few times. It reports whether
-// it rewrote the object; its errors wrap ErrNotSigned.
-func (c *Cache) rewrite(ctx context.Context, key string, limit int, tooLarge error, mime string, edit func(data []byte) ([]byte, error)) (bool, error) {
+// by an older one); else it starts over from what it re-read, a few times.
+// first, when not nil, is the object as the caller has just read it, which
+// the first round edits instead of reading it again. It reports whether it
+// rewrote the object; its errors wrap ErrNotSigned.
+func (c *Cache) rewrite(ctx context.Context, key string, first []byte, limit int, tooLarge error, mime string, edit func(data []byte) ([]byte, error)) (bool, error) {
+	data := first
 	for range 3 {
-		data, err := c.readLimited(ctx, key, limit, tooLarge)
-		if err != nil {
-			return false, fmt.Errorf("%w: %w", ErrNotSigned, err)
+		if data == nil {
+			var err error
+			if data, err = c.readLimited(ctx, key, limit, tooLarge); err != nil {
+				return false, fmt.Errorf("%w: %w", ErrNotSigned, err)
+			}
 		}
 		text, err := edit(data)
 		if err != nil {
@@ -537,7 +555,13 @@ func (c *Cache) rewrite(ctx context.Context, key string, limit int, tooLarge err
 		if text == nil {
 			return false, nil
 		}
-		if again, err := c.readLimited(ctx, key, limit, tooLarge); err != nil || !bytes.Equal(again, data) {
+		again, err := c.readLimited(ctx, key, limit, tooLarge)
+		if err != nil {
+			data = nil
+			continue
+		}
+		if !bytes.Equal(again, data) {
+			data = again
 			continue
 		}
 		if err := c.Backend.Put(ctx, key, bytes.NewReader(text), int64(len(text)), mime); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -392,5 +393,175 @@ func TestRepairReadErrorNoReupload(t *testing.T) {
 	}
 	if len(results) != 1 || !errors.Is(results[0].Err, errNarRead) || !errors.Is(err, errNarRead) {
 		t.Errorf("repair: %v, results %v; want the read error reported", err, results)
+	}
+}
+
+// signSetup returns an empty file:// backend and a fake store for the
+// signing tests.
+func signSetup(t *testing.T) (cache.Backend, *fakeSource) {
+	t.Helper()
+	b, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, newFakeSource(t)
+}
+
+// genKey generates a signing key pair.
+func genKey(t *testing.T, name string) (signature.SecretKey, signature.PublicKey) {
+	t.Helper()
+	sk, pk, err := signature.GenerateKey(name, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sk, pk
+}
+
+// countGets counts the reads of each key.
+type countGets struct {
+	cache.Backend
+	mu   sync.Mutex
+	gets map[string]int
+}
+
+func (b *countGets) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	b.mu.Lock()
+	b.gets[key]++
+	b.mu.Unlock()
+	return b.Backend.Get(ctx, key)
+}
+
+// TestRepairSignReadsNarInfoTwice: key rotation (Repair with SignWith)
+// reads each narinfo twice, Verify's read and the read right before the
+// write that checks nothing changed it meanwhile, and once when it is
+// already signed. A narinfo whose text is not the one this package writes
+// (fields in another order, which Nix accepts) is signed too, from the text
+// read again: three reads. Every narinfo then verifies with the new key
+// alone.
+func TestRepairSignReadsNarInfoTwice(t *testing.T) {
+	ctx := context.Background()
+	b, src := signSetup(t)
+	oldKey, oldPub := genKey(t, "repair-old-1")
+	newKey, newPub := genKey(t, "repair-new-1")
+	leaf := src.MustAdd(t, "sign-leaf", nil, map[string][]byte{"f": []byte("leaf")})
+	mid := src.MustAdd(t, "sign-mid", []storepath.Path{leaf}, map[string][]byte{"f": []byte("mid")})
+	top := src.MustAdd(t, "sign-top", []storepath.Path{mid, leaf}, map[string][]byte{"f": []byte("top")})
+	if _, err := cache.New(b, cache.Options{SecretKeys: []signature.SecretKey{oldKey}}).Push(ctx, src, []storepath.Path{top}, cache.PushOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// mid's narinfo with NarSize before NarHash.
+	midKey := cache.NarInfoKey(mid)
+	text := string(cachetest.Read(t, b, midKey))
+	lines := strings.Split(text, "\n")
+	i := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "NarHash: ") })
+	if i < 0 || !strings.HasPrefix(lines[i+1], "NarSize: ") {
+		t.Fatalf("unexpected narinfo:\n%s", text)
+	}
+	lines[i], lines[i+1] = lines[i+1], lines[i]
+	reordered := strings.Join(lines, "\n")
+	if err := b.Put(ctx, midKey, strings.NewReader(reordered), int64(len(reordered)), narinfo.MIMEType); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{cache.NarInfoKey(leaf): 2, midKey: 3, cache.NarInfoKey(top): 2}
+
+	sign := func() (*cache.RepairSummary, map[string]int) {
+		t.Helper()
+		cb := &countGets{Backend: b, gets: map[string]int{}}
+		sum, err := cache.New(cb, cache.Options{}).Repair(ctx, nil, cache.RepairOptions{
+			Verify:   cache.VerifyOptions{TrustedKeys: []signature.PublicKey{oldPub}},
+			SignWith: []signature.SecretKey{newKey},
+		})
+		if err != nil {
+			t.Fatalf("Repair with SignWith: %v", err)
+		}
+		got := map[string]int{}
+		for k, n := range cb.gets {
+			if strings.HasSuffix(k, ".narinfo") {
+				got[k] = n
+			}
+		}
+		return sum, got
+	}
+	sum, got := sign()
+	if sum.Signed != 3 || !maps.Equal(got, want) {
+		t.Errorf("first rotation: %v; narinfo reads %v, want %v", sum, got, want)
+	}
+	if _, err := cache.New(b, cache.Options{}).Verify(ctx, nil, cache.VerifyOptions{TrustedKeys: []signature.PublicKey{newPub}}); err != nil {
+		t.Errorf("after the rotation, the new key alone: %v", err)
+	}
+	for k := range want {
+		want[k] = 1
+	}
+	if sum, got := sign(); sum.Signed != 0 || !maps.Equal(got, want) {
+		t.Errorf("second rotation: %v; narinfo reads %v, want %v", sum, got, want)
+	}
+}
+
+// changeOnGet writes its narinfo text to key just before the key's read
+// number at (a concurrent push replacing the narinfo).
+type changeOnGet struct {
+	countGets
+	key  string
+	at   int
+	text []byte
+}
+
+func (b *changeOnGet) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	b.mu.Lock()
+	n := b.gets[key] + 1
+	b.mu.Unlock()
+	if key == b.key && n == b.at {
+		if err := b.Backend.Put(ctx, key, bytes.NewReader(b.text), int64(len(b.text)), narinfo.MIMEType); err != nil {
+			return nil, err
+		}
+	}
+	return b.countGets.Get(ctx, key)
+}
+
+// TestRepairSignConcurrentChange: a narinfo replaced between Verify's read
+// and the signing's write (here by one carrying a third signature) is not
+// overwritten by the signed old text: the signature goes onto the new text,
+// which keeps the third one.
+func TestRepairSignConcurrentChange(t *testing.T) {
+	ctx := context.Background()
+	b, src := signSetup(t)
+	oldKey, oldPub := genKey(t, "change-old-1")
+	newKey, newPub := genKey(t, "change-new-1")
+	thirdKey, thirdPub := genKey(t, "change-third-1")
+	p := src.MustAdd(t, "sign-change", nil, map[string][]byte{"f": []byte("change")})
+	if _, err := cache.New(b, cache.Options{SecretKeys: []signature.SecretKey{oldKey}}).Push(ctx, src, []storepath.Path{p}, cache.PushOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	key := cache.NarInfoKey(p)
+	ni, err := narinfo.Unmarshal(cachetest.Read(t, b, key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ni.Sign(thirdKey); err != nil {
+		t.Fatal(err)
+	}
+	third, err := ni.MarshalText()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := &changeOnGet{countGets: countGets{Backend: b, gets: map[string]int{}}, key: key, at: 2, text: third}
+	sum, err := cache.New(cb, cache.Options{}).Repair(ctx, nil, cache.RepairOptions{
+		Verify:   cache.VerifyOptions{TrustedKeys: []signature.PublicKey{oldPub}},
+		SignWith: []signature.SecretKey{newKey},
+	})
+	if err != nil || sum.Signed != 1 {
+		t.Fatalf("Repair with SignWith: %v, %v", sum, err)
+	}
+	got, err := narinfo.Unmarshal(cachetest.Read(t, b, key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []signature.PublicKey{oldPub, thirdPub, newPub} {
+		if err := got.Verify([]signature.PublicKey{k}); err != nil {
+			t.Errorf("signature by %s: %v", k.Name(), err)
+		}
+	}
+	if n := cb.gets[key]; n != 3 {
+		t.Errorf("%d reads of the narinfo, want 3 (Verify's, the one that found the change, the one before the write)", n)
 	}
 }
