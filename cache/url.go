@@ -20,7 +20,8 @@ var ErrBadURL = errors.New("cache: invalid store URL")
 // `cache: store URL "s3://b?regoin=***": unknown parameter "regoin"`. It
 // never holds a value that may be a secret: URL has every parameter value
 // and any user information replaced by "***", and Err names parameters, not
-// their values.
+// their values (nor a name no parameter could have, which may be a piece of
+// a password pasted unescaped).
 type URLError struct {
 	URL string // the URL as given, redacted
 	Err error  // what is wrong, naming the parameter or part
@@ -38,7 +39,15 @@ func (e *URLError) Is(target error) bool { return target == ErrBadURL }
 // user information ("user:password@") replaced by "***", so that an error
 // can show which URL and which parameters it is about without repeating a
 // secret (a key pasted where a key file belongs, credentials in an endpoint).
+// Everything before the last '@' counts as user information: a password
+// pasted unescaped may hold '/', '?' or '#', which would otherwise end the
+// host before it.
 func redact(s string) string {
+	if scheme, rest, ok := strings.Cut(s, "://"); ok {
+		if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+			s = scheme + "://***" + rest[i:]
+		}
+	}
 	head, query, hasQuery := strings.Cut(s, "?")
 	if i := strings.IndexByte(head, '#'); i >= 0 {
 		head = head[:i] + "#***"
@@ -150,6 +159,11 @@ func ParseURL(s string) (*URL, error) {
 			continue
 		}
 		rawName, rawValue, hasValue := strings.Cut(kv, "=")
+		if !plausibleName(rawName) {
+			// Not shown: "?" and "&" in a password pasted unescaped
+			// make parameter names of its pieces.
+			return nil, bad(errors.New("a parameter name holds characters no parameter name has (not shown, as it may be part of a secret)"))
+		}
 		name, err := url.PathUnescape(rawName)
 		if err != nil {
 			return nil, bad(fmt.Errorf("parameter %q: bad percent-escape in the name", rawName))
@@ -177,6 +191,20 @@ func ParseURL(s string) (*URL, error) {
 		return nil, bad(err)
 	}
 	return u, nil
+}
+
+// plausibleName reports whether name (as written, percent-escapes and all)
+// could be a parameter name: Nix's and the backends' are made of letters,
+// digits, '-', '_' and '.'; '%' is let through for the escape check.
+func plausibleName(name string) bool {
+	for _, c := range []byte(name) {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.', c == '%':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // set stores a binary-cache parameter, or reports known=false for a

@@ -160,6 +160,13 @@ func TestParseURLNoSecretInErrors(t *testing.T) {
 		{"s3://bucket?region=x&" + secret + "=1", "unknown parameter"},
 		{"file:///c?secret-key=" + url.QueryEscape(keyText) + "&compression=bad", `"compression"`},
 		{"file:///c#" + secret, "fragment"},
+		// A password holding '/', '?' or '#' unescaped: the user
+		// information still ends at the last '@'.
+		{"http://AKIA:ab/" + secret + "@h", "not a valid URL"},
+		{"https://AKIA:" + secret + "?x@h/p?priority=1", "parameter name"},
+		{"https://AKIA:pw?" + secret + "@h", "parameter name"},
+		{"http://AKIA:" + secret + "#x@h", "fragment"},
+		{"s3://AKIA:" + secret + "/x@bucket?region=x", "bucket name"},
 	} {
 		_, err := cache.ParseURL(tt.url)
 		if err == nil {
