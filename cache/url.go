@@ -52,16 +52,6 @@ func redact(s string) string {
 	if i := strings.IndexByte(head, '#'); i >= 0 {
 		head = head[:i] + "#***"
 	}
-	if scheme, loc, ok := strings.Cut(head, "://"); ok {
-		host, path, hasPath := strings.Cut(loc, "/")
-		if i := strings.LastIndexByte(host, '@'); i >= 0 {
-			host = "***" + host[i:]
-		}
-		head = scheme + "://" + host
-		if hasPath {
-			head += "/" + path
-		}
-	}
 	if !hasQuery {
 		return head
 	}
