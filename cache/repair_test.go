@@ -417,17 +417,25 @@ func genKey(t *testing.T, name string) (signature.SecretKey, signature.PublicKey
 	return sk, pk
 }
 
-// countGets counts the reads of each key.
+// countGets counts the reads of each key; before, when set, runs ahead of
+// each read with the key's read number (from 1).
 type countGets struct {
 	cache.Backend
-	mu   sync.Mutex
-	gets map[string]int
+	mu     sync.Mutex
+	gets   map[string]int
+	before func(ctx context.Context, key string, n int) error
 }
 
 func (b *countGets) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 	b.mu.Lock()
 	b.gets[key]++
+	n := b.gets[key]
 	b.mu.Unlock()
+	if b.before != nil {
+		if err := b.before(ctx, key, n); err != nil {
+			return nil, err
+		}
+	}
 	return b.Backend.Get(ctx, key)
 }
 
@@ -497,27 +505,6 @@ func TestRepairSignReadsNarInfoTwice(t *testing.T) {
 	}
 }
 
-// changeOnGet writes its narinfo text to key just before the key's read
-// number at (a concurrent push replacing the narinfo).
-type changeOnGet struct {
-	countGets
-	key  string
-	at   int
-	text []byte
-}
-
-func (b *changeOnGet) Get(ctx context.Context, key string) (io.ReadCloser, error) {
-	b.mu.Lock()
-	n := b.gets[key] + 1
-	b.mu.Unlock()
-	if key == b.key && n == b.at {
-		if err := b.Backend.Put(ctx, key, bytes.NewReader(b.text), int64(len(b.text)), narinfo.MIMEType); err != nil {
-			return nil, err
-		}
-	}
-	return b.countGets.Get(ctx, key)
-}
-
 // TestRepairSignConcurrentChange: a narinfo replaced between Verify's read
 // and the signing's write (here by one carrying a third signature) is not
 // overwritten by the signed old text: the signature goes onto the new text,
@@ -544,7 +531,13 @@ func TestRepairSignConcurrentChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cb := &changeOnGet{countGets: countGets{Backend: b, gets: map[string]int{}}, key: key, at: 2, text: third}
+	// A concurrent push replaces the narinfo just before its second read.
+	cb := &countGets{Backend: b, gets: map[string]int{}, before: func(ctx context.Context, k string, n int) error {
+		if k != key || n != 2 {
+			return nil
+		}
+		return b.Put(ctx, key, bytes.NewReader(third), int64(len(third)), narinfo.MIMEType)
+	}}
 	sum, err := cache.New(cb, cache.Options{}).Repair(ctx, nil, cache.RepairOptions{
 		Verify:   cache.VerifyOptions{TrustedKeys: []signature.PublicKey{oldPub}},
 		SignWith: []signature.SecretKey{newKey},

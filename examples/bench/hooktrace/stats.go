@@ -40,17 +40,17 @@ func percentile(v []float64, p int) float64 {
 	return v[len(v)*p/100]
 }
 
+// selfModes maps the binary names that stand for hooktrace itself to the
+// variable that sets its mode.
+var selfModes = map[string]string{"floor": floorEnv, "empty": emptyEnv}
+
 // call runs bin once and records its phases.
 func call(s *stats, bin, drv, queue string) error {
 	env := append(os.Environ(), "OUT_PATHS=", "DRV_PATH="+drv, "NIXCACHE_QUEUE="+queue)
-	if bin == "floor" || bin == "empty" {
+	if mode, ok := selfModes[bin]; ok {
 		self, err := os.Executable()
 		if err != nil {
 			return err
-		}
-		mode := floorEnv
-		if bin == "empty" {
-			mode = emptyEnv
 		}
 		bin, env = self, append(env, mode+"=1")
 	}
